@@ -1,0 +1,39 @@
+# kundenwert: `make run` and `make test` work on a fresh machine by themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench lint install postgres clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Main job: a 20,000-customer sample world, imported into SQLite, summarised.
+run: $(STAMP)
+	$(VENV)/bin/kundenwert sample var/sample --customers 20000 --seed 1
+	$(VENV)/bin/kundenwert import var/sample --mode replace
+	$(VENV)/bin/kundenwert summary
+
+## PostgreSQL server binaries for the store tests (the tests start a private cluster).
+postgres:
+	@bash scripts/install-postgres.sh
+
+test: $(STAMP) postgres
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/sample.py
+	$(PY) bench/import.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kundenwert tests bench
+	$(VENV)/bin/ruff format --check kundenwert tests bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

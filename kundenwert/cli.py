@@ -1,0 +1,142 @@
+"""The ``kundenwert`` command."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kundenwert.errors import KundenwertError
+
+app = typer.Typer(
+    name="kundenwert",
+    help="Campaign and customer analytics for CRM data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+datasets_app = typer.Typer(help="Real data sets in the CRM contract format.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Print our own errors plainly (no traceback) and exit non-zero; anything else is a bug."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KundenwertError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+@app.command("sample")
+@friendly
+def sample_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the tables and truth/ into.")],
+    customers: Annotated[int, typer.Option("--customers", "-n", help="Number of customers.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 1,
+    start: Annotated[str, typer.Option(help="First day of the world (ISO date).")] = "2023-01-01",
+    end: Annotated[str, typer.Option(help="Last day of the world (ISO date).")] = "2025-12-31",
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> None:
+    """Generate a sample CRM world with known ground truth."""
+    from kundenwert.datasets.sample import generate_world, write_world
+
+    t0 = time.perf_counter()
+    with err.status(f"simulating {customers:,} customers"):
+        world = generate_world(customers, seed, start, end)
+    with err.status(f"writing {fmt} to {directory}"):
+        rows = write_world(world, directory, fmt)
+    _rows_table(f"sample world in {directory} (seed {seed})", rows)
+    out.print(f"{sum(rows.values()):,} rows in {time.perf_counter() - t0:.1f} s; truth in {directory / 'truth'}")
+
+
+@app.command("import")
+@friendly
+def import_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder with customers.csv, purchases.csv, ... (or .parquet).")],
+    mode: Annotated[str, typer.Option(help="append (refuse existing ids), upsert (update them) or replace (the folder becomes the store).")] = "append",
+) -> None:
+    """Validate CRM tables against the contract and import them, all or nothing."""
+    from kundenwert.features.importer import import_folder
+    from kundenwert.features.store import Store
+
+    store = Store()
+    t0 = time.perf_counter()
+    with err.status(f"validating and importing {directory} ({mode})"):
+        result = import_folder(directory, store, mode=mode)
+    elapsed = time.perf_counter() - t0
+    _rows_table(f"imported into {store.engine.url.render_as_string(hide_password=True)} ({mode})", result.rows)
+    out.print(f"{result.total_rows:,} rows in {elapsed:.1f} s ({result.total_rows / max(elapsed, 1e-9):,.0f} rows/s)")
+
+
+@app.command("summary")
+@friendly
+def summary_cmd(
+    at: Annotated[str | None, typer.Option(help="Date the age groups and consents refer to (default: now).")] = None,
+) -> None:
+    """Print what the store holds: rows, customers by type and age group, revenue, email consent."""
+    from kundenwert.features.store import Store
+    from kundenwert.features.summary import summarize
+
+    s = summarize(Store(), at)
+    _rows_table("rows per table", s.rows)
+    t = Table(title=f"customers by type and age group (at {s.at:%Y-%m-%d})")
+    t.add_column("type")
+    for g in s.customers_by_type_and_age.columns:
+        t.add_column(str(g), justify="right")
+    t.add_column("total", justify="right")
+    for ctype, row in s.customers_by_type_and_age.iterrows():
+        t.add_row(str(ctype), *[f"{int(v):,}" for v in row], f"{int(row.sum()):,}")
+    out.print(t)
+    r = Table(title="revenue per year (net of returns)")
+    for c in ("year", "revenue", "margin", "purchase rows"):
+        r.add_column(c, justify="right")
+    for year, row in s.revenue_by_year.iterrows():
+        r.add_row(str(year), f"{row['revenue']:,.2f}", f"{row['margin']:,.2f}", f"{int(row['purchase_rows']):,}")
+    out.print(r)
+    out.print(f"customers with valid email consent (double opt-in, no objection): {s.email_consent_share:.1%} of {s.customers:,}")
+
+
+@datasets_app.command("cdnow")
+@friendly
+def cdnow_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder to write customers.csv and purchases.csv into.")],
+    sample: Annotated[bool, typer.Option("--sample", help="The 2,357-customer sample of the BTYD papers.")] = False,
+) -> None:
+    """Write the real CDNOW data (shipped with lifetimes) in the contract format."""
+    from kundenwert.datasets.cdnow import write_cdnow
+
+    rows = write_cdnow(directory, sample=sample)
+    _rows_table(f"CDNOW {'sample' if sample else 'full cohort'} in {directory}", rows)
+
+
+def _rows_table(title: str, rows: dict[str, int]) -> None:
+    t = Table(title=title)
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for name, n in rows.items():
+        t.add_row(name, f"{n:,}")
+    out.print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""True values of the sample world, at its end date or any earlier cutoff.
+
+The purchase process is BG/NBD with one twist (a complaint raises the dropout probability), so the
+true quantities have closed forms given each customer's parameters and state:
+
+- Alive at ``t``: has bought before ``t`` and the order after which they leave is not before ``t``.
+- P(no purchase in ``[t, t + h)``) for an alive customer is ``exp(-lambda h)`` (one leaves only right
+  after an order); for a customer who has left it is 1. This is the churn probability.
+- Expected orders in ``h``: a two-state chain (A: no complaint yet, B: complained) whose states are
+  left at rate ``lambda * rho_A`` and ``lambda * p_B``; see ``expected_orders``.
+- P(at least one order containing category c in ``h``): orders contain c with probability
+  ``q = 1 - (1 - share) exp(-mu share)`` (``1 + Poisson(mu)`` lines), which gives
+  ``(1 - A)(1 - exp(-k h))`` with ``k = lambda (q + p - q p)``, ``A = lambda (1 - q) p / k``
+  (future complaints are not anticipated here; their effect on 90-day affinities is small).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kundenwert.datasets import design as D
+
+_AGE_EDGES = np.array([25, 35, 45, 55, 65], dtype="float64")
+
+
+def age_group_index(birth_year: np.ndarray, year: int) -> np.ndarray:
+    """Index into ``design.AGE_BANDS`` (6 = unknown) of the age reached in ``year``."""
+    age = year - np.asarray(birth_year, dtype="float64")
+    idx = np.searchsorted(_AGE_EDGES, age, side="right")
+    return np.where(np.isnan(age), 6, idx)
+
+
+def expected_orders(lam: np.ndarray, p: np.ndarray, p_after: np.ndarray, kappa: np.ndarray, complained: np.ndarray, h: float) -> np.ndarray:
+    """Expected orders in the next ``h`` days of an alive customer."""
+    lam, p, p_after, kappa = (np.asarray(x, dtype="float64") for x in (lam, p, p_after, kappa))
+    e_b = -np.expm1(-lam * p_after * h) / p_after
+    rho_a = 1.0 - (1.0 - kappa) * (1.0 - p)
+    diff = rho_a - p_after
+    diff = np.where(np.abs(diff) < 1e-9, 1e-9, diff)
+    k = kappa * (1.0 - p_after) / diff
+    int_a = -np.expm1(-lam * rho_a * h) / rho_a
+    e_a = int_a + k * (e_b - int_a)
+    return np.where(complained, e_b, e_a)
+
+
+def category_probability(lam: np.ndarray, p: np.ndarray, share: np.ndarray, lines_mu: np.ndarray, h: float) -> np.ndarray:
+    """P(at least one order with the category in ``h`` days) for an alive customer."""
+    q = 1.0 - (1.0 - share) * np.exp(-lines_mu * share)
+    k = lam * (q + p - q * p)
+    a = lam * (1.0 - q) * p / k
+    return (1.0 - a) * -np.expm1(-k * h)
+
+
+def values_at(params: pd.DataFrame, cutoff: pd.Timestamp | str, horizons: tuple[int, ...] = (90, 365)) -> pd.DataFrame:
+    """True state and values of every customer at ``cutoff`` (indexed by ``customer_id``).
+
+    Columns: ``alive``, ``p_dropout_now``, ``churn_probability_{h}d``, ``expected_purchases_{h}d``,
+    ``expected_spend_{h}d``, ``affinity_{category}_{h}d`` (first horizon only), and per channel
+    ``response_{channel}_treated`` / ``_control`` for a neutral action.
+    """
+    t = pd.Timestamp(cutoff)
+    t = t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
+    first = params["first_purchase_at"]
+    death = params["death_at"]
+    has_bought = (params["is_buyer"] & (first < t)).to_numpy()
+    alive = has_bought & (death.isna() | (death >= t)).to_numpy()
+    complained = (params["complained_at"] < t).fillna(False).to_numpy()
+    lam = params["lambda_per_day"].to_numpy()
+    p = params["p_dropout"].to_numpy()
+    pa_ = params["p_dropout_after_complaint"].to_numpy()
+    kappa = params["complaint_prob_per_order"].to_numpy()
+    p_now = np.where(complained, pa_, p)
+    out = pd.DataFrame(index=pd.Index(params["customer_id"].to_numpy(), name="customer_id"))
+    out["has_bought"] = has_bought
+    out["alive"] = alive
+    out["p_dropout_now"] = p_now
+    spend = params["mean_spend_per_order"].to_numpy()
+    for h in horizons:
+        out[f"churn_probability_{h}d"] = np.where(has_bought, np.where(alive, np.exp(-lam * h), 1.0), np.nan)
+        e = np.where(alive, expected_orders(lam, p, pa_, kappa, complained, h), 0.0)
+        out[f"expected_purchases_{h}d"] = e
+        out[f"expected_spend_{h}d"] = e * spend
+    h0 = horizons[0]
+    mu = params["lines_extra_mean"].to_numpy()
+    for c in D.CATEGORIES:
+        share = params[f"category_share_{c}"].to_numpy()
+        out[f"affinity_{c}_{h0}d"] = np.where(alive, category_probability(lam, p_now, share, mu, h0), 0.0)
+    ag = pd.Categorical(params["age_group"], categories=list(D.AGE_BANDS)).codes
+    left = has_bought & ~alive
+    pref = params["preferred_channel"].to_numpy()
+    u = params["response_individual"].to_numpy()
+    for ch in D.CHANNELS:
+        logit_t = D.RESPONSE_BASE[ch] + D.RESPONSE_PREFERRED_CHANNEL * (pref == ch) + np.asarray(D.RESPONSE_AGE[ch])[ag] + u
+        logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u
+        out[f"response_{ch}_treated"] = 1.0 / (1.0 + np.exp(-(logit_t + D.RESPONSE_DEAD * left)))
+        out[f"response_{ch}_control"] = 1.0 / (1.0 + np.exp(-(logit_c + D.RESPONSE_DEAD * left)))
+    return out
+
+
+def truth_at_end(params: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """The parameters plus the true values at the end date, one row per customer."""
+    vals = values_at(params, end).reset_index(drop=True)
+    vals = vals.drop(columns=["has_bought"]).rename(columns={"alive": "alive_at_end_check"})
+    out = pd.concat([params.reset_index(drop=True), vals], axis=1)
+    if not (out["alive_at_end_check"] == out["alive_at_end"]).all():  # the two derivations must agree
+        raise AssertionError("sample world: alive-at-end derived two ways disagrees")
+    return out.drop(columns=["alive_at_end_check"])
+
+
+def load_truth(folder: str) -> pd.DataFrame:
+    """``truth/customers.parquet`` of a sample world folder (the folder or its ``truth/``)."""
+    from pathlib import Path
+
+    base = Path(folder)
+    path = base / "customers.parquet" if base.name == "truth" else base / "truth" / "customers.parquet"
+    return pd.read_parquet(path)

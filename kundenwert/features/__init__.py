@@ -1,0 +1,1 @@
+"""Data shape: the CRM contract, validation, the store and (later) point-in-time feature pipelines."""

@@ -1,0 +1,1 @@
+"""Estimators: CLV, churn, win-back, affinity, channel response (no I/O)."""

@@ -1,0 +1,1 @@
+"""The FastAPI service: next-best actions, batch scoring, target lists, feedback."""

@@ -1,0 +1,33 @@
+"""Deployment settings, read from the environment (``KUNDENWERT_*``) with safe embedded defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where kundenwert keeps its state.
+
+    The default is fully embedded: SQLite at ``var/kundenwert.db`` below the working directory.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KUNDENWERT_", extra="ignore")
+
+    home: Path = Field(default=Path("var"), description="Folder for embedded state (database, runs).")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default sqlite:///<home>/kundenwert.db.",
+    )
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'kundenwert.db'}"
+
+
+def get_settings() -> Settings:
+    """Settings as the environment says now (cheap; not cached so tests can change the env)."""
+    return Settings()

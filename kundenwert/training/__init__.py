@@ -1,0 +1,1 @@
+"""Orchestration: training sets over rolling cutoffs, fitting, backtests, gates."""
