@@ -62,14 +62,23 @@ def sample_cmd(
     with err.status(f"writing {fmt} to {directory}"):
         rows = write_world(world, directory, fmt)
     _rows_table(f"sample world in {directory} (seed {seed})", rows)
-    out.print(f"{sum(rows.values()):,} rows in {time.perf_counter() - t0:.1f} s; truth in {directory / 'truth'}")
+    out.print(
+        f"{sum(rows.values()):,} rows in {time.perf_counter() - t0:.1f} s; truth in {directory / 'truth'}"
+    )
 
 
 @app.command("import")
 @friendly
 def import_cmd(
-    directory: Annotated[Path, typer.Argument(help="Folder with customers.csv, purchases.csv, ... (or .parquet).")],
-    mode: Annotated[str, typer.Option(help="append (refuse existing ids), upsert (update them) or replace (the folder becomes the store).")] = "append",
+    directory: Annotated[
+        Path, typer.Argument(help="Folder with customers.csv, purchases.csv, ... (or .parquet).")
+    ],
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="append (refuse existing ids), upsert (update them) or replace (the folder becomes the store)."
+        ),
+    ] = "append",
 ) -> None:
     """Validate CRM tables against the contract and import them, all or nothing."""
     from kundenwert.features.importer import import_folder
@@ -80,14 +89,20 @@ def import_cmd(
     with err.status(f"validating and importing {directory} ({mode})"):
         result = import_folder(directory, store, mode=mode)
     elapsed = time.perf_counter() - t0
-    _rows_table(f"imported into {store.engine.url.render_as_string(hide_password=True)} ({mode})", result.rows)
-    out.print(f"{result.total_rows:,} rows in {elapsed:.1f} s ({result.total_rows / max(elapsed, 1e-9):,.0f} rows/s)")
+    _rows_table(
+        f"imported into {store.engine.url.render_as_string(hide_password=True)} ({mode})", result.rows
+    )
+    out.print(
+        f"{result.total_rows:,} rows in {elapsed:.1f} s ({result.total_rows / max(elapsed, 1e-9):,.0f} rows/s)"
+    )
 
 
 @app.command("summary")
 @friendly
 def summary_cmd(
-    at: Annotated[str | None, typer.Option(help="Date the age groups and consents refer to (default: now).")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Date the age groups and consents refer to (default: now).")
+    ] = None,
 ) -> None:
     """Print what the store holds: rows, customers by type and age group, revenue, email consent."""
     from kundenwert.features.store import Store
@@ -107,16 +122,22 @@ def summary_cmd(
     for c in ("year", "revenue", "margin", "purchase rows"):
         r.add_column(c, justify="right")
     for year, row in s.revenue_by_year.iterrows():
-        r.add_row(str(year), f"{row['revenue']:,.2f}", f"{row['margin']:,.2f}", f"{int(row['purchase_rows']):,}")
+        r.add_row(
+            str(year), f"{row['revenue']:,.2f}", f"{row['margin']:,.2f}", f"{int(row['purchase_rows']):,}"
+        )
     out.print(r)
-    out.print(f"customers with valid email consent (double opt-in, no objection): {s.email_consent_share:.1%} of {s.customers:,}")
+    out.print(
+        f"customers with valid email consent (double opt-in, no objection): {s.email_consent_share:.1%} of {s.customers:,}"
+    )
 
 
 @datasets_app.command("cdnow")
 @friendly
 def cdnow_cmd(
     directory: Annotated[Path, typer.Argument(help="Folder to write customers.csv and purchases.csv into.")],
-    sample: Annotated[bool, typer.Option("--sample", help="The 2,357-customer sample of the BTYD papers.")] = False,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="The 2,357-customer sample of the BTYD papers.")
+    ] = False,
 ) -> None:
     """Write the real CDNOW data (shipped with lifetimes) in the contract format."""
     from kundenwert.datasets.cdnow import write_cdnow

@@ -22,9 +22,17 @@ def _source(sample: bool) -> pd.DataFrame:
     ref = resources.files("lifetimes") / "datasets" / name
     with resources.as_file(ref) as path:
         if sample:  # columns: master id, sample id, date, number of CDs, dollar value
-            df = pd.read_csv(path, sep=r"\s+", header=None, names=["master_id", "customer_id", "date", "cds", "dollars"], dtype=str)
+            df = pd.read_csv(
+                path,
+                sep=r"\s+",
+                header=None,
+                names=["master_id", "customer_id", "date", "cds", "dollars"],
+                dtype=str,
+            )
         else:  # header row: customer_id date number_of_cds dollar_value
-            df = pd.read_csv(path, sep=r"\s+", header=0, names=["customer_id", "date", "cds", "dollars"], dtype=str)
+            df = pd.read_csv(
+                path, sep=r"\s+", header=0, names=["customer_id", "date", "cds", "dollars"], dtype=str
+            )
     return df
 
 

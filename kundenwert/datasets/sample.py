@@ -87,14 +87,44 @@ REGIONS = (
     ("Schleswig-Holstein", 0.035, ("23", "24", "25")),
     ("Niedersachsen", 0.096, ("26", "27", "29", "30", "31", "37", "38", "49")),
     ("Bremen", 0.008, ("28",)),
-    ("Nordrhein-Westfalen", 0.215, ("32", "33", "40", "41", "42", "44", "45", "46", "47", "48", "50", "51", "52", "53", "57", "58", "59")),
+    (
+        "Nordrhein-Westfalen",
+        0.215,
+        (
+            "32",
+            "33",
+            "40",
+            "41",
+            "42",
+            "44",
+            "45",
+            "46",
+            "47",
+            "48",
+            "50",
+            "51",
+            "52",
+            "53",
+            "57",
+            "58",
+            "59",
+        ),
+    ),
     ("Hessen", 0.076, ("34", "35", "36", "60", "61", "63", "64", "65")),
     ("Thueringen", 0.025, ("07", "98", "99")),
     ("Sachsen-Anhalt", 0.026, ("06", "39")),
     ("Rheinland-Pfalz", 0.049, ("54", "55", "56", "67")),
     ("Saarland", 0.012, ("66",)),
-    ("Baden-Wuerttemberg", 0.134, ("68", "69", "70", "71", "72", "73", "74", "75", "76", "77", "78", "79", "88", "89")),
-    ("Bayern", 0.157, ("80", "81", "82", "83", "84", "85", "86", "87", "90", "91", "92", "93", "94", "95", "96", "97")),
+    (
+        "Baden-Wuerttemberg",
+        0.134,
+        ("68", "69", "70", "71", "72", "73", "74", "75", "76", "77", "78", "79", "88", "89"),
+    ),
+    (
+        "Bayern",
+        0.157,
+        ("80", "81", "82", "83", "84", "85", "86", "87", "90", "91", "92", "93", "94", "95", "96", "97"),
+    ),
 )
 
 
@@ -151,10 +181,14 @@ def generate_world(
     """Simulate the world (see the module docstring for the story)."""
     if n_customers < 1:
         raise ConfigurationError(f"--customers must be at least 1, not {n_customers}")
-    start_ts = pd.Timestamp(start).tz_localize("UTC") if pd.Timestamp(start).tz is None else pd.Timestamp(start)
+    start_ts = (
+        pd.Timestamp(start).tz_localize("UTC") if pd.Timestamp(start).tz is None else pd.Timestamp(start)
+    )
     end_ts = pd.Timestamp(end).tz_localize("UTC") if pd.Timestamp(end).tz is None else pd.Timestamp(end)
     if (end_ts - start_ts) < pd.Timedelta(days=90):
-        raise ConfigurationError(f"--end must be at least 90 days after --start (got {start_ts:%Y-%m-%d} to {end_ts:%Y-%m-%d})")
+        raise ConfigurationError(
+            f"--end must be at least 90 days after --start (got {start_ts:%Y-%m-%d} to {end_ts:%Y-%m-%d})"
+        )
     rng = np.random.default_rng(seed)
     clock = _Clock(start_ts, end_ts)
     span = clock.span
@@ -179,7 +213,9 @@ def generate_world(
         m = reg_i == k
         pre = np.asarray(prefixes, dtype=object)[(prefix_pick[m] * len(prefixes)).astype(int)]
         postal[m] = pre + np.char.zfill(rng.integers(0, 1000, m.sum()).astype(str), 3).astype(object)
-    household = np.where(consumer, rng.choice(np.arange(1, 7), size=n, p=(0.38, 0.33, 0.12, 0.11, 0.04, 0.02)), np.nan)
+    household = np.where(
+        consumer, rng.choice(np.arange(1, 7), size=n, p=(0.38, 0.33, 0.12, 0.11, 0.04, 0.02)), np.nan
+    )
     income = np.where(consumer, _choice(rng, D.INCOME_BANDS, D.INCOME_SHARE, n), "")
     life_p = np.tile(np.array([0.18, 0.17, 0.17, 0.14, 0.14, 0.20]), (n, 1))
     life_p[(ag == 1) | (ag == 2), 1] += 0.25  # families are more common at 25-44
@@ -189,14 +225,20 @@ def generate_world(
     price_sens = np.round(np.where(consumer, rng.beta(2, 2, n), rng.beta(2, 3, n)), 2)
     pref_p = np.array(
         [  # email, sms, phone, mail by age group
-            [0.55, 0.35, 0.05, 0.05], [0.60, 0.25, 0.07, 0.08], [0.55, 0.15, 0.12, 0.18],
-            [0.45, 0.10, 0.18, 0.27], [0.35, 0.05, 0.25, 0.35], [0.20, 0.03, 0.32, 0.45],
+            [0.55, 0.35, 0.05, 0.05],
+            [0.60, 0.25, 0.07, 0.08],
+            [0.55, 0.15, 0.12, 0.18],
+            [0.45, 0.10, 0.18, 0.27],
+            [0.35, 0.05, 0.25, 0.35],
+            [0.20, 0.03, 0.32, 0.45],
             [0.55, 0.05, 0.30, 0.10],
         ]
     )[ag]
     pref_i = (rng.random(n)[:, None] > np.cumsum(pref_p, axis=1)).sum(axis=1).clip(0, 3)
     preferred = np.asarray(D.CHANNELS, dtype=object)[pref_i]
-    company_size = np.where(consumer, "", _choice(rng, ("1-9", "10-49", "50-249", "250+"), (0.5, 0.3, 0.15, 0.05), n))
+    company_size = np.where(
+        consumer, "", _choice(rng, ("1-9", "10-49", "50-249", "250+"), (0.5, 0.3, 0.15, 0.05), n)
+    )
 
     # Category shares: softmax(age pattern + lifestyle pattern + individual taste).
     cat_logit = D.AGE_CATEGORY_LOGWEIGHT[ag].copy()
@@ -212,7 +254,13 @@ def generate_world(
     life_mult = np.where(consumer, np.array([D.LIFESTYLE_RATE_MULT[x] for x in D.LIFESTYLES])[life_i], 1.0)
     lam = rng.gamma(par["r"], 1.0 / par["alpha"]) * inc_rate[inc_code] * life_mult
     p0 = rng.beta(par["a"], par["b"])
-    p_drop = np.clip(_sigmoid(_logit(np.clip(p0, 1e-6, 1 - 1e-6)) + D.PRICE_SENSITIVITY_DROPOUT_LOGIT * (price_sens - 0.5)), 1e-4, 0.995)
+    p_drop = np.clip(
+        _sigmoid(
+            _logit(np.clip(p0, 1e-6, 1 - 1e-6)) + D.PRICE_SENSITIVITY_DROPOUT_LOGIT * (price_sens - 0.5)
+        ),
+        1e-4,
+        0.995,
+    )
     p_after = 1.0 - (1.0 - p_drop) * D.COMPLAINT_KEEP
     kappa = np.array([D.COMPLAINT_PROB_PER_ORDER[t] for t in D.CUSTOMER_TYPES])[ctype_i]
     gg = {k: np.array([D.GAMMA_GAMMA[t][k] for t in D.CUSTOMER_TYPES])[ctype_i] for k in ("p", "q", "gamma")}
@@ -252,7 +300,11 @@ def generate_world(
     first_c = (rep_rank == complaint_rank[rep_owner]) & (complaint_rank[rep_owner] > 0)
     complained_at[rep_owner[first_c]] = rep_time[first_c]
     # Further complaints after the first one (no further effect on dropout).
-    later_c = (rep_rank > complaint_rank[rep_owner]) & (complaint_rank[rep_owner] > 0) & (rng.random(len(rep_rank)) < kappa[rep_owner])
+    later_c = (
+        (rep_rank > complaint_rank[rep_owner])
+        & (complaint_rank[rep_owner] > 0)
+        & (rng.random(len(rep_rank)) < kappa[rep_owner])
+    )
 
     # Orders: first orders plus repeats.
     buyers = idx[buyer]
@@ -348,7 +400,9 @@ def generate_world(
             "customer_id": customer_ids[c_owner],
             "opened_at": clock.ts(c_open),
             "closed_at": clock.ts(c_close),
-            "category": _choice(rng, ("delivery", "quality", "billing", "service"), (0.35, 0.3, 0.15, 0.2), len(c_orders)),
+            "category": _choice(
+                rng, ("delivery", "quality", "billing", "service"), (0.35, 0.3, 0.15, 0.2), len(c_orders)
+            ),
             "severity": rng.choice(np.arange(1, 6), size=len(c_orders), p=(0.25, 0.3, 0.25, 0.15, 0.05)),
         }
     )
@@ -376,18 +430,32 @@ def generate_world(
                     "channel": ch,
                     "granted": True,
                     "t": g_t[has],
-                    "double_opt_in": pd.array(doi[has], dtype="boolean") if ch == "email" else pd.array([pd.NA] * int(has.sum()), dtype="boolean"),
-                    "source": _choice(rng, ("web form", "contract", "call", "store"), (0.5, 0.25, 0.15, 0.1), int(has.sum())),
+                    "double_opt_in": pd.array(doi[has], dtype="boolean")
+                    if ch == "email"
+                    else pd.array([pd.NA] * int(has.sum()), dtype="boolean"),
+                    "source": _choice(
+                        rng, ("web form", "contract", "call", "store"), (0.5, 0.25, 0.15, 0.1), int(has.sum())
+                    ),
                 }
             )
         )
         consent_rows.append(
-            pd.DataFrame({"owner": idx[wd], "channel": ch, "granted": False, "t": w_t[wd], "source": "customer request"})
+            pd.DataFrame(
+                {
+                    "owner": idx[wd],
+                    "channel": ch,
+                    "granted": False,
+                    "t": w_t[wd],
+                    "source": "customer request",
+                }
+            )
         )
     objects = rng.random(n) < D.OBJECTION_SHARE
     obj_t = np.where(objects, created + rng.uniform(0, 1, n) * (span - created), np.inf)
     consent_rows.append(
-        pd.DataFrame({"owner": idx[objects], "channel": "*", "granted": False, "t": obj_t[objects], "source": "letter"})
+        pd.DataFrame(
+            {"owner": idx[objects], "channel": "*", "granted": False, "t": obj_t[objects], "source": "letter"}
+        )
     )
 
     # ------------------------------------------------------------------ 7. campaigns and responses
@@ -398,7 +466,7 @@ def generate_world(
     contact_parts = []
     unsub_rows = []
     age_eff = {ch: np.asarray(D.RESPONSE_AGE[ch])[ag] for ch in D.CHANNELS}
-    for mi, month in enumerate(months):
+    for month in months:
         m0 = (month - start_ts) / pd.Timedelta(days=1)
         for k, ch in enumerate(D.CHANNELS):
             t = m0 + rng.uniform(0, 25)
@@ -420,7 +488,14 @@ def generate_world(
                 extra += D.RESPONSE_VOUCHER_PRICE_SENSITIVITY * (price_sens[sel] - 0.5)
             if a_cat is not None:
                 extra += D.RESPONSE_AFFINITY * np.log(len(D.CATEGORIES) * pi[sel, D.CATEGORIES.index(a_cat)])
-            logit_t = D.RESPONSE_BASE[ch] + a_eff + D.RESPONSE_PREFERRED_CHANNEL * (pref_i[sel] == k) + age_eff[ch][sel] + u_resp[sel] + extra
+            logit_t = (
+                D.RESPONSE_BASE[ch]
+                + a_eff
+                + D.RESPONSE_PREFERRED_CHANNEL * (pref_i[sel] == k)
+                + age_eff[ch][sel]
+                + u_resp[sel]
+                + extra
+            )
             logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u_resp[sel]
             logit_t = logit_t + D.RESPONSE_DEAD * dead
             logit_c = logit_c + D.RESPONSE_DEAD * dead
@@ -445,7 +520,17 @@ def generate_world(
                 who = sel[unsub]
                 when = ct[unsub] + 60.0 / _SECONDS_PER_DAY
                 withdraw[k, who] = np.minimum(withdraw[k, who], when)
-                unsub_rows.append(pd.DataFrame({"owner": who, "channel": ch, "granted": False, "t": when, "source": "unsubscribe link"}))
+                unsub_rows.append(
+                    pd.DataFrame(
+                        {
+                            "owner": who,
+                            "channel": ch,
+                            "granted": False,
+                            "t": when,
+                            "source": "unsubscribe link",
+                        }
+                    )
+                )
             contact_parts.append(
                 pd.DataFrame(
                     {
@@ -464,7 +549,9 @@ def generate_world(
 
     # ------------------------------------------------------------------ 8. inbound contacts, offers
     in_rate = np.array([1 / 250, 1 / 60, 1 / 45])[ctype_i]
-    active_until = np.where(np.isnan(death_at), span, np.minimum(span, np.nan_to_num(death_at, nan=span) + 30.0))
+    active_until = np.where(
+        np.isnan(death_at), span, np.minimum(span, np.nan_to_num(death_at, nan=span) + 30.0)
+    )
     active_len = np.maximum(active_until - created, 0.0)
     n_in = rng.poisson(in_rate * active_len)
     in_owner = np.repeat(idx, n_in)
@@ -485,7 +572,9 @@ def generate_world(
                 "action_id": "",
                 "is_control": pd.array([pd.NA] * len(in_owner), dtype="boolean"),
                 "outcome": "",
-                "topic": _choice(rng, ("information request", "service", "order status"), (0.45, 0.35, 0.2), len(in_owner)),
+                "topic": _choice(
+                    rng, ("information request", "service", "order status"), (0.45, 0.35, 0.2), len(in_owner)
+                ),
             }
         )
     )
@@ -529,14 +618,22 @@ def generate_world(
     consents["customer_id"] = customer_ids[consents["owner"].to_numpy()]
     consents = consents.drop_duplicates(["customer_id", "channel", "recorded_at"], keep="last")
     consents["double_opt_in"] = consents["double_opt_in"].astype("boolean")
-    tables["consents"] = consents[["customer_id", "channel", "granted", "recorded_at", "double_opt_in", "source"]].reset_index(drop=True)
+    tables["consents"] = consents[
+        ["customer_id", "channel", "granted", "recorded_at", "double_opt_in", "source"]
+    ].reset_index(drop=True)
 
-    tables["offers"] = _offers(rng, clock, customer_ids, consumer, created, death_at, alive_end, o_owner, o_time, o_value, nu, gg)
+    tables["offers"] = _offers(
+        rng, clock, customer_ids, consumer, created, death_at, alive_end, o_owner, o_time, o_value, nu, gg
+    )
     tables["products"] = pd.DataFrame(
         {
             "product_id": product_ids,
             "category": np.repeat(cats, products_per_cat),
-            "name": [f"{c.replace('_', ' ').title()} item {j + 1}" for c in D.CATEGORIES for j in range(products_per_cat)],
+            "name": [
+                f"{c.replace('_', ' ').title()} item {j + 1}"
+                for c in D.CATEGORIES
+                for j in range(products_per_cat)
+            ],
         }
     )
 
@@ -605,10 +702,14 @@ def _customer_ids(ctype_i: np.ndarray) -> np.ndarray:
 
 
 def _products_table(tables: dict) -> np.ndarray:
-    return np.array([f"SKU-{c[:4].upper()}-{j + 1:03d}" for c in D.CATEGORIES for j in range(30)], dtype=object)
+    return np.array(
+        [f"SKU-{c[:4].upper()}-{j + 1:03d}" for c in D.CATEGORIES for j in range(30)], dtype=object
+    )
 
 
-def _offers(rng, clock, customer_ids, consumer, created, death_at, alive_end, o_owner, o_time, o_value, nu, gg) -> pd.DataFrame:
+def _offers(
+    rng, clock, customer_ids, consumer, created, death_at, alive_end, o_owner, o_time, o_value, nu, gg
+) -> pd.DataFrame:
     span = clock.span
     b2b = ~consumer
     # Won offers precede half of the business orders.
@@ -634,11 +735,22 @@ def _offers(rng, clock, customer_ids, consumer, created, death_at, alive_end, o_
     owner = np.concatenate([w_owner, l_owner, op_owner])
     t_created = np.concatenate([w_created, l_created, op_created])
     t_closed = np.concatenate([w_close, l_close, np.full(len(op_owner), np.nan)])
-    status = np.concatenate([np.full(len(w_owner), "won", dtype=object), l_status.astype(object), np.full(len(op_owner), "open", dtype=object)])
+    status = np.concatenate(
+        [
+            np.full(len(w_owner), "won", dtype=object),
+            l_status.astype(object),
+            np.full(len(op_owner), "open", dtype=object),
+        ]
+    )
     amount = np.concatenate([w_amount, l_amount, op_amount])
     reason = np.where(
         status == "lost",
-        _choice(rng, ("price", "competitor", "timing", "budget", "no_need"), (0.35, 0.25, 0.15, 0.15, 0.1), len(status)),
+        _choice(
+            rng,
+            ("price", "competitor", "timing", "budget", "no_need"),
+            (0.35, 0.25, 0.15, 0.15, 0.1),
+            len(status),
+        ),
         "",
     )
     order = np.argsort(t_created, kind="stable")
@@ -664,7 +776,9 @@ def _age_group_category(pi: np.ndarray, ag: np.ndarray, buyer: np.ndarray) -> pd
             continue
         share = pi[m].mean(axis=0)
         for j, c in enumerate(D.CATEGORIES):
-            rows.append({"age_group": band, "category": c, "expected_line_share": share[j], "customers": int(m.sum())})
+            rows.append(
+                {"age_group": band, "category": c, "expected_line_share": share[j], "customers": int(m.sum())}
+            )
     return pd.DataFrame(rows)
 
 
@@ -688,7 +802,10 @@ def _design_dict(n: int, seed: int, start: pd.Timestamp, end: pd.Timestamp) -> d
         "control_share": D.CONTROL_SHARE,
         "response_base": D.RESPONSE_BASE,
         "organic_base": D.ORGANIC_BASE,
-        "actions": {a: {"kind": k, "channels": list(ch), "logit_effect": e, "category": c} for a, (k, ch, e, c) in D.ACTIONS.items()},
+        "actions": {
+            a: {"kind": k, "channels": list(ch), "logit_effect": e, "category": c}
+            for a, (k, ch, e, c) in D.ACTIONS.items()
+        },
         "response_preferred_channel": D.RESPONSE_PREFERRED_CHANNEL,
         "response_voucher_price_sensitivity": D.RESPONSE_VOUCHER_PRICE_SENSITIVITY,
         "response_affinity": D.RESPONSE_AFFINITY,
@@ -718,7 +835,9 @@ def _to_arrow(df: pd.DataFrame) -> pa.Table:
             cols[c] = pa.array(np.where(missing, None, v), type=pa.string())
         elif isinstance(s.dtype, pd.BooleanDtype) or s.dtype == bool:
             b = s.astype("boolean")
-            cols[c] = pa.array(np.where(b.isna(), None, np.where(b.fillna(False), "true", "false")), type=pa.string())
+            cols[c] = pa.array(
+                np.where(b.isna(), None, np.where(b.fillna(False), "true", "false")), type=pa.string()
+            )
         else:
             cols[c] = pa.array(s, from_pandas=True)
     return pa.table(cols)
@@ -742,7 +861,9 @@ def write_world(world: World, out: Path | str, fmt: str = "csv") -> dict[str, in
         else:
             pq.write_table(table, out / f"{name}.parquet")
         rows[name] = len(df)
-    pq.write_table(pa.Table.from_pandas(world.truth, preserve_index=False), out / "truth" / "customers.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(world.truth, preserve_index=False), out / "truth" / "customers.parquet"
+    )
     world.age_group_category.to_csv(out / "truth" / "age_group_category.csv", index=False)
     (out / "truth" / "design.json").write_text(json.dumps(world.design, indent=2, default=float))
     (out / "truth" / "README.md").write_text(

@@ -31,7 +31,9 @@ def age_group_index(birth_year: np.ndarray, year: int) -> np.ndarray:
     return np.where(np.isnan(age), 6, idx)
 
 
-def expected_orders(lam: np.ndarray, p: np.ndarray, p_after: np.ndarray, kappa: np.ndarray, complained: np.ndarray, h: float) -> np.ndarray:
+def expected_orders(
+    lam: np.ndarray, p: np.ndarray, p_after: np.ndarray, kappa: np.ndarray, complained: np.ndarray, h: float
+) -> np.ndarray:
     """Expected orders in the next ``h`` days of an alive customer."""
     lam, p, p_after, kappa = (np.asarray(x, dtype="float64") for x in (lam, p, p_after, kappa))
     e_b = -np.expm1(-lam * p_after * h) / p_after
@@ -44,7 +46,9 @@ def expected_orders(lam: np.ndarray, p: np.ndarray, p_after: np.ndarray, kappa: 
     return np.where(complained, e_b, e_a)
 
 
-def category_probability(lam: np.ndarray, p: np.ndarray, share: np.ndarray, lines_mu: np.ndarray, h: float) -> np.ndarray:
+def category_probability(
+    lam: np.ndarray, p: np.ndarray, share: np.ndarray, lines_mu: np.ndarray, h: float
+) -> np.ndarray:
     """P(at least one order with the category in ``h`` days) for an alive customer."""
     q = 1.0 - (1.0 - share) * np.exp(-lines_mu * share)
     k = lam * (q + p - q * p)
@@ -52,7 +56,9 @@ def category_probability(lam: np.ndarray, p: np.ndarray, share: np.ndarray, line
     return (1.0 - a) * -np.expm1(-k * h)
 
 
-def values_at(params: pd.DataFrame, cutoff: pd.Timestamp | str, horizons: tuple[int, ...] = (90, 365)) -> pd.DataFrame:
+def values_at(
+    params: pd.DataFrame, cutoff: pd.Timestamp | str, horizons: tuple[int, ...] = (90, 365)
+) -> pd.DataFrame:
     """True state and values of every customer at ``cutoff`` (indexed by ``customer_id``).
 
     Columns: ``alive``, ``p_dropout_now``, ``churn_probability_{h}d``, ``expected_purchases_{h}d``,
@@ -91,7 +97,12 @@ def values_at(params: pd.DataFrame, cutoff: pd.Timestamp | str, horizons: tuple[
     pref = params["preferred_channel"].to_numpy()
     u = params["response_individual"].to_numpy()
     for ch in D.CHANNELS:
-        logit_t = D.RESPONSE_BASE[ch] + D.RESPONSE_PREFERRED_CHANNEL * (pref == ch) + np.asarray(D.RESPONSE_AGE[ch])[ag] + u
+        logit_t = (
+            D.RESPONSE_BASE[ch]
+            + D.RESPONSE_PREFERRED_CHANNEL * (pref == ch)
+            + np.asarray(D.RESPONSE_AGE[ch])[ag]
+            + u
+        )
         logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u
         out[f"response_{ch}_treated"] = 1.0 / (1.0 + np.exp(-(logit_t + D.RESPONSE_DEAD * left)))
         out[f"response_{ch}_control"] = 1.0 / (1.0 + np.exp(-(logit_c + D.RESPONSE_DEAD * left)))

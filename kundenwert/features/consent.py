@@ -30,7 +30,9 @@ def consent_state(
     t = pd.Timestamp(at)
     t = t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
     rec = consents[consents["recorded_at"] <= t] if inclusive else consents[consents["recorded_at"] < t]
-    latest = rec.sort_values("recorded_at", kind="stable").drop_duplicates(["customer_id", "channel"], keep="last")
+    latest = rec.sort_values("recorded_at", kind="stable").drop_duplicates(
+        ["customer_id", "channel"], keep="last"
+    )
     granted = latest["granted"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     doi = latest["double_opt_in"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     is_email = (latest["channel"] == "email").to_numpy()

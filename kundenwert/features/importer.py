@@ -12,7 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pyarrow
 
-from kundenwert.errors import ConfigurationError, ContractIssue, ContractViolation, ImportConflict, InputFileError
+from kundenwert.errors import (
+    ConfigurationError,
+    ContractIssue,
+    ContractViolation,
+    ImportConflict,
+    InputFileError,
+)
 from kundenwert.features.contract import TABLE_ORDER, TABLES
 from kundenwert.features.readers import RawTableError, find_table_files, read_table
 from kundenwert.features.store import MODES, Store
@@ -100,13 +106,18 @@ def _refuse_existing_keys(store: Store, valid: dict[str, ValidTable]) -> None:
         clash = store.clashing_keys(name, vt.frame)
         if len(clash) == 0:
             continue
-        frame_keys = pd.MultiIndex.from_frame(vt.frame[keys]) if len(keys) > 1 else pd.Index(vt.frame[keys[0]])
+        frame_keys = (
+            pd.MultiIndex.from_frame(vt.frame[keys]) if len(keys) > 1 else pd.Index(vt.frame[keys[0]])
+        )
         rows = pd.Series(frame_keys.isin(clash)).to_numpy().nonzero()[0]
         for idx in rows:
             value = ", ".join(str(vt.frame.at[idx, k]) for k in keys)
             issues.append(
                 ContractIssue(
-                    name, int(idx) + 1, keys[-1] if len(keys) > 1 else keys[0], value,
+                    name,
+                    int(idx) + 1,
+                    keys[-1] if len(keys) > 1 else keys[0],
+                    value,
                     "already exists in the store; --mode append never overwrites: use --mode upsert to update it",
                 )
             )

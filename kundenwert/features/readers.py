@@ -82,11 +82,19 @@ def _read_header(raw: bytes, table: str) -> list[str]:
         text = first_line.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RawTableError(
-            [ContractIssue(table, None, None, None, f"header is not valid UTF-8 (byte {exc.start} of the line)")]
+            [
+                ContractIssue(
+                    table, None, None, None, f"header is not valid UTF-8 (byte {exc.start} of the line)"
+                )
+            ]
         ) from None
     if not text.strip():
         raise RawTableError(
-            [ContractIssue(table, None, None, None, "file is empty: expected a header row naming the columns")]
+            [
+                ContractIssue(
+                    table, None, None, None, "file is empty: expected a header row naming the columns"
+                )
+            ]
         )
     header = next(csv.reader([text.rstrip("\r")]))
     header = [h.strip() for h in header]
@@ -104,6 +112,10 @@ def _read_header(raw: bytes, table: str) -> list[str]:
 def _read_csv(path: Path, table: str) -> pa.Table:
     raw = path.read_bytes()
     header = _read_header(raw, table)
+    if raw.count(b'"') % 2:
+        # RFC 4180 doubles quotes inside quoted fields, so a valid file has an even number of them.
+        # pyarrow accepts an unterminated quote at the end of a file (the field swallows the rest).
+        return _read_csv_exactly(raw, header, table)
     try:
         return pacsv.read_csv(
             io.BytesIO(raw),
@@ -158,7 +170,10 @@ def _read_csv_exactly(raw: bytes, header: list[str], table: str) -> pa.Table:
             if len(record) != n:
                 issues.append(
                     ContractIssue(
-                        table, row, None, ",".join(record)[:80],
+                        table,
+                        row,
+                        None,
+                        ",".join(record)[:80],
                         f"row has {len(record)} fields, the header has {n}",
                     )
                 )
@@ -170,7 +185,10 @@ def _read_csv_exactly(raw: bytes, header: list[str], table: str) -> pa.Table:
         row = len(rows) + len(issues) + 1
         issues.append(
             ContractIssue(
-                table, row, None, None,
+                table,
+                row,
+                None,
+                None,
                 f"broken CSV quoting near line {reader.line_num} ({exc}); "
                 'a field containing a quote must be quoted and the quote doubled ("")',
             )
@@ -178,4 +196,6 @@ def _read_csv_exactly(raw: bytes, header: list[str], table: str) -> pa.Table:
     if issues:
         raise RawTableError(issues)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
-    return pa.table({h: pa.array(list(col), type=pa.string()) for h, col in zip(header, columns, strict=True)})
+    return pa.table(
+        {h: pa.array(list(col), type=pa.string()) for h, col in zip(header, columns, strict=True)}
+    )

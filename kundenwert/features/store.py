@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,14 +84,22 @@ def _build_tables() -> dict[str, sa.Table]:
                 args.append(sa.ForeignKey("customers.customer_id"))
             cols.append(sa.Column(*args, primary_key=c.name in spec.key, nullable=c.nullable))
         if name != "customers":
-            cols.append(sa.Column("extra", sa.Text(), nullable=True, comment="unknown columns of the input, as JSON"))
+            cols.append(
+                sa.Column("extra", sa.Text(), nullable=True, comment="unknown columns of the input, as JSON")
+            )
         out[name] = sa.Table(name, metadata, *cols)
     return out
 
 
 TABLE_DEFS = _build_tables()
-sa.Index("ix_purchases_customer_time", TABLE_DEFS["purchases"].c.customer_id, TABLE_DEFS["purchases"].c.purchased_at)
-sa.Index("ix_contacts_customer_time", TABLE_DEFS["contacts"].c.customer_id, TABLE_DEFS["contacts"].c.contacted_at)
+sa.Index(
+    "ix_purchases_customer_time",
+    TABLE_DEFS["purchases"].c.customer_id,
+    TABLE_DEFS["purchases"].c.purchased_at,
+)
+sa.Index(
+    "ix_contacts_customer_time", TABLE_DEFS["contacts"].c.customer_id, TABLE_DEFS["contacts"].c.contacted_at
+)
 sa.Index("ix_complaints_customer", TABLE_DEFS["complaints"].c.customer_id)
 sa.Index("ix_offers_customer", TABLE_DEFS["offers"].c.customer_id)
 
@@ -105,8 +112,12 @@ ATTRIBUTE_DEFS = sa.Table(
 CUSTOMER_ATTRIBUTES = sa.Table(
     "customer_attributes",
     metadata,
-    sa.Column("customer_id", sa.String(MAX_ID_LENGTH), sa.ForeignKey("customers.customer_id"), primary_key=True),
-    sa.Column("name", sa.String(MAX_ID_LENGTH), sa.ForeignKey("attribute_definitions.name"), primary_key=True),
+    sa.Column(
+        "customer_id", sa.String(MAX_ID_LENGTH), sa.ForeignKey("customers.customer_id"), primary_key=True
+    ),
+    sa.Column(
+        "name", sa.String(MAX_ID_LENGTH), sa.ForeignKey("attribute_definitions.name"), primary_key=True
+    ),
     sa.Column("number", sa.Float(), nullable=True),
     sa.Column("text", sa.Text(), nullable=True),
 )
@@ -184,7 +195,10 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Rows per contract table (and the custom attribute values)."""
         with self.engine.connect() as conn:
-            out = {n: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for n, t in TABLE_DEFS.items()}
+            out = {
+                n: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                for n, t in TABLE_DEFS.items()
+            }
             out["customer_attributes"] = conn.execute(
                 sa.select(sa.func.count()).select_from(CUSTOMER_ATTRIBUTES)
             ).scalar_one()
@@ -198,7 +212,9 @@ class Store:
         with self.engine.connect() as conn:
             return dict(conn.execute(sa.select(ATTRIBUTE_DEFS.c.name, ATTRIBUTE_DEFS.c.kind)).all())
 
-    def read_table(self, name: str, columns: list[str] | None = None, *, attributes: bool = True) -> pd.DataFrame:
+    def read_table(
+        self, name: str, columns: list[str] | None = None, *, attributes: bool = True
+    ) -> pd.DataFrame:
         """One table as a typed DataFrame (timestamps UTC). ``customers`` includes custom attributes.
 
         ``extra`` (unknown input columns) comes back as a JSON text column.
@@ -221,7 +237,12 @@ class Store:
             return pd.DataFrame(index=pd.Index([], name="customer_id", dtype="str"))
         long = _read_select(
             conn,
-            sa.select(CUSTOMER_ATTRIBUTES.c.customer_id, CUSTOMER_ATTRIBUTES.c.name, CUSTOMER_ATTRIBUTES.c.number, CUSTOMER_ATTRIBUTES.c.text),
+            sa.select(
+                CUSTOMER_ATTRIBUTES.c.customer_id,
+                CUSTOMER_ATTRIBUTES.c.name,
+                CUSTOMER_ATTRIBUTES.c.number,
+                CUSTOMER_ATTRIBUTES.c.text,
+            ),
             ["customer_id", "name", "number", "text"],
         )
         out = {}
@@ -238,7 +259,7 @@ class Store:
     def customer_created(self) -> pd.Series:
         """created_at by customer_id of every stored customer."""
         df = self.read_table("customers", ["customer_id", "created_at"])
-        return pd.Series(df["created_at"].to_numpy(), index=pd.Index(df["customer_id"]), name="created_at")
+        return pd.Series(df["created_at"].array, index=pd.Index(df["customer_id"]), name="created_at")
 
     def product_categories(self) -> pd.Series:
         df = self.read_table("products", ["product_id", "category"])
@@ -250,11 +271,13 @@ class Store:
         with self.engine.connect() as conn:
             df = _read_select(
                 conn,
-                sa.select(p.c.customer_id, sa.func.min(p.c.purchased_at).label("first")).group_by(p.c.customer_id),
+                sa.select(p.c.customer_id, sa.func.min(p.c.purchased_at).label("first")).group_by(
+                    p.c.customer_id
+                ),
                 ["customer_id", "first"],
             )
         df = _typed_ts(df, ["first"], conn.dialect.name)
-        s = pd.Series(df["first"].to_numpy(), index=pd.Index(df["customer_id"]))
+        s = pd.Series(df["first"].array, index=pd.Index(df["customer_id"]))
         return s[s.index.isin(customer_ids)]
 
     def clashing_keys(self, name: str, frame: pd.DataFrame) -> pd.Index:
@@ -274,7 +297,9 @@ class Store:
             try:
                 _bulk_insert(conn, tmp, frame[keys], keys)
                 join = sa.and_(*[tmp.c[k] == table.c[k] for k in keys])
-                rows = _read_select(conn, sa.select(*[tmp.c[k] for k in keys]).select_from(tmp.join(table, join)), keys)
+                rows = _read_select(
+                    conn, sa.select(*[tmp.c[k] for k in keys]).select_from(tmp.join(table, join)), keys
+                )
             finally:
                 tmp.drop(conn)
         rows = _typed(name, rows, self.dialect)
@@ -286,7 +311,11 @@ class Store:
         """Row count and a content checksum per table: equal fingerprints mean equal contents."""
         out: dict[str, tuple[int, str]] = {}
         with self.engine.connect() as conn:
-            for name, table in {**TABLE_DEFS, "customer_attributes": CUSTOMER_ATTRIBUTES, "attribute_definitions": ATTRIBUTE_DEFS}.items():
+            for name, table in {
+                **TABLE_DEFS,
+                "customer_attributes": CUSTOMER_ATTRIBUTES,
+                "attribute_definitions": ATTRIBUTE_DEFS,
+            }.items():
                 cols = list(table.c)
                 order = [c for c in table.primary_key.columns]
                 df = _read_select(conn, sa.select(*cols).order_by(*order), [c.name for c in cols])
@@ -302,7 +331,9 @@ class Store:
         if mode not in MODES:
             raise ConfigurationError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
         if mode == "upsert" and self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigurationError(f"--mode upsert needs SQLite or PostgreSQL; this store is {self.dialect}")
+            raise ConfigurationError(
+                f"--mode upsert needs SQLite or PostgreSQL; this store is {self.dialect}"
+            )
         written: dict[str, int] = {}
         with self.engine.begin() as conn:
             if mode == "replace":
@@ -318,13 +349,22 @@ class Store:
                     frame["extra"] = _extra_json(vt.extra)
                     columns.append("extra")
                 with _indexes_rebuilt_after(conn, TABLE_DEFS[name], len(frame)):
-                    _bulk_write(conn, TABLE_DEFS[name], frame, columns, list(TABLES[name].key), upsert=mode == "upsert")
+                    _bulk_write(
+                        conn,
+                        TABLE_DEFS[name],
+                        frame,
+                        columns,
+                        list(TABLES[name].key),
+                        upsert=mode == "upsert",
+                    )
                 written[name] = len(frame)
                 if name == "customers" and vt.attributes is not None and len(vt.attributes.columns):
                     written["customer_attributes"] = self._write_attributes(conn, vt, mode)
             conn.execute(
                 IMPORTS.insert().values(
-                    imported_at=pd.Timestamp.now(tz="UTC"), mode=mode, rows=json.dumps(written, sort_keys=True)
+                    imported_at=pd.Timestamp.now(tz="UTC"),
+                    mode=mode,
+                    rows=json.dumps(written, sort_keys=True),
                 )
             )
         return written
@@ -384,7 +424,6 @@ def _indexes_rebuilt_after(conn: Connection, table: sa.Table, incoming: int) -> 
         index.create(conn)
 
 
-
 def _extra_json(extra: pd.DataFrame) -> pd.Series:
     if extra.shape[1] == 0:
         return pd.Series([None] * len(extra), index=extra.index, dtype="str")
@@ -396,7 +435,11 @@ def _python_values(series: pd.Series, dialect: str) -> list:
     """A column as Python values for a DBAPI executemany (None for missing)."""
     dtype = series.dtype
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
-        values = series.to_numpy(dtype="datetime64[us]") if isinstance(dtype, pd.DatetimeTZDtype) else series.to_numpy().astype("datetime64[us]")
+        values = (
+            series.to_numpy(dtype="datetime64[us]")
+            if isinstance(dtype, pd.DatetimeTZDtype)
+            else series.to_numpy().astype("datetime64[us]")
+        )
         missing = np.isnat(values)
         if dialect == "sqlite":
             out = values.view("int64").astype(object)
@@ -424,7 +467,13 @@ def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame, columns
 
 
 def _bulk_write(
-    conn: Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str], key: list[str], *, upsert: bool
+    conn: Connection,
+    table: sa.Table,
+    frame: pd.DataFrame,
+    columns: list[str],
+    key: list[str],
+    *,
+    upsert: bool,
 ) -> None:
     if len(frame) == 0:
         return
@@ -438,12 +487,21 @@ def _bulk_write(
     if upsert:
         raise ConfigurationError(f"--mode upsert needs SQLite or PostgreSQL; this store is {dialect}")
     for chunk in _chunks(frame[columns]):
-        rows = [dict(zip(columns, r, strict=True)) for r in zip(*[_python_values(chunk[c], dialect) for c in columns], strict=True)]
+        rows = [
+            dict(zip(columns, r, strict=True))
+            for r in zip(*[_python_values(chunk[c], dialect) for c in columns], strict=True)
+        ]
         conn.execute(table.insert(), rows)
 
 
 def _sqlite_insert(
-    conn: Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str], key: list[str], *, upsert: bool
+    conn: Connection,
+    table: sa.Table,
+    frame: pd.DataFrame,
+    columns: list[str],
+    key: list[str],
+    *,
+    upsert: bool,
 ) -> None:
     """executemany with many rows per INSERT: SQLite's per-statement cost dominates single-row inserts.
 
@@ -456,7 +514,10 @@ def _sqlite_insert(
     head = f'INSERT INTO "{table.name}" ({", ".join(columns)}) VALUES '
     tail = ""
     if upsert:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key) or f"{key[0]} = excluded.{key[0]}"
+        updates = (
+            ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+            or f"{key[0]} = excluded.{key[0]}"
+        )
         tail = f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     many_sql = head + ", ".join([row_ph] * per) + tail
     one_sql = head + row_ph + tail
@@ -481,7 +542,9 @@ def _sqlite_insert(
 def _arrow_column(series: pd.Series) -> pyarrow.Array:
     dtype = series.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
-        return pyarrow.array(series.to_numpy(dtype="datetime64[us]"), type=pyarrow.timestamp("us"), from_pandas=True)
+        return pyarrow.array(
+            series.to_numpy(dtype="datetime64[us]"), type=pyarrow.timestamp("us"), from_pandas=True
+        )
     if isinstance(dtype, pd.BooleanDtype):
         return pyarrow.array(series.astype(object).where(series.notna(), None).tolist(), type=pyarrow.bool_())
     if isinstance(dtype, pd.Int64Dtype):
@@ -491,7 +554,15 @@ def _arrow_column(series: pd.Series) -> pyarrow.Array:
     return pyarrow.array(series.astype(object).where(series.notna(), None).tolist(), type=pyarrow.string())
 
 
-def _pg_copy(conn: Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str], key: list[str], *, upsert: bool) -> None:
+def _pg_copy(
+    conn: Connection,
+    table: sa.Table,
+    frame: pd.DataFrame,
+    columns: list[str],
+    key: list[str],
+    *,
+    upsert: bool,
+) -> None:
     """COPY the frame into ``table`` (through a temporary table when upserting)."""
     dbapi = conn.connection.dbapi_connection
     target = table.name
@@ -526,12 +597,20 @@ def _delete_keys(conn: Connection, table: sa.Table, keys: pd.DataFrame, key_cols
         where = " AND ".join(f"{k} = ?" for k in key_cols)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(f'DELETE FROM "{table.name}" WHERE {where}', keys[key_cols].itertuples(index=False, name=None))
+            cursor.executemany(
+                f'DELETE FROM "{table.name}" WHERE {where}', keys[key_cols].itertuples(index=False, name=None)
+            )
         finally:
             cursor.close()
         return
     stmt = table.delete().where(sa.and_(*[table.c[k] == sa.bindparam(f"k_{k}") for k in key_cols]))
-    conn.execute(stmt, [{f"k_{k}": v for k, v in zip(key_cols, row, strict=True)} for row in keys[key_cols].itertuples(index=False, name=None)])
+    conn.execute(
+        stmt,
+        [
+            {f"k_{k}": v for k, v in zip(key_cols, row, strict=True)}
+            for row in keys[key_cols].itertuples(index=False, name=None)
+        ],
+    )
 
 
 def _read_select(conn: Connection, stmt: sa.Select, names: list[str]) -> pd.DataFrame:
@@ -554,7 +633,9 @@ def _typed_ts(df: pd.DataFrame, cols: list[str], dialect: str) -> pd.DataFrame:
     for c in cols:
         s = df[c]
         if dialect == "sqlite":  # integer microseconds
-            df[c] = pd.to_datetime(pd.to_numeric(s, errors="coerce"), unit="us", utc=True).astype("datetime64[us, UTC]")
+            df[c] = pd.to_datetime(pd.to_numeric(s, errors="coerce"), unit="us", utc=True).astype(
+                "datetime64[us, UTC]"
+            )
         else:
             df[c] = pd.to_datetime(s, utc=True).astype("datetime64[us, UTC]")
     return df

@@ -70,9 +70,20 @@ class ValidTable:
 
 def isin(s: pd.Series, values: pd.Index | pd.Series | list) -> pd.Series:
     """``s.isin(values)`` for text, through pyarrow (pandas' arrow-string isin builds Python lists)."""
-    arr = pyarrow.array(s.astype(object).where(s.notna(), None), type=pyarrow.string()) if s.dtype == object else pyarrow.array(s, type=pyarrow.string(), from_pandas=True)
-    vals = pyarrow.array(pd.Series(values).astype(object).where(pd.Series(values).notna(), None), type=pyarrow.string())
+    arr = (
+        pyarrow.array(s.astype(object).where(s.notna(), None), type=pyarrow.string())
+        if s.dtype == object
+        else pyarrow.array(s, type=pyarrow.string(), from_pandas=True)
+    )
+    vals = pyarrow.array(
+        pd.Series(values).astype(object).where(pd.Series(values).notna(), None), type=pyarrow.string()
+    )
     return pd.Series(pc.is_in(arr, value_set=vals).to_numpy(zero_copy_only=False), index=s.index)
+
+
+def _empty(col: pyarrow.ChunkedArray) -> np.ndarray:
+    """True where a text value is empty or missing (Parquet nulls count as empty cells)."""
+    return pc.fill_null(pc.equal(col, ""), True).to_numpy(zero_copy_only=False)
 
 
 def _is_text(t: pyarrow.DataType) -> bool:
@@ -88,7 +99,7 @@ def _text(col: pyarrow.ChunkedArray) -> pd.Series:
 
 def _number_from_text(col: pyarrow.ChunkedArray) -> tuple[pd.Series, np.ndarray]:
     stripped = pc.utf8_trim_whitespace(col)
-    empty = pc.equal(stripped, "").to_numpy(zero_copy_only=False)
+    empty = _empty(stripped)
     try:
         values = pc.cast(pc.if_else(pc.equal(stripped, ""), None, stripped), pyarrow.float64())
         out = values.to_numpy(zero_copy_only=False).astype("float64")
@@ -122,21 +133,27 @@ def parse_column(col: pyarrow.ChunkedArray, kind: str) -> tuple[pd.Series, np.nd
         if not _is_text(t):
             return _empty_ts(n), np.ones(n, bool), f"must be an ISO 8601 timestamp, the file stores {t}"
         raw = pc.utf8_trim_whitespace(col)
-        empty = pc.equal(raw, "").to_numpy(zero_copy_only=False)
+        empty = _empty(raw)
         parsed = pd.to_datetime(raw.to_pandas(), format="ISO8601", utc=True, errors="coerce")
         parsed = parsed.astype("datetime64[us, UTC]")
         bad = ~empty & parsed.isna().to_numpy()
         return parsed, bad, "must be an ISO 8601 timestamp such as 2025-03-01 or 2025-03-01T14:05:00"
     if kind in ("number", "int"):
         if pyarrow.types.is_integer(t) or pyarrow.types.is_floating(t) or pyarrow.types.is_decimal(t):
-            values = pd.Series(pc.cast(col, pyarrow.float64()).to_numpy(zero_copy_only=False), dtype="float64")
+            values = pd.Series(
+                pc.cast(col, pyarrow.float64()).to_numpy(zero_copy_only=False), dtype="float64"
+            )
             bad = values.notna().to_numpy() & ~np.isfinite(values.to_numpy())
             rule = "must be a finite number"
         elif _is_text(t):
             values, bad = _number_from_text(col)
             rule = "must be a decimal number with '.' as decimal separator (e.g. 19.99)"
         else:
-            return pd.Series(np.nan, index=range(n)), np.ones(n, bool), f"must be a number, the file stores {t}"
+            return (
+                pd.Series(np.nan, index=range(n)),
+                np.ones(n, bool),
+                f"must be a number, the file stores {t}",
+            )
         if kind == "int":
             v = values.to_numpy()
             frac = np.isfinite(v) & (np.floor(v) != v)
@@ -148,11 +165,19 @@ def parse_column(col: pyarrow.ChunkedArray, kind: str) -> tuple[pd.Series, np.nd
         if pyarrow.types.is_boolean(t):
             return pd.Series(col.to_pandas(), dtype="boolean"), no_bad, ""
         if not _is_text(t):
-            return pd.Series([pd.NA] * n, dtype="boolean"), np.ones(n, bool), f"must be true or false, the file stores {t}"
+            return (
+                pd.Series([pd.NA] * n, dtype="boolean"),
+                np.ones(n, bool),
+                f"must be true or false, the file stores {t}",
+            )
         low = pc.utf8_lower(pc.utf8_trim_whitespace(col))
-        is_true = pc.is_in(low, value_set=pyarrow.array(_TRUE)).to_numpy(zero_copy_only=False)
-        is_false = pc.is_in(low, value_set=pyarrow.array(_FALSE)).to_numpy(zero_copy_only=False)
-        empty = pc.equal(low, "").to_numpy(zero_copy_only=False)
+        is_true = pc.fill_null(pc.is_in(low, value_set=pyarrow.array(_TRUE)), False).to_numpy(
+            zero_copy_only=False
+        )
+        is_false = pc.fill_null(pc.is_in(low, value_set=pyarrow.array(_FALSE)), False).to_numpy(
+            zero_copy_only=False
+        )
+        empty = _empty(low)
         bad = ~(is_true | is_false | empty)
         out = pd.array(np.where(is_true, True, False), dtype="boolean")
         out[~(is_true | is_false)] = pd.NA
@@ -171,11 +196,17 @@ def _column_checks(table: Table, col: Column, ctx: StoreContext, df: pd.DataFram
     checks: list[pa.Check] = []
     if col.kind == "id":
         checks.append(
-            pa.Check(lambda s: s.str.len() <= MAX_ID_LENGTH, error=f"identifier longer than {MAX_ID_LENGTH} characters")
+            pa.Check(
+                lambda s: s.str.len() <= MAX_ID_LENGTH,
+                error=f"identifier longer than {MAX_ID_LENGTH} characters",
+            )
         )
     if col.kind == "text":
         checks.append(
-            pa.Check(lambda s: s.str.len() <= MAX_TEXT_LENGTH, error=f"text longer than {MAX_TEXT_LENGTH} characters")
+            pa.Check(
+                lambda s: s.str.len() <= MAX_TEXT_LENGTH,
+                error=f"text longer than {MAX_TEXT_LENGTH} characters",
+            )
         )
     if col.allowed is not None:
         checks.append(pa.Check.isin(list(col.allowed), error=f"must be one of {', '.join(col.allowed)}"))
@@ -188,65 +219,87 @@ def _column_checks(table: Table, col: Column, ctx: StoreContext, df: pd.DataFram
         checks.append(pa.Check.le(col.high, error=f"must be at most {col.high:g}"))
     if col.not_in_future:
         now = ctx.now
-        checks.append(pa.Check(lambda s: s <= now, error=f"is in the future (after {now:%Y-%m-%dT%H:%M:%SZ})"))
+        checks.append(
+            pa.Check(lambda s: s <= now, error=f"is in the future (after {now:%Y-%m-%dT%H:%M:%SZ})")
+        )
     if table.key == (col.name,):
         checks.append(
-            pa.Check(lambda s: ~s.duplicated(keep=False), error=f"duplicate {col.name}: appears more than once in the file")
+            pa.Check(
+                lambda s: ~s.duplicated(keep=False),
+                error=f"duplicate {col.name}: appears more than once in the file",
+            )
         )
     return checks
 
 
-def _table_checks(table: Table, ctx: StoreContext, df: pd.DataFrame, known: Known) -> dict[str, list[pa.Check]]:
+def _table_checks(
+    table: Table, ctx: StoreContext, df: pd.DataFrame, known: Known
+) -> dict[str, list[pa.Check]]:
     """Rules that span columns or tables, attached to the column they are reported on."""
     out: dict[str, list[pa.Check]] = {}
     day = pd.Timedelta(days=1)
-    if "customer_id" in df.columns and table.name != "customers":
+    if "customer_id" in df.columns and table.name != "customers" and known.customers is not None:
         ids = known.customers.index
         out.setdefault("customer_id", []).append(
             pa.Check(lambda s: isin(s, ids), error="customer_id not found in customers (file or store)")
         )
     if table.name == "customers":
         year = ctx.now.year
-        out.setdefault("birth_year", []).append(pa.Check.le(year, error=f"must be at most {year} (this year)"))
+        out.setdefault("birth_year", []).append(
+            pa.Check.le(year, error=f"must be at most {year} (this year)")
+        )
         if ctx.mode == "upsert" and len(ctx.first_purchase):
             first = ctx.first_purchase
+
             def created_before_first_purchase(s: pd.Series) -> pd.Series:
-                fp = df["customer_id"].map(first)
+                fp = _lookup(df.loc[s.index, "customer_id"], first)
                 return fp.isna() | (s - day <= fp)
+
             out.setdefault("created_at", []).append(
                 pa.Check(
                     created_before_first_purchase,
                     error="is more than one day after the customer's earliest stored purchase",
                 )
             )
-    if table.name == "purchases":
+    if table.name == "purchases" and known.customers is not None:
         created_by_id = known.customers
+
         def not_before_created(s: pd.Series) -> pd.Series:
-            created = df["customer_id"].map(created_by_id)
+            created = _lookup(df.loc[s.index, "customer_id"], created_by_id)
             return created.isna() | (s >= created - day)
+
         out.setdefault("purchased_at", []).append(
             pa.Check(not_before_created, error="is more than one day before the customer's created_at")
         )
+    if table.name == "purchases":
         products = known.products
         if products is not None:
             out.setdefault("product_id", []).append(
-                pa.Check(lambda s: isin(s, products.index), error="product_id not found in products (file or store)")
+                pa.Check(
+                    lambda s: isin(s, products.index),
+                    error="product_id not found in products (file or store)",
+                )
             )
         out.setdefault("category", []).append(
-            pa.Check(lambda s: s.notna(), ignore_na=False, error="is empty and the product's category is not known")
+            pa.Check(
+                lambda s: s.notna(), ignore_na=False, error="is empty and the product's category is not known"
+            )
         )
     if table.name == "consents":
         keys = list(table.key)
         out.setdefault("recorded_at", []).append(
             pa.Check(
-                lambda s: ~df.duplicated(subset=keys, keep=False),
+                lambda s: ~df.duplicated(subset=keys, keep=False).loc[s.index],
                 error="duplicate consent record: same customer_id, channel and recorded_at appear more than once",
             )
         )
     for start, end in (("opened_at", "closed_at"), ("created_at", "closed_at")):
         if table.name in ("complaints", "offers") and start in df.columns and end in df.columns:
             out.setdefault(end, []).append(
-                pa.Check(lambda s, start=start: s >= df[start], error=f"is before {start}")
+                pa.Check(
+                    lambda s, start=start: df.loc[s.index, start].isna() | (s >= df.loc[s.index, start]),
+                    error=f"is before {start}",
+                )
             )
     return out
 
@@ -255,30 +308,42 @@ def _table_checks(table: Table, ctx: StoreContext, df: pd.DataFrame, known: Know
 class Known:
     """Customers and products that rows may refer to: those in the files plus (unless replacing) the store."""
 
-    customers: pd.Series  # created_at by customer_id
+    customers: pd.Series | None  # created_at by customer_id; None when the customers file is unusable
     products: pd.Series | None  # category by product_id; None when no products are known at all
 
 
-def known_from(ctx: StoreContext, files: dict[str, ValidTable]) -> Known:
+def known_from(ctx: StoreContext, files: dict[str, ValidTable], unusable: set[str] = frozenset()) -> Known:  # type: ignore[assignment]
+    """What rows may refer to. A table in ``unusable`` (given but without its required columns) makes
+    references to it unknowable: those checks are skipped rather than flooding the report."""
     parts = []
     if "customers" in files:
         f = files["customers"].frame
-        parts.append(pd.Series(f["created_at"].to_numpy(), index=pd.Index(f["customer_id"]), name="created_at"))
+        parts.append(pd.Series(f["created_at"].array, index=pd.Index(f["customer_id"]), name="created_at"))
     if ctx.mode != "replace":
         parts.append(ctx.customers)
     customers = pd.concat(parts) if parts else pd.Series(dtype="datetime64[us, UTC]")
     customers = customers[~customers.index.duplicated(keep="first")]
+    if "customers" in unusable:
+        customers = None
     pparts = []
     if "products" in files:
         f = files["products"].frame
-        pparts.append(pd.Series(f["category"].to_numpy(), index=pd.Index(f["product_id"])))
+        pparts.append(pd.Series(f["category"].array, index=pd.Index(f["product_id"])))
     if ctx.mode != "replace" and len(ctx.products):
         pparts.append(ctx.products)
     products = None
     if pparts:
         products = pd.concat(pparts)
         products = products[~products.index.duplicated(keep="first")]
+    if "products" in unusable:
+        products = None
     return Known(customers, products)
+
+
+def _lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
+    """``table[key]`` for each key (missing keys give NA, dtype kept); ``table`` has unique keys."""
+    out = table.reindex(pd.Index(keys.to_numpy(), dtype=table.index.dtype if len(table) else object))
+    return pd.Series(out.array, index=keys.index)
 
 
 _BUILTIN_RULES = {"not_nullable": "must not be empty"}
@@ -301,7 +366,11 @@ def _run_schema(table: Table, df: pd.DataFrame, ctx: StoreContext, known: Known)
         schema.validate(df.copy(deep=False), lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
         fc = exc.failure_cases
-        fc = fc[fc["index"].notna()]
+        crashed = fc[fc["index"].isna()]
+        if len(crashed):  # a check that raised is a bug in the rules, never a pass
+            raise RuntimeError(
+                f"validation rules of table {table.name} failed: {crashed.to_dict('records')}"
+            ) from exc
         return pd.DataFrame(
             {
                 "column": fc["column"].astype(str).to_numpy(),
@@ -354,11 +423,15 @@ def validate_table(
             series = series.fillna(col.default)
         typed[col.name] = series
         for idx in np.flatnonzero(bad)[:1000]:
-            issues.append(ContractIssue(name, int(idx) + 1, col.name, _raw_value(raw, col.name, int(idx)), rule))
+            issues.append(
+                ContractIssue(name, int(idx) + 1, col.name, _raw_value(raw, col.name, int(idx)), rule)
+            )
             bad_cells.add((col.name, int(idx)))
         if bad.sum() > 1000:
             issues.append(
-                ContractIssue(name, None, col.name, None, f"{int(bad.sum()) - 1000} further values break: {rule}")
+                ContractIssue(
+                    name, None, col.name, None, f"{int(bad.sum()) - 1000} further values break: {rule}"
+                )
             )
     df = pd.DataFrame(typed)
     if name == "purchases":
@@ -366,7 +439,7 @@ def validate_table(
         if products is not None:
             missing = df["category"].isna()
             if missing.any():
-                df.loc[missing, "category"] = df.loc[missing, "product_id"].map(products)
+                df.loc[missing, "category"] = _lookup(df.loc[missing, "product_id"], products)
 
     failures = _run_schema(table, df, ctx, known)
     for column, idx, rule in failures.itertuples(index=False, name=None):
@@ -413,28 +486,53 @@ def _custom_attributes(
     cols: dict[str, pd.Series] = {}
     for name in names:
         if len(name) > MAX_ID_LENGTH:
-            issues.append(ContractIssue("customers", None, name[:60], None, f"attribute name longer than {MAX_ID_LENGTH} characters"))
+            issues.append(
+                ContractIssue(
+                    "customers",
+                    None,
+                    name[:60],
+                    None,
+                    f"attribute name longer than {MAX_ID_LENGTH} characters",
+                )
+            )
             continue
         col = raw.column(name)
         text = _text(_as_text(col))
         too_long = text.str.len().to_numpy(na_value=0) > MAX_TEXT_LENGTH
         for idx in np.flatnonzero(too_long)[:20]:
-            issues.append(ContractIssue("customers", int(idx) + 1, name, text.iloc[idx], f"text longer than {MAX_TEXT_LENGTH} characters"))
+            issues.append(
+                ContractIssue(
+                    "customers",
+                    int(idx) + 1,
+                    name,
+                    text.iloc[idx],
+                    f"text longer than {MAX_TEXT_LENGTH} characters",
+                )
+            )
         if pyarrow.types.is_integer(col.type) or pyarrow.types.is_floating(col.type):
-            numbers, bad = pd.Series(pc.cast(col, pyarrow.float64()).to_numpy(zero_copy_only=False)), np.zeros(len(col), bool)
+            numbers, bad = (
+                pd.Series(pc.cast(col, pyarrow.float64()).to_numpy(zero_copy_only=False)),
+                np.zeros(len(col), bool),
+            )
         else:
             numbers, bad = _number_from_text(_as_text(col))
         # Codes with leading zeros ("01067") are text, like postal codes: a number would lose the zero.
         leading_zero = bool(pc.any(pc.match_substring_regex(_as_text(col), r"^\s*[-+]?0\d")).as_py() or False)
-        is_number = not bad.any() and numbers.notna().any() and not leading_zero
         stored = ctx.attribute_kinds.get(name)
-        kind = stored or ("number" if is_number else "text")
-        if kind == "number" and not is_number:
+        kind = stored or (
+            "number" if not bad.any() and numbers.notna().any() and not leading_zero else "text"
+        )
+        if kind == "number" and bad.any():
             bad_rows = np.flatnonzero(bad)
             for idx in bad_rows[:20]:
                 issues.append(
-                    ContractIssue("customers", int(idx) + 1, name, text.iloc[idx],
-                                  "custom attribute is stored as a number; this value is not a number")
+                    ContractIssue(
+                        "customers",
+                        int(idx) + 1,
+                        name,
+                        text.iloc[idx],
+                        "custom attribute is stored as a number; this value is not a number",
+                    )
                 )
             continue
         kinds[name] = kind
@@ -444,29 +542,41 @@ def _custom_attributes(
     return frame, kinds, issues
 
 
-def validate_tables(raw_tables: dict[str, pyarrow.Table], ctx: StoreContext, *, store_is_empty: bool) -> dict[str, ValidTable]:
+def validate_tables(
+    raw_tables: dict[str, pyarrow.Table], ctx: StoreContext, *, store_is_empty: bool
+) -> dict[str, ValidTable]:
     """Validate every given table, in contract order; raise ``ContractViolation`` listing all issues."""
     from kundenwert.errors import ContractViolation
 
     issues: list[ContractIssue] = []
+    unusable: set[str] = set()
     if ctx.mode == "replace" or store_is_empty:
         for name, table in TABLES.items():
             if table.required and name not in raw_tables:
+                unusable.add(name)
                 why = "--mode replace" if ctx.mode == "replace" else "the store is empty"
                 issues.append(
-                    ContractIssue(name, None, None, None, f"required table is missing ({why}): add {name}.csv or {name}.parquet")
+                    ContractIssue(
+                        name,
+                        None,
+                        None,
+                        None,
+                        f"required table is missing ({why}): add {name}.csv or {name}.parquet",
+                    )
                 )
     valid: dict[str, ValidTable] = {}
-    known = known_from(ctx, valid)
+    known = known_from(ctx, valid, unusable)
     for name in TABLES:  # contract order: customers and products before the tables referring to them
         if name not in raw_tables:
             continue
         if name in ("purchases", "contacts"):
-            known = known_from(ctx, valid)
+            known = known_from(ctx, valid, unusable)
         result, table_issues = validate_table(name, raw_tables[name], ctx, known)
         issues += table_issues
         if result is not None:
             valid[name] = result
+        else:
+            unusable.add(name)
     if issues:
         raise ContractViolation(issues)
     return valid

@@ -1,0 +1,217 @@
+"""Import into the store: round trips, modes, and the malformed-input corpus (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kundenwert.errors import ContractViolation, ImportConflict, InputFileError, KundenwertError
+from kundenwert.features.importer import import_folder
+
+DATA = Path(__file__).parents[1] / "data"
+NOW = pd.Timestamp("2026-01-01", tz="UTC")
+BAD_CASES = sorted(p.name for p in (DATA / "bad").iterdir() if p.is_dir())
+
+
+def test_corpus_has_at_least_30_malformed_inputs() -> None:
+    assert len(BAD_CASES) >= 30
+
+
+def test_round_trip_keeps_types_ids_attributes_and_extra_columns(store) -> None:
+    rows = import_folder(DATA / "good", store, mode="append", now=NOW).rows
+    assert rows["customers"] == 4 and rows["purchases"] == 5 and rows["contacts"] == 3
+    cust = store.read_table("customers").set_index("customer_id")
+    # Identifiers stay text (leading zeros kept); offsets become UTC.
+    assert "0042" in cust.index
+    assert cust.loc["C2", "created_at"] == pd.Timestamp("2024-02-01T08:00:00", tz="UTC")
+    assert cust.loc["C1", "postal_code"] == "01067"
+    # Custom attributes come back typed: numbers as numbers, text as text; empty stays missing.
+    assert cust["household_size"].dtype == "float64"
+    assert cust.loc["C1", "household_size"] == 3.0 and pd.isna(cust.loc["C2", "household_size"])
+    assert cust.loc["C4", "lifestyle_segment"] == "urban_professional"
+    assert cust.loc["C1", "birth_year"] == 1980 and pd.isna(cust.loc["C2", "birth_year"])
+    purchases = store.read_table("purchases").set_index("purchase_id")
+    # The category comes from products when the file leaves it empty; quantity defaults to 1.
+    assert purchases.loc["P1", "category"] == "books"
+    assert purchases.loc["P5", "amount"] == -30.0
+    assert json.loads(purchases.loc["P1", "extra"]) == {"note": "first order"}
+    contacts = store.read_table("contacts").set_index("contact_id")
+    assert bool(contacts.loc["K2", "is_control"]) is True and pd.isna(contacts.loc["K3", "is_control"])
+    consents = store.read_table("consents")
+    assert set(consents["channel"]) == {"email", "*"}
+    complaints = store.read_table("complaints").set_index("complaint_id")
+    assert pd.isna(complaints.loc["R2", "closed_at"]) and complaints.loc["R2", "severity"] == 4
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_malformed_input_is_rejected_and_store_unchanged(store, case: str) -> None:
+    import_folder(DATA / "good", store, mode="append", now=NOW)
+    before = store.fingerprint()
+    expect = json.loads((DATA / "bad" / case / "expect.json").read_text())
+    with pytest.raises(KundenwertError) as info:
+        import_folder(DATA / "bad" / case, store, mode="replace", now=NOW)
+    exc = info.value
+    message = str(exc)
+    assert f"table {expect['table']}" in message
+    if isinstance(exc, ContractViolation):
+        matching = [
+            i
+            for i in exc.issues
+            if i.table == expect["table"]
+            and ("row" not in expect or i.row == expect["row"])
+            and ("column" not in expect or i.column == expect["column"])
+            and expect["rule"] in i.rule
+        ]
+        assert matching, f"expected {expect}, got:\n{message}"
+        if "row" in expect:
+            assert f"row {expect['row']}" in message
+        if "column" in expect:
+            assert f"column {expect['column']}" in message
+    else:
+        assert isinstance(exc, InputFileError) and expect["rule"] in message
+    assert store.fingerprint() == before
+
+
+def test_append_refuses_existing_ids_and_writes_nothing(store, tmp_path: Path) -> None:
+    import_folder(DATA / "good", store, mode="append", now=NOW)
+    before = store.fingerprint()
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text(
+        "purchase_id,customer_id,purchased_at,category,amount\nP9,C1,2024-07-01,books,10\nP2,C1,2024-07-02,books,11\n"
+    )
+    with pytest.raises(ImportConflict) as info:
+        import_folder(folder, store, mode="append", now=NOW)
+    assert "row 2, column purchase_id, value 'P2'" in str(info.value)
+    assert "--mode upsert" in str(info.value)
+    assert store.fingerprint() == before
+
+
+def test_append_adds_new_rows_referring_to_stored_customers(store, tmp_path: Path) -> None:
+    import_folder(DATA / "good", store, mode="append", now=NOW)
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "contacts.csv").write_text(
+        "contact_id,customer_id,contacted_at,channel,direction\nK10,0042,2024-08-01,phone,inbound\n"
+    )
+    assert import_folder(folder, store, mode="append", now=NOW).rows == {"contacts": 1}
+    assert store.counts()["contacts"] == 4
+    # A reference to a customer neither in the file nor in the store is still refused.
+    (folder / "contacts.csv").write_text(
+        "contact_id,customer_id,contacted_at,channel,direction\nK11,nobody,2024-08-01,phone,inbound\n"
+    )
+    with pytest.raises(ContractViolation, match="row 1, column customer_id"):
+        import_folder(folder, store, mode="append", now=NOW)
+
+
+def test_upsert_updates_existing_rows_and_attributes(store, tmp_path: Path) -> None:
+    import_folder(DATA / "good", store, mode="append", now=NOW)
+    folder = tmp_path / "up"
+    shutil.copytree(DATA / "good", folder)
+    text = (folder / "customers.csv").read_text()
+    (folder / "customers.csv").write_text(
+        text.replace(
+            "C4,2024-03-15,consumer,1999,m,10115,Berlin,1", "C4,2024-03-15,consumer,1998,m,10115,Berlin,2"
+        )
+    )
+    (folder / "purchases.csv").write_text(
+        "purchase_id,customer_id,purchased_at,category,amount\nP2,C1,2024-05-06,garden,65.5\nP6,C4,2024-06-01,books,9\n"
+    )
+    result = import_folder(folder, store, mode="upsert", now=NOW)
+    assert result.rows["purchases"] == 2
+    purchases = store.read_table("purchases").set_index("purchase_id")
+    assert len(purchases) == 6 and purchases.loc["P2", "amount"] == 65.5
+    cust = store.read_table("customers").set_index("customer_id")
+    assert cust.loc["C4", "birth_year"] == 1998 and cust.loc["C4", "household_size"] == 2.0
+    assert store.counts()["customers"] == 4
+
+
+def test_upsert_may_not_move_registration_after_stored_purchases(store, tmp_path: Path) -> None:
+    import_folder(DATA / "good", store, mode="append", now=NOW)
+    before = store.fingerprint()
+    folder = tmp_path / "up"
+    folder.mkdir()
+    (folder / "customers.csv").write_text("customer_id,created_at,customer_type\nC1,2024-03-01,consumer\n")
+    with pytest.raises(ContractViolation, match="earliest stored purchase"):
+        import_folder(folder, store, mode="upsert", now=NOW)
+    assert store.fingerprint() == before
+
+
+def test_custom_attribute_keeps_its_stored_type(store, tmp_path: Path) -> None:
+    import_folder(DATA / "good", store, mode="append", now=NOW)
+    folder = tmp_path / "up"
+    folder.mkdir()
+    (folder / "customers.csv").write_text(
+        "customer_id,created_at,customer_type,household_size\nC9,2024-03-01,consumer,two\n"
+    )
+    with pytest.raises(ContractViolation, match="stored as a number"):
+        import_folder(folder, store, mode="append", now=NOW)
+
+
+def test_replace_makes_the_folder_the_whole_store(store, tmp_path: Path) -> None:
+    import_folder(DATA / "good", store, mode="append", now=NOW)
+    folder = tmp_path / "small"
+    folder.mkdir()
+    (folder / "customers.csv").write_text("customer_id,created_at,customer_type\nX1,2024-03-01,consumer\n")
+    (folder / "purchases.csv").write_text(
+        "purchase_id,customer_id,purchased_at,category,amount\nQ1,X1,2024-03-02,books,5\n"
+    )
+    import_folder(folder, store, mode="replace", now=NOW)
+    counts = store.counts()
+    assert counts["customers"] == 1 and counts["purchases"] == 1 and counts["contacts"] == 0
+    assert counts["customer_attributes"] == 0
+
+
+def test_parquet_and_csv_give_the_same_store(tmp_path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from kundenwert.features.store import Store
+
+    pq_dir = tmp_path / "pq"
+    pq_dir.mkdir()
+    for f in (DATA / "good").glob("*.csv"):
+        pq.write_table(
+            pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)),
+            pq_dir / f"{f.stem}.parquet",
+        )
+    a, b = Store(f"sqlite:///{tmp_path / 'a.db'}"), Store(f"sqlite:///{tmp_path / 'b.db'}")
+    import_folder(DATA / "good", a, mode="append", now=NOW)
+    import_folder(pq_dir, b, mode="append", now=NOW)
+    fa, fb = a.fingerprint(), b.fingerprint()
+    for table in ("customers", "purchases", "contacts", "consents", "complaints", "offers"):
+        assert fa[table][0] == fb[table][0], table
+    pd.testing.assert_frame_equal(
+        a.read_table("purchases").drop(columns="extra"), b.read_table("purchases").drop(columns="extra")
+    )
+
+
+def test_empty_folder_is_a_clear_error(sqlite_store, tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="no table files"):
+        import_folder(tmp_path, sqlite_store)
+    with pytest.raises(InputFileError, match="does not exist"):
+        import_folder(tmp_path / "nope", sqlite_store)
+
+
+def test_attribute_kinds_are_inferred_and_kept(sqlite_store, tmp_path: Path) -> None:
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "customers.csv").write_text(
+        "customer_id,created_at,customer_type,score,branch_code,segment\n"
+        "A,2024-01-01,consumer,1.5,007,x\nB,2024-01-01,consumer,,012,\n"
+    )
+    (folder / "purchases.csv").write_text("purchase_id,customer_id,purchased_at,category,amount\n")
+    import_folder(folder, sqlite_store, mode="append", now=NOW)
+    assert sqlite_store.attribute_kinds() == {"score": "number", "branch_code": "text", "segment": "text"}
+    c = sqlite_store.read_table("customers").set_index("customer_id")
+    assert c.loc["A", "branch_code"] == "007" and c.loc["A", "score"] == 1.5 and pd.isna(c.loc["B", "score"])
+    # A later file whose numeric attribute has leading zeros still stores numbers (the kind is kept).
+    (folder / "customers.csv").write_text(
+        "customer_id,created_at,customer_type,score\nC,2024-01-01,consumer,02\n"
+    )
+    import_folder(folder, sqlite_store, mode="append", now=NOW)
+    assert sqlite_store.read_table("customers").set_index("customer_id").loc["C", "score"] == 2.0

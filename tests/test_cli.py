@@ -1,0 +1,49 @@
+"""The command line: errors without tracebacks, the import/summary flow on a real (small) world."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+
+
+def _run(args: list[str], home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KUNDENWERT_HOME": str(home), "COLUMNS": "200"}
+    env.pop("KUNDENWERT_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "kundenwert.cli", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_bad_import_exits_nonzero_without_traceback(tmp_path: Path) -> None:
+    r = _run(["import", str(DATA / "bad" / "decimal_comma"), "--mode", "replace"], tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr + r.stdout
+    assert "table purchases, row 2, column amount, value '60,00'" in r.stderr
+    assert "nothing was written" in r.stderr
+
+
+def test_more_than_twenty_issues_are_counted(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rows = "\n".join(f"C{i},not-a-date,consumer" for i in range(25))
+    (folder / "customers.csv").write_text(f"customer_id,created_at,customer_type\n{rows}\n")
+    (folder / "purchases.csv").write_text("purchase_id,customer_id,purchased_at,category,amount\n")
+    r = _run(["import", str(folder), "--mode", "replace"], tmp_path)
+    assert r.returncode == 2 and "25 problems" in r.stderr and "... and 5 more" in r.stderr
+
+
+def test_sample_import_summary(tmp_path: Path) -> None:
+    world = tmp_path / "world"
+    assert _run(["sample", str(world), "--customers", "300", "--seed", "5"], tmp_path).returncode == 0
+    r = _run(["import", str(world), "--mode", "replace"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "kundenwert.db").exists()
+    s = _run(["summary", "--at", "2025-12-31"], tmp_path)
+    assert s.returncode == 0, s.stderr
+    assert "customers by type and age group" in s.stdout and "email consent" in s.stdout
+    again = _run(["import", str(world)], tmp_path)  # append of the same ids is refused
+    assert again.returncode == 2 and "already exists in the store" in again.stderr
