@@ -72,10 +72,14 @@ import pyarrow.parquet as pq
 from kundenwert.datasets import design as D
 from kundenwert.datasets.truth import age_group_index, truth_at_end
 from kundenwert.errors import ConfigurationError
+from kundenwert.features.contract import OUTCOMES
 
 DEFAULT_START = "2023-01-01"
 DEFAULT_END = "2025-12-31"
 _SECONDS_PER_DAY = 86_400.0
+SALES_CHANNELS = ("web", "store", "field_sales", "phone")
+CONTACT_CHANNELS = ("email", "sms", "phone", "mail", "web", "store", "field_sales")
+TOPICS = ("information request", "service", "order status", "complaint")
 
 REGIONS = (
     # region, share, postal code prefixes (two digits)
@@ -293,6 +297,7 @@ def generate_world(
     keep = rank <= n_rep[owner]
     rep_owner, rep_rank = owner[keep], rank[keep]
     rep_time = t0[rep_owner] + u[keep] * window[rep_owner]
+    del owner, u, order, rank, keep  # the largest temporaries of the simulation
     death_at = np.full(n, np.nan)
     last = (rep_rank == n_rep[rep_owner]) & ~alive_end[rep_owner]
     death_at[rep_owner[last]] = rep_time[last]
@@ -312,7 +317,6 @@ def generate_world(
     o_time = np.concatenate([t0[buyers], rep_time])
     o_complaint = np.concatenate([np.zeros(len(buyers), bool), first_c | later_c])
     o_value = rng.gamma(gg["p"][o_owner], 1.0 / nu[o_owner])
-    n_orders = len(o_owner)
 
     tables: dict[str, pd.DataFrame] = {}
     customer_ids = _customer_ids(ctype_i)
@@ -335,56 +339,9 @@ def generate_world(
     )
 
     # ------------------------------------------------------------------ lines, products, returns
-    n_lines = 1 + rng.poisson(lines_mu[o_owner])
-    l_order = np.repeat(np.arange(n_orders), n_lines)
-    l_owner = o_owner[l_order]
-    w = rng.gamma(2.0, 1.0, size=len(l_order))
-    w /= np.bincount(l_order, weights=w, minlength=n_orders)[l_order]
-    amount = np.maximum(np.round(o_value[l_order] * w, 2), 0.5)
-    cum = np.cumsum(pi[l_owner], axis=1)
-    cat_i = (rng.random(len(l_order))[:, None] > cum).sum(axis=1).clip(0, len(D.CATEGORIES) - 1)
-    del cum
-    products_per_cat = 30
-    prod_j = rng.integers(0, products_per_cat, len(l_order))
-    cats = np.asarray(D.CATEGORIES, dtype=object)
-    product_ids = _products_table(tables)
-    l_product = product_ids.reshape(len(D.CATEGORIES), products_per_cat)[cat_i, prod_j]
-    qty = 1 + rng.poisson(np.where(consumer[l_owner], 0.3, 2.0))
-    disc_p = np.clip(0.10 + 0.4 * price_sens[l_owner], 0, 0.9)
-    has_disc = rng.random(len(l_order)) < disc_p
-    discount = np.where(has_disc, np.round(amount * rng.uniform(0.05, 0.25, len(l_order)), 2), np.nan)
-    margin_rate = np.array([D.CATEGORY_MARGIN_RATE[c] for c in D.CATEGORIES])[cat_i]
-    margin = np.round(amount * margin_rate * rng.uniform(0.8, 1.2, len(l_order)), 2)
-    web_share = np.array([0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.4])[ag]
-    o_channel = np.where(
-        consumer[o_owner],
-        np.where(rng.random(n_orders) < web_share[o_owner], "web", "store"),
-        _choice(rng, ("field_sales", "phone", "web"), (0.5, 0.2, 0.3), n_orders),
+    tables["purchases"] = _purchases(
+        rng, clock, customer_ids, o_owner, o_time, o_value, lines_mu, pi, consumer, price_sens, ag
     )
-    l_channel = o_channel[l_order]
-    l_time = o_time[l_order]
-    ret = rng.random(len(l_order)) < np.array([D.CATEGORY_RETURN_RATE[c] for c in D.CATEGORIES])[cat_i]
-    r_time = l_time[ret] + rng.uniform(2.0, 20.0, int(ret.sum()))
-    ok = r_time < span
-    r_sel = np.flatnonzero(ret)[ok]
-    p_owner = np.concatenate([l_owner, l_owner[r_sel]])
-    p_time = np.concatenate([l_time, r_time[ok]])
-    purchases = pd.DataFrame(
-        {
-            "customer_id": customer_ids[p_owner],
-            "purchased_at": clock.ts(p_time),
-            "product_id": np.concatenate([l_product, l_product[r_sel]]),
-            "category": cats[np.concatenate([cat_i, cat_i[r_sel]])],
-            "quantity": np.concatenate([qty, qty[r_sel]]),
-            "amount": np.concatenate([amount, -amount[r_sel]]),
-            "margin": np.concatenate([margin, -margin[r_sel]]),
-            "discount": np.concatenate([discount, np.full(len(r_sel), np.nan)]),
-            "sales_channel": np.concatenate([l_channel, l_channel[r_sel]]),
-        }
-    )
-    purchases = purchases.iloc[np.argsort(p_time, kind="stable")].reset_index(drop=True)
-    purchases.insert(0, "purchase_id", _ids("P", len(purchases), 10))
-    tables["purchases"] = purchases
 
     # ------------------------------------------------------------------ 3. complaints
     c_orders = np.flatnonzero(o_complaint)
@@ -463,7 +420,9 @@ def generate_world(
     months = pd.date_range(start_ts.normalize(), end_ts, freq="MS")
     if len(months) == 0 or months[0] > start_ts:
         months = months.insert(0, start_ts.normalize())
-    contact_parts = []
+    contact_parts: list[dict[str, np.ndarray]] = []  # coded columns; strings only at the end
+    campaigns: list[str] = []
+    actions = list(D.ACTIONS)
     unsub_rows = []
     age_eff = {ch: np.asarray(D.RESPONSE_AGE[ch])[ag] for ch in D.CHANNELS}
     for month in months:
@@ -503,19 +462,20 @@ def generate_world(
             responded = rng.random(len(sel)) < prob
             converted = responded & (rng.random(len(sel)) < D.CONVERT_GIVEN_RESPONSE)
             r = rng.random(len(sel))
-            outcome = np.full(len(sel), "none", dtype=object)
+            oc = OUTCOMES.index
+            outcome = np.full(len(sel), oc("none"), dtype=np.int8)
             treated_quiet = ~control & ~responded
             if ch == "email":
-                outcome[treated_quiet & (r < 0.015)] = "bounced"
-                outcome[treated_quiet & (r >= 0.015) & (r < 0.021)] = "unsubscribed"
-                outcome[treated_quiet & (r >= 0.021) & (r < 0.221)] = "opened"
-                outcome[treated_quiet & (r >= 0.221) & (r < 0.261)] = "clicked"
+                outcome[treated_quiet & (r < 0.015)] = oc("bounced")
+                outcome[treated_quiet & (r >= 0.015) & (r < 0.021)] = oc("unsubscribed")
+                outcome[treated_quiet & (r >= 0.021) & (r < 0.221)] = oc("opened")
+                outcome[treated_quiet & (r >= 0.221) & (r < 0.261)] = oc("clicked")
             elif ch == "sms":
-                outcome[treated_quiet & (r < 0.005)] = "unsubscribed"
-                outcome[treated_quiet & (r >= 0.005) & (r < 0.035)] = "clicked"
-            outcome[responded] = "responded"
-            outcome[converted] = "converted"
-            unsub = outcome == "unsubscribed"
+                outcome[treated_quiet & (r < 0.005)] = oc("unsubscribed")
+                outcome[treated_quiet & (r >= 0.005) & (r < 0.035)] = oc("clicked")
+            outcome[responded] = oc("responded")
+            outcome[converted] = oc("converted")
+            unsub = outcome == oc("unsubscribed")
             if unsub.any():
                 who = sel[unsub]
                 when = ct[unsub] + 60.0 / _SECONDS_PER_DAY
@@ -531,19 +491,18 @@ def generate_world(
                         }
                     )
                 )
+            campaigns.append(f"CMP-{month:%Y-%m}-{ch}")
             contact_parts.append(
-                pd.DataFrame(
-                    {
-                        "owner": sel,
-                        "t": ct,
-                        "channel": ch,
-                        "direction": "outbound",
-                        "campaign_id": f"CMP-{month:%Y-%m}-{ch}",
-                        "action_id": action,
-                        "is_control": control,
-                        "outcome": outcome,
-                        "topic": "",
-                    }
+                _contact_part(
+                    sel,
+                    ct,
+                    CONTACT_CHANNELS.index(ch),
+                    0,
+                    len(campaigns) - 1,
+                    actions.index(action),
+                    control.astype(np.int8),
+                    outcome,
+                    -1,
                 )
             )
 
@@ -556,61 +515,30 @@ def generate_world(
     n_in = rng.poisson(in_rate * active_len)
     in_owner = np.repeat(idx, n_in)
     in_t = created[in_owner] + rng.random(len(in_owner)) * active_len[in_owner]
+    cc = CONTACT_CHANNELS.index
     in_channel = np.where(
         consumer[in_owner],
-        _choice(rng, ("phone", "email", "web", "store"), (0.4, 0.35, 0.15, 0.1), len(in_owner)),
-        _choice(rng, ("phone", "email", "field_sales"), (0.4, 0.35, 0.25), len(in_owner)),
+        np.asarray([cc("phone"), cc("email"), cc("web"), cc("store")])[
+            rng.choice(4, size=len(in_owner), p=(0.4, 0.35, 0.15, 0.1))
+        ],
+        np.asarray([cc("phone"), cc("email"), cc("field_sales")])[
+            rng.choice(3, size=len(in_owner), p=(0.4, 0.35, 0.25))
+        ],
     )
+    n_in_total = len(in_owner)
     contact_parts.append(
-        pd.DataFrame(
-            {
-                "owner": in_owner,
-                "t": in_t,
-                "channel": in_channel,
-                "direction": "inbound",
-                "campaign_id": "",
-                "action_id": "",
-                "is_control": pd.array([pd.NA] * len(in_owner), dtype="boolean"),
-                "outcome": "",
-                "topic": _choice(
-                    rng, ("information request", "service", "order status"), (0.45, 0.35, 0.2), len(in_owner)
-                ),
-            }
+        _contact_part(
+            in_owner, in_t, in_channel, 1, -1, -1, -1, -1, rng.choice(3, size=n_in_total, p=(0.45, 0.35, 0.2))
         )
     )
-    cc = tables["complaints"]
+    complaint_channel = np.where(
+        rng.random(len(c_owner)) < 0.6, CONTACT_CHANNELS.index("phone"), CONTACT_CHANNELS.index("email")
+    )
     contact_parts.append(
-        pd.DataFrame(
-            {
-                "owner": c_owner,
-                "t": c_open,
-                "channel": _choice(rng, ("phone", "email"), (0.6, 0.4), len(c_owner)),
-                "direction": "inbound",
-                "campaign_id": "",
-                "action_id": "",
-                "is_control": pd.array([pd.NA] * len(c_owner), dtype="boolean"),
-                "outcome": "",
-                "topic": "complaint",
-            }
-        )
+        _contact_part(c_owner, c_open, complaint_channel, 1, -1, -1, -1, -1, TOPICS.index("complaint"))
     )
-    del cc
-    contacts = pd.concat(contact_parts, ignore_index=True)
-    contacts = contacts.iloc[np.argsort(contacts["t"].to_numpy(), kind="stable")].reset_index(drop=True)
-    tables["contacts"] = pd.DataFrame(
-        {
-            "contact_id": _ids("K", len(contacts), 10),
-            "customer_id": customer_ids[contacts["owner"].to_numpy()],
-            "contacted_at": clock.ts(contacts["t"].to_numpy()),
-            "channel": contacts["channel"].to_numpy(),
-            "direction": contacts["direction"].to_numpy(),
-            "campaign_id": contacts["campaign_id"].to_numpy(),
-            "action_id": contacts["action_id"].to_numpy(),
-            "is_control": contacts["is_control"].astype("boolean").array,
-            "outcome": contacts["outcome"].to_numpy(),
-            "topic": contacts["topic"].to_numpy(),
-        }
-    )
+    tables["contacts"] = _contacts_frame(contact_parts, clock, customer_ids, campaigns, actions)
+    del contact_parts
 
     consents = pd.concat(consent_rows + unsub_rows, ignore_index=True)
     consents["recorded_at"] = clock.ts(consents["t"].to_numpy())
@@ -627,13 +555,9 @@ def generate_world(
     )
     tables["products"] = pd.DataFrame(
         {
-            "product_id": product_ids,
-            "category": np.repeat(cats, products_per_cat),
-            "name": [
-                f"{c.replace('_', ' ').title()} item {j + 1}"
-                for c in D.CATEGORIES
-                for j in range(products_per_cat)
-            ],
+            "product_id": _product_ids(),
+            "category": np.repeat(np.asarray(D.CATEGORIES, dtype=object), 30),
+            "name": [f"{c.replace('_', ' ').title()} item {j + 1}" for c in D.CATEGORIES for j in range(30)],
         }
     )
 
@@ -672,6 +596,111 @@ def generate_world(
     return World(tables=tables, truth=truth, age_group_category=agc, design=design)
 
 
+def _purchases(
+    rng, clock, customer_ids, o_owner, o_time, o_value, lines_mu, pi, consumer, price_sens, ag
+) -> pd.DataFrame:
+    """Order lines (category from the customer's shares, value split over lines) plus returns."""
+    n_orders = len(o_owner)
+    n_lines = 1 + rng.poisson(lines_mu[o_owner])
+    l_order = np.repeat(np.arange(n_orders), n_lines)
+    l_owner = o_owner[l_order]
+    w = rng.gamma(2.0, 1.0, size=len(l_order))
+    w /= np.bincount(l_order, weights=w, minlength=n_orders)[l_order]
+    amount = np.maximum(np.round(o_value[l_order] * w, 2), 0.5)
+    cum = np.cumsum(pi[l_owner], axis=1)
+    cat_i = (rng.random(len(l_order))[:, None] > cum).sum(axis=1).clip(0, len(D.CATEGORIES) - 1)
+    del cum
+    products_per_cat = 30
+    prod_j = rng.integers(0, products_per_cat, len(l_order))
+    product_ids = _product_ids()
+    l_product = cat_i * products_per_cat + prod_j  # code into _product_ids()
+    qty = 1 + rng.poisson(np.where(consumer[l_owner], 0.3, 2.0))
+    disc_p = np.clip(0.10 + 0.4 * price_sens[l_owner], 0, 0.9)
+    has_disc = rng.random(len(l_order)) < disc_p
+    discount = np.where(has_disc, np.round(amount * rng.uniform(0.05, 0.25, len(l_order)), 2), np.nan)
+    margin_rate = np.array([D.CATEGORY_MARGIN_RATE[c] for c in D.CATEGORIES])[cat_i]
+    margin = np.round(amount * margin_rate * rng.uniform(0.8, 1.2, len(l_order)), 2)
+    web_share = np.array([0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.4])[ag]
+    o_channel = np.where(  # codes into SALES_CHANNELS
+        consumer[o_owner],
+        np.where(rng.random(n_orders) < web_share[o_owner], 0, 1),
+        np.asarray([2, 3, 0])[rng.choice(3, size=n_orders, p=(0.5, 0.2, 0.3))],
+    )
+    l_channel = o_channel[l_order]
+    l_time = o_time[l_order]
+    ret = rng.random(len(l_order)) < np.array([D.CATEGORY_RETURN_RATE[c] for c in D.CATEGORIES])[cat_i]
+    r_time = l_time[ret] + rng.uniform(2.0, 20.0, int(ret.sum()))
+    ok = r_time < clock.span
+    r_sel = np.flatnonzero(ret)[ok]
+    p_owner = np.concatenate([l_owner, l_owner[r_sel]])
+    p_time = np.concatenate([l_time, r_time[ok]])
+    purchases = pd.DataFrame(
+        {
+            "customer_id": customer_ids[p_owner],
+            "purchased_at": clock.ts(p_time),
+            "product_id": pd.Categorical.from_codes(
+                np.concatenate([l_product, l_product[r_sel]]), product_ids
+            ),
+            "category": pd.Categorical.from_codes(np.concatenate([cat_i, cat_i[r_sel]]), D.CATEGORIES),
+            "quantity": np.concatenate([qty, qty[r_sel]]),
+            "amount": np.concatenate([amount, -amount[r_sel]]),
+            "margin": np.concatenate([margin, -margin[r_sel]]),
+            "discount": np.concatenate([discount, np.full(len(r_sel), np.nan)]),
+            "sales_channel": pd.Categorical.from_codes(
+                np.concatenate([l_channel, l_channel[r_sel]]), SALES_CHANNELS
+            ),
+        }
+    )
+    purchases = purchases.iloc[np.argsort(p_time, kind="stable")].reset_index(drop=True)
+    purchases.insert(0, "purchase_id", _ids("P", len(purchases), 10))
+    return purchases
+
+
+def _contact_part(
+    owner, t, channel, direction, campaign, action, control, outcome, topic
+) -> dict[str, np.ndarray]:
+    """One block of contacts as integer codes (-1 = empty); scalars are broadcast."""
+    n = len(owner)
+
+    def col(v, dtype):
+        return np.broadcast_to(np.asarray(v, dtype=dtype), (n,))
+
+    return {
+        "owner": np.asarray(owner, dtype=np.int64),
+        "t": np.asarray(t, dtype=np.float64),
+        "channel": col(channel, np.int8),
+        "direction": col(direction, np.int8),
+        "campaign": col(campaign, np.int32),
+        "action": col(action, np.int16),
+        "control": col(control, np.int8),
+        "outcome": col(outcome, np.int8),
+        "topic": col(topic, np.int8),
+    }
+
+
+def _contacts_frame(parts, clock, customer_ids, campaigns, actions) -> pd.DataFrame:
+    """All contacts in time order, with text columns as categoricals (memory: codes, not strings)."""
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.argsort(cols["t"], kind="stable")
+    cols = {k: v[order] for k, v in cols.items()}
+    control = pd.array(cols["control"] == 1, dtype="boolean")
+    control[cols["control"] < 0] = pd.NA
+    return pd.DataFrame(
+        {
+            "contact_id": _ids("K", len(order), 10),
+            "customer_id": customer_ids[cols["owner"]],
+            "contacted_at": clock.ts(cols["t"]),
+            "channel": pd.Categorical.from_codes(cols["channel"], CONTACT_CHANNELS),
+            "direction": pd.Categorical.from_codes(cols["direction"], ("outbound", "inbound")),
+            "campaign_id": pd.Categorical.from_codes(cols["campaign"], campaigns),
+            "action_id": pd.Categorical.from_codes(cols["action"], actions),
+            "is_control": control,
+            "outcome": pd.Categorical.from_codes(cols["outcome"], OUTCOMES),
+            "topic": pd.Categorical.from_codes(cols["topic"], TOPICS),
+        }
+    )
+
+
 def _index_of(values: np.ndarray, options: tuple[str, ...]) -> np.ndarray:
     lookup = {v: i for i, v in enumerate(options)}
     return np.array([lookup.get(v, len(options)) for v in values])
@@ -701,10 +730,8 @@ def _customer_ids(ctype_i: np.ndarray) -> np.ndarray:
     return out
 
 
-def _products_table(tables: dict) -> np.ndarray:
-    return np.array(
-        [f"SKU-{c[:4].upper()}-{j + 1:03d}" for c in D.CATEGORIES for j in range(30)], dtype=object
-    )
+def _product_ids() -> list[str]:
+    return [f"SKU-{c[:4].upper()}-{j + 1:03d}" for c in D.CATEGORIES for j in range(30)]
 
 
 def _offers(
@@ -820,24 +847,19 @@ def _design_dict(n: int, seed: int, start: pd.Timestamp, end: pd.Timestamp) -> d
 
 
 def _to_arrow(df: pd.DataFrame) -> pa.Table:
+    """Text-ready columns: ISO timestamps (seconds), true/false, empty text as missing."""
     cols = {}
     for c in df.columns:
         s = df[c]
         if pd.api.types.is_datetime64_any_dtype(s.dtype):
-            v = s.to_numpy().astype("datetime64[s]")
-            txt = np.datetime_as_string(v, unit="s").astype(object)
-            txt[np.isnat(v)] = None
-            cols[c] = pa.array(txt, type=pa.string())
-        elif s.dtype == object:
-            v = s.to_numpy()
-            missing = pd.isna(v)
-            missing[~missing] = v[~missing] == ""
-            cols[c] = pa.array(np.where(missing, None, v), type=pa.string())
+            ts = pa.array(s.to_numpy().astype("datetime64[s]"), type=pa.timestamp("s"), from_pandas=True)
+            cols[c] = pc.replace_substring(ts.cast(pa.string()), " ", "T")
         elif isinstance(s.dtype, pd.BooleanDtype) or s.dtype == bool:
-            b = s.astype("boolean")
-            cols[c] = pa.array(
-                np.where(b.isna(), None, np.where(b.fillna(False), "true", "false")), type=pa.string()
-            )
+            cols[c] = pa.array(s.astype("boolean"), type=pa.bool_(), from_pandas=True).cast(pa.string())
+        elif isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype):
+            arr = pa.array(s, from_pandas=True)
+            arr = arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr.cast(pa.string())
+            cols[c] = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
         else:
             cols[c] = pa.array(s, from_pandas=True)
     return pa.table(cols)
