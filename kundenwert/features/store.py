@@ -335,39 +335,48 @@ class Store:
                 f"--mode upsert needs SQLite or PostgreSQL; this store is {self.dialect}"
             )
         written: dict[str, int] = {}
-        with self.engine.begin() as conn:
-            if mode == "replace":
-                for name in _DELETE_ORDER:
-                    conn.execute(metadata.tables[name].delete())
-            for name in TABLE_ORDER:
-                if name not in tables:
-                    continue
-                vt = tables[name]
-                frame = vt.frame.copy()
-                columns = list(TABLES[name].column_names)
-                if name != "customers":
-                    frame["extra"] = _extra_json(vt.extra)
-                    columns.append("extra")
-                with _indexes_rebuilt_after(conn, TABLE_DEFS[name], len(frame)):
-                    _bulk_write(
-                        conn,
-                        TABLE_DEFS[name],
-                        frame,
-                        columns,
-                        list(TABLES[name].key),
-                        upsert=mode == "upsert",
-                    )
-                written[name] = len(frame)
-                if name == "customers" and vt.attributes is not None and len(vt.attributes.columns):
-                    written["customer_attributes"] = self._write_attributes(conn, vt, mode)
-            conn.execute(
-                IMPORTS.insert().values(
-                    imported_at=pd.Timestamp.now(tz="UTC"),
-                    mode=mode,
-                    rows=json.dumps(written, sort_keys=True),
-                )
-            )
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                # References were validated against file and store; SQLite's per-row foreign-key
+                # lookups would only repeat that. The PRAGMA must come before the transaction.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    self._write(conn, tables, mode, written)
+            finally:
+                if self.dialect == "sqlite":
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
         return written
+
+    def _write(
+        self, conn: Connection, tables: dict[str, ValidTable], mode: str, written: dict[str, int]
+    ) -> None:
+        if mode == "replace":
+            for name in _DELETE_ORDER:
+                conn.execute(metadata.tables[name].delete())
+        for name in TABLE_ORDER:
+            if name not in tables:
+                continue
+            vt = tables[name]
+            frame = vt.frame.copy()
+            columns = list(TABLES[name].column_names)
+            if name != "customers":
+                frame["extra"] = _extra_json(vt.extra)
+                columns.append("extra")
+            with _indexes_rebuilt_after(conn, TABLE_DEFS[name], len(frame)):
+                _bulk_write(
+                    conn, TABLE_DEFS[name], frame, columns, list(TABLES[name].key), upsert=mode == "upsert"
+                )
+            written[name] = len(frame)
+            if name == "customers" and vt.attributes is not None and len(vt.attributes.columns):
+                written["customer_attributes"] = self._write_attributes(conn, vt, mode)
+        conn.execute(
+            IMPORTS.insert().values(
+                imported_at=pd.Timestamp.now(tz="UTC"), mode=mode, rows=json.dumps(written, sort_keys=True)
+            )
+        )
 
     def _write_attributes(self, conn: Connection, vt: ValidTable, mode: str) -> int:
         existing = dict(conn.execute(sa.select(ATTRIBUTE_DEFS.c.name, ATTRIBUTE_DEFS.c.kind)).all())
@@ -508,6 +517,9 @@ def _sqlite_insert(
     Columns that are empty throughout are left out (they default to NULL), which saves binding them.
     """
     columns = [c for c in columns if c in key or frame[c].notna().any()]
+    if key and not (len(key) == 1 and frame[key[0]].is_monotonic_increasing):
+        # B-tree inserts in key order append at the right edge instead of splitting pages at random.
+        frame = frame.sort_values(key, kind="stable")
     width = len(columns)
     per = max(1, min(200, 32_000 // width))
     row_ph = "(" + ", ".join("?" for _ in columns) + ")"
