@@ -89,6 +89,7 @@ def import_folder(
             ctx.first_purchase = store.first_purchase(ids)
     valid = validate_tables(raw, ctx, store_is_empty=store_is_empty)
     timings["validate"] = time.perf_counter() - t0
+    del raw  # the raw text is only needed to quote values in error messages
 
     if mode == "append" and not store_is_empty:
         _refuse_existing_keys(store, valid)

@@ -360,10 +360,10 @@ class Store:
             if name not in tables:
                 continue
             vt = tables[name]
-            frame = vt.frame.copy()
+            frame = vt.frame
             columns = list(TABLES[name].column_names)
             if name != "customers":
-                frame["extra"] = _extra_json(vt.extra)
+                frame = frame.assign(extra=_extra_json(vt.extra))  # copy-on-write: no data copied
                 columns.append("extra")
             with _indexes_rebuilt_after(conn, TABLE_DEFS[name], len(frame)):
                 _bulk_write(
