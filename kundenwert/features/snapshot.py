@@ -256,7 +256,11 @@ def snapshot_shard(frames: Frames, cutoff: pd.Timestamp | str, spec: SnapshotSpe
     """
     t = _utc(cutoff)
     cust = frames["customers"]
-    cust = cust[cust["created_at"] < t].set_index("customer_id")
+    cust = cust[cust["created_at"] < t]
+    # Customers become integer codes 0..n-1 for every groupby and reindex below (hashing strings
+    # dominated the run time); the string ids are put back at the end.
+    customer_ids = pd.Index(cust["customer_id"].to_numpy(dtype=object))
+    cust = cust.set_axis(pd.RangeIndex(len(cust), name="customer_id"))
     ids = cust.index
     unit = 7.0 if spec.config.unit == "W" else 1.0
     before = {
@@ -271,7 +275,9 @@ def snapshot_shard(frames: Frames, cutoff: pd.Timestamp | str, spec: SnapshotSpe
         df = frames.get(name)
         if df is None:
             df = _empty(name)
-        rows[name] = df[(df[col] < t) & df["customer_id"].isin(ids)]
+        code = customer_ids.get_indexer(df["customer_id"].to_numpy(dtype=object))
+        keep = (code >= 0) & (df[col] < t).to_numpy()
+        rows[name] = df[keep].assign(customer_id=code[keep])
     parts = [
         _profile(cust, t, spec),
         _btyd(rows["purchases"], ids, t, unit),
@@ -294,7 +300,7 @@ def snapshot_shard(frames: Frames, cutoff: pd.Timestamp | str, spec: SnapshotSpe
     )
     parts.append(cons)
     out = pd.concat(parts, axis=1)
-    out.index.name = "customer_id"
+    out.index = pd.Index(customer_ids, name="customer_id", dtype="str")
     return out.sort_index()
 
 
