@@ -131,6 +131,64 @@ def summary_cmd(
     )
 
 
+@app.command("snapshot")
+@friendly
+def snapshot_cmd(
+    cutoff: Annotated[str, typer.Option(help="Cutoff (ISO date): features use rows strictly before it.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write, one row per customer.")],
+    jobs: Annotated[int, typer.Option(help="Processes computing shards in parallel.")] = 1,
+    shards: Annotated[int, typer.Option(help="Customer shards (default: one per job).")] = 0,
+    unit: Annotated[str, typer.Option(help="Unit of BTYD recency and T: D (days) or W (weeks).")] = "D",
+) -> None:
+    """Point-in-time customer snapshot from the store."""
+    import pandas as pd
+    from pydantic import ValidationError
+
+    from kundenwert.errors import ConfigurationError
+    from kundenwert.features.snapshot import SnapshotConfig, load_frames, snapshot
+    from kundenwert.features.store import Store
+
+    try:
+        config = SnapshotConfig(unit=unit)
+        t = pd.Timestamp(cutoff)
+    except (ValidationError, ValueError) as exc:
+        raise ConfigurationError(f"--unit must be D or W and --cutoff an ISO date: {exc}") from None
+    if jobs < 1:
+        raise ConfigurationError(f"--jobs must be at least 1, not {jobs}")
+    t0 = time.perf_counter()
+    with err.status("reading the store"):
+        frames = load_frames(Store())
+    with err.status(f"computing the snapshot at {t:%Y-%m-%d}"):
+        snap = snapshot(frames, t, config, shards=shards or jobs, jobs=jobs)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    snap.to_parquet(out_path)
+    out.print(
+        f"{len(snap):,} customers x {snap.shape[1]} features at {t:%Y-%m-%d} -> {out_path} ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+@app.command("features")
+@friendly
+def features_cmd() -> None:
+    """List the feature catalogue: every snapshot column with its family, type and meaning."""
+    import pandas as pd
+
+    from kundenwert.features.catalogue import catalogue
+    from kundenwert.features.snapshot import load_frames, snapshot_shard, spec_for
+    from kundenwert.features.store import Store
+
+    frames = load_frames(Store())
+    spec = spec_for(frames)
+    few = {**frames, "customers": frames["customers"].head(50)}  # the columns are fixed by the spec
+    cat = catalogue(snapshot_shard(few, pd.Timestamp.now(tz="UTC"), spec))
+    t = Table(title=f"feature catalogue ({len(cat)} features)")
+    for c in ("name", "family", "type", "meaning"):
+        t.add_column(c)
+    for row in cat.itertuples(index=False):
+        t.add_row(row.name, row.family, row.type, row.meaning)
+    out.print(t)
+
+
 @datasets_app.command("cdnow")
 @friendly
 def cdnow_cmd(

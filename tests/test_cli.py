@@ -47,3 +47,26 @@ def test_sample_import_summary(tmp_path: Path) -> None:
     assert "customers by type and age group" in s.stdout and "email consent" in s.stdout
     again = _run(["import", str(world)], tmp_path)  # append of the same ids is refused
     assert again.returncode == 2 and "already exists in the store" in again.stderr
+
+
+def test_snapshot_and_features_commands(tmp_path: Path) -> None:
+    import pandas as pd
+
+    world = tmp_path / "world"
+    assert _run(["sample", str(world), "--customers", "400", "--seed", "6"], tmp_path).returncode == 0
+    assert _run(["import", str(world), "--mode", "replace"], tmp_path).returncode == 0
+    r = _run(
+        ["snapshot", "--cutoff", "2025-06-01", "--out", str(tmp_path / "snap.parquet"), "--jobs", "2"],
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    snap = pd.read_parquet(tmp_path / "snap.parquet")
+    assert snap.index.name == "customer_id" and {"frequency", "recency", "T", "monetary_value"} <= set(
+        snap.columns
+    )
+    f = _run(["features"], tmp_path)
+    assert f.returncode == 0 and "days_since_last_purchase" in f.stdout
+    bad = _run(
+        ["snapshot", "--cutoff", "2025-06-01", "--out", str(tmp_path / "x.parquet"), "--unit", "M"], tmp_path
+    )
+    assert bad.returncode == 2 and "--unit must be D or W" in bad.stderr and "Traceback" not in bad.stderr

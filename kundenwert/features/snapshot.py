@@ -243,8 +243,8 @@ def _profile(cust: pd.DataFrame, cutoff: pd.Timestamp, spec: SnapshotSpec) -> pd
     out["age_group"] = age_group(cust["birth_year"], cutoff).to_numpy()
     out["age_group"] = out["age_group"].astype("str")
     out["region"] = cust["region"].astype("str")
-    for a in spec.attributes:
-        out[a] = cust[a] if a in cust.columns else np.nan
+    for a in spec.attributes:  # prefixed: a CRM attribute may share a name with a built-in feature
+        out[f"attr_{a}"] = cust[a] if a in cust.columns else np.nan
     return out
 
 
