@@ -1,0 +1,93 @@
+"""Training sets: snapshots and labels stacked over rolling cutoffs, split in time.
+
+The split never lets a label window of the test set overlap a label window of the training or
+validation set: a cutoff ``t`` labels ``[t, t + horizon)``, so every training cutoff satisfies
+``t + horizon <= `` the first validation cutoff, and every validation cutoff ``t + horizon <=`` the
+first test cutoff. Cutoffs that would break this are dropped, not silently kept.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from kundenwert.features.labels import LabelConfig, labels_at
+from kundenwert.features.snapshot import SnapshotConfig, snapshot
+
+DAY = pd.Timedelta(days=1)
+
+
+class SplitConfig(BaseModel):
+    """Rolling cutoffs and how many of the latest go to validation and test."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step_days: int = Field(30, gt=0, description="days between cutoffs")
+    min_history_days: int = Field(180, ge=0, description="days of data before the first cutoff")
+    validation_cutoffs: int = Field(1, ge=0)
+    test_cutoffs: int = Field(1, ge=1)
+
+
+def rolling_cutoffs(
+    first_day: pd.Timestamp, last_day: pd.Timestamp, horizon_days: int, config: SplitConfig
+) -> list[pd.Timestamp]:
+    """Cutoffs every ``step_days``, the latest one such that its label window ends by ``last_day``."""
+    first_day, last_day = pd.Timestamp(first_day), pd.Timestamp(last_day)
+    latest = (last_day - horizon_days * DAY).floor("D")
+    earliest = (first_day + config.min_history_days * DAY).ceil("D")
+    if latest < earliest:
+        raise ValueError(
+            f"the data ({first_day:%Y-%m-%d} to {last_day:%Y-%m-%d}) is too short for {config.min_history_days} "
+            f"days of history plus a {horizon_days}-day label window"
+        )
+    out = []
+    t = latest
+    while t >= earliest:
+        out.append(t)
+        t -= config.step_days * DAY
+    return sorted(out)
+
+
+def time_split(
+    cutoffs: list[pd.Timestamp], horizon_days: int, config: SplitConfig
+) -> dict[str, list[pd.Timestamp]]:
+    """train / validation / test cutoffs whose label windows do not overlap across the parts."""
+    cutoffs = sorted(cutoffs)
+    if len(cutoffs) < config.test_cutoffs + config.validation_cutoffs + 1:
+        raise ValueError(
+            f"{len(cutoffs)} cutoffs are too few for {config.test_cutoffs} test, "
+            f"{config.validation_cutoffs} validation and at least one training cutoff"
+        )
+    h = horizon_days * DAY
+    test = cutoffs[-config.test_cutoffs :]
+    rest = [t for t in cutoffs if t + h <= test[0]]
+    valid = rest[-config.validation_cutoffs :] if config.validation_cutoffs else []
+    bound = valid[0] if valid else test[0]
+    train = [t for t in rest if t + h <= bound and t not in valid]
+    if not train:
+        raise ValueError(
+            "no training cutoff is left once label windows may not overlap; add history or shorten the horizon"
+        )
+    return {"train": train, "validation": valid, "test": test}
+
+
+def build_training_set(
+    frames: dict[str, pd.DataFrame],
+    cutoffs: list[pd.Timestamp],
+    snapshot_config: SnapshotConfig | None = None,
+    label_config: LabelConfig | None = None,
+    *,
+    shards: int = 1,
+    jobs: int = 1,
+) -> pd.DataFrame:
+    """Features and labels per (cutoff, customer_id), for every customer known at each cutoff."""
+    parts = []
+    for t in sorted(cutoffs):
+        t = pd.Timestamp(t)
+        t = t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
+        x = snapshot(frames, t, snapshot_config, shards=shards, jobs=jobs)
+        y = labels_at(frames, t, label_config)
+        both = x.join(y.add_prefix("label_"), how="left")
+        both.insert(0, "cutoff", t)
+        parts.append(both.reset_index())
+    return pd.concat(parts, ignore_index=True).set_index(["cutoff", "customer_id"])
