@@ -368,4 +368,4 @@ def load_frames(
     tables: tuple[str, ...] = ("customers", "purchases", "contacts", "consents", "complaints", "offers"),
 ) -> Frames:
     """The tables a snapshot needs, typed, from the store."""
-    return {name: store.read_table(name) for name in tables}
+    return store.read_tables(tables)

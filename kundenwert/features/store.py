@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pyarrow
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -178,6 +179,7 @@ class Store:
             url = get_settings().resolved_database_url()
         self.url = url
         self.engine = make_engine(url)
+        self.last_read_was_columnar = False
         try:
             metadata.create_all(self.engine)
         except sa.exc.OperationalError as exc:
@@ -231,19 +233,64 @@ class Store:
                 df = df.join(self._read_attributes(conn), on="customer_id")
         return df
 
-    def _read_attributes(self, conn: Connection) -> pd.DataFrame:
+    def read_tables(self, names: list[str] | tuple[str, ...]) -> dict[str, pd.DataFrame]:
+        """Several whole tables, typed as ``read_table`` gives them (customers with attributes).
+
+        On a SQLite file they are read columnar in a child process (see ``arrow_reader``); if that
+        is not possible the row-by-row reader gives the same frames.
+        """
+        database = self.engine.url.database
+        fast = None
+        if self.dialect == "sqlite" and database and database != ":memory:":
+            from kundenwert.features.arrow_reader import read_columnar
+
+            queries = {}
+            for name in names:
+                table = TABLE_DEFS[name]
+                stmt = sa.select(*table.c).order_by(*[table.c[k] for k in TABLES[name].key])
+                queries[name] = str(
+                    stmt.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True})
+                )
+            if "customers" in names:
+                a = CUSTOMER_ATTRIBUTES
+                queries["customer_attributes"] = f"SELECT customer_id, name, number, text FROM {a.name}"
+            fast = read_columnar(database, queries)
+        if fast is None:
+            return {name: self.read_table(name) for name in names}
+        self.last_read_was_columnar = True
+        out = {name: _arrow_typed(name, fast[name], [c.name for c in TABLE_DEFS[name].c]) for name in names}
+        if "customers" in out:
+            long = fast["customer_attributes"]
+            long_df = pd.DataFrame(
+                {
+                    "customer_id": pc.cast(long.column("customer_id"), pyarrow.string()).to_pandas(),
+                    "name": pc.cast(long.column("name"), pyarrow.string()).to_pandas(),
+                    "number": pc.cast(long.column("number"), pyarrow.float64()).to_pandas(),
+                    "text": pc.cast(long.column("text"), pyarrow.string()).to_pandas(),
+                }
+            )
+            with self.engine.connect() as conn:
+                attrs = self._read_attributes(conn, long_df)
+            out["customers"] = out["customers"].join(attrs, on="customer_id")
+        return out
+
+    def _read_attributes(self, conn: Connection, long: pd.DataFrame | None = None) -> pd.DataFrame:
         kinds = dict(conn.execute(sa.select(ATTRIBUTE_DEFS.c.name, ATTRIBUTE_DEFS.c.kind)).all())
         if not kinds:
             return pd.DataFrame(index=pd.Index([], name="customer_id", dtype="str"))
-        long = _read_select(
-            conn,
-            sa.select(
-                CUSTOMER_ATTRIBUTES.c.customer_id,
-                CUSTOMER_ATTRIBUTES.c.name,
-                CUSTOMER_ATTRIBUTES.c.number,
-                CUSTOMER_ATTRIBUTES.c.text,
-            ),
-            ["customer_id", "name", "number", "text"],
+        long = (
+            long
+            if long is not None
+            else _read_select(
+                conn,
+                sa.select(
+                    CUSTOMER_ATTRIBUTES.c.customer_id,
+                    CUSTOMER_ATTRIBUTES.c.name,
+                    CUSTOMER_ATTRIBUTES.c.number,
+                    CUSTOMER_ATTRIBUTES.c.text,
+                ),
+                ["customer_id", "name", "number", "text"],
+            )
         )
         out = {}
         for attr, kind in sorted(kinds.items()):
@@ -639,6 +686,31 @@ def _read_select(conn: Connection, stmt: sa.Select, names: list[str]) -> pd.Data
     columns = list(zip(*rows, strict=True))
     del rows
     return pd.DataFrame({n: np.array(col, dtype=object) for n, col in zip(names, columns, strict=True)})
+
+
+def _arrow_typed(name: str, table: pyarrow.Table, names: list[str]) -> pd.DataFrame:
+    """Contract types from a columnar read of SQLite (timestamps are integer microseconds there)."""
+    kinds = {c.name: c.kind for c in TABLES[name].columns}
+    out = {}
+    for col_name in names:
+        col = table.column(col_name)
+        kind = kinds.get(col_name, "text")
+        if kind == "timestamp":
+            values = pc.cast(pc.cast(col, pyarrow.int64()), pyarrow.timestamp("us", tz="UTC"))
+            out[col_name] = values.to_pandas().astype("datetime64[us, UTC]")
+        elif kind == "number":
+            out[col_name] = pc.cast(col, pyarrow.float64()).to_pandas()
+        elif kind == "int":
+            out[col_name] = pd.array(
+                pc.cast(col, pyarrow.int64()).to_pandas(types_mapper=pd.ArrowDtype), dtype="Int64"
+            )
+        elif kind == "bool":
+            out[col_name] = pd.array(
+                pc.cast(col, pyarrow.bool_()).to_pandas(types_mapper=pd.ArrowDtype), dtype="boolean"
+            )
+        else:
+            out[col_name] = pc.cast(col, pyarrow.string()).to_pandas().astype("str")
+    return pd.DataFrame(out)
 
 
 def _typed_ts(df: pd.DataFrame, cols: list[str], dialect: str) -> pd.DataFrame:

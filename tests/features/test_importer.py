@@ -215,3 +215,29 @@ def test_attribute_kinds_are_inferred_and_kept(sqlite_store, tmp_path: Path) -> 
     )
     import_folder(folder, sqlite_store, mode="append", now=NOW)
     assert sqlite_store.read_table("customers").set_index("customer_id").loc["C", "score"] == 2.0
+
+
+def test_columnar_reads_equal_row_reads_and_keep_the_database_sound(sqlite_store, tmp_path: Path) -> None:
+    """The child-process columnar reader gives the same frames, is really used, and interleaving it
+    with writes through sqlite3 loses nothing and leaves the file intact."""
+    names = ("customers", "products", "purchases", "contacts", "consents", "complaints", "offers")
+    import_folder(DATA / "good", sqlite_store, mode="append", now=NOW)
+    fast = sqlite_store.read_tables(names)
+    assert sqlite_store.last_read_was_columnar
+    for name in names:
+        pd.testing.assert_frame_equal(fast[name], sqlite_store.read_table(name), obj=name)
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text(
+        "purchase_id,customer_id,purchased_at,category,amount\nP7,C4,2024-07-01,books,7\n"
+    )
+    import_folder(folder, sqlite_store, mode="append", now=NOW)
+    assert len(sqlite_store.read_tables(("purchases",))["purchases"]) == 6
+    (folder / "purchases.csv").write_text(
+        "purchase_id,customer_id,purchased_at,category,amount\nP7,C4,2024-07-01,books,8\n"
+    )
+    import_folder(folder, sqlite_store, mode="upsert", now=NOW)
+    again = sqlite_store.read_tables(("purchases",))["purchases"].set_index("purchase_id")
+    assert again.loc["P7", "amount"] == 8.0 and len(again) == 6
+    with sqlite_store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
