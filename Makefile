@@ -30,6 +30,7 @@ test: $(STAMP) postgres
 bench: $(STAMP)
 	$(PY) bench/sample.py
 	$(PY) bench/import.py
+	$(PY) bench/features.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kundenwert tests bench

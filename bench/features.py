@@ -1,0 +1,142 @@
+"""Benchmark: the point-in-time snapshot of a 200,000-customer sample world (seed 2).
+
+Reference, measured in the same process on the same in-memory rows (``shared/benchmarks.md``): the
+RFM (lifetimes' frequency, recency, T, monetary value) and the purchase-window aggregates (purchase
+days, revenue, margin over 30/90/180/365 days) as one DuckDB SQL query. Our snapshot computes those
+plus about 60 further features (contacts, complaints, offers, consent, profile), so the ratio is
+conservative. Reported: the snapshot from the store (read + compute) and compute only.
+
+    python bench/features.py [--customers 200000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import peak_rss_gb, table, timed  # noqa: E402
+
+SQL = """
+WITH tx AS (
+  SELECT customer_id, purchased_at, amount, margin, date_trunc('day', purchased_at) AS day
+  FROM purchases WHERE purchased_at < $cutoff
+), daily AS (
+  SELECT customer_id, day, sum(amount) AS amount FROM tx WHERE amount >= 0 GROUP BY customer_id, day
+), rfm AS (
+  SELECT customer_id, count(*) - 1 AS frequency,
+         date_diff('day', min(day), max(day)) AS recency,
+         date_diff('day', min(day), date_trunc('day', $cutoff - INTERVAL 1 MICROSECOND)) AS T,
+         CASE WHEN count(*) > 1 THEN (sum(amount) - arg_min(amount, day)) / (count(*) - 1) ELSE 0 END AS monetary_value
+  FROM daily GROUP BY customer_id
+), win AS (
+  SELECT customer_id,
+    {windows}
+  FROM tx GROUP BY customer_id
+)
+SELECT * FROM rfm FULL JOIN win USING (customer_id)
+"""
+
+
+def _window_sql(windows: tuple[int, ...]) -> str:
+    parts = []
+    for w in windows:
+        since = f"purchased_at >= $cutoff - INTERVAL {w} DAY"
+        parts += [
+            f"count(DISTINCT CASE WHEN {since} AND amount > 0 THEN day END) AS purchase_days_{w}d",
+            f"sum(CASE WHEN {since} THEN amount ELSE 0 END) AS revenue_{w}d",
+            f"sum(CASE WHEN {since} THEN margin END) AS margin_{w}d",
+        ]
+    return ",\n    ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--customers", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cutoff", default="2025-06-01")
+    args = ap.parse_args()
+
+    import duckdb
+
+    from kundenwert.features.snapshot import load_frames, snapshot
+    from kundenwert.features.store import Store
+
+    work = Path(tempfile.mkdtemp(prefix="kw-bench-features-"))
+    db = work / "kw.db"
+    env_cmd = [sys.executable, "-m", "kundenwert.cli"]
+    subprocess.run(
+        [*env_cmd, "sample", str(work / "world"), "-n", str(args.customers), "--seed", "2"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*env_cmd, "import", str(work / "world"), "--mode", "replace"],
+        check=True,
+        capture_output=True,
+        env={**__import__("os").environ, "KUNDENWERT_DATABASE_URL": f"sqlite:///{db}"},
+    )
+    store = Store(f"sqlite:///{db}")
+    cutoff = pd.Timestamp(args.cutoff, tz="UTC")
+
+    full_s, snap = timed(lambda: snapshot(load_frames(store), cutoff), args.repeat)
+    frames = load_frames(store)
+    rows = sum(len(f) for f in frames.values())
+    compute_s, _ = timed(lambda: snapshot(frames, cutoff), args.repeat)
+
+    con = duckdb.connect()
+    purchases = frames["purchases"]
+    con.register("purchases", purchases)
+    query = SQL.replace("{windows}", _window_sql((30, 90, 180, 365)))
+    duck_s, duck = timed(lambda: con.execute(query, {"cutoff": cutoff.to_pydatetime()}).df(), args.repeat)
+    check = snap[["frequency", "T"]].join(
+        duck.set_index("customer_id")[["frequency", "T"]], rsuffix="_duck", how="inner"
+    )
+    agree = bool(
+        (check["frequency"] == check["frequency_duck"]).all() and (check["T"] == check["T_duck"]).all()
+    )
+
+    n = len(snap)
+    print(
+        table(
+            ["what", "median time", "customers/s", "rows/s", "ratio vs DuckDB RFM+windows"],
+            [
+                [
+                    "kundenwert snapshot from the store (read + 82 features)",
+                    f"{full_s:.1f} s",
+                    f"{n / full_s:,.0f}",
+                    f"{rows / full_s:,.0f}",
+                    f"{duck_s / full_s:.2f}x",
+                ],
+                [
+                    "kundenwert snapshot, frames in memory (82 features)",
+                    f"{compute_s:.1f} s",
+                    f"{n / compute_s:,.0f}",
+                    f"{rows / compute_s:,.0f}",
+                    f"{duck_s / compute_s:.2f}x",
+                ],
+                [
+                    "DuckDB SQL: RFM + purchase windows only (reference)",
+                    f"{duck_s:.1f} s",
+                    f"{n / duck_s:,.0f}",
+                    f"{len(purchases) / duck_s:,.0f}",
+                    "1.00x",
+                ],
+            ],
+        )
+    )
+    print(
+        f"\n{args.customers:,} customers in the world, {n:,} known at {cutoff:%Y-%m-%d}; {rows:,} rows read; "
+        f"peak memory {peak_rss_gb():.2f} GB; DuckDB and kundenwert agree on frequency and T: {agree}"
+    )
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
