@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kundenwert.features.consent import consent_state
 from kundenwert.features.contract import MARKETING_CHANNELS, TABLES, age_group
+from kundenwert.features.validate import missing_column
 
 DAY = pd.Timedelta(days=1)
 RESPONSES = ("responded", "converted")
@@ -90,7 +91,7 @@ def _btyd(p: pd.DataFrame, ids: pd.Index, cutoff: pd.Timestamp, unit_days: float
     first = g["day"].min()
     last = g["day"].max()
     n = g.size()
-    first_amount = per_day.groupby("customer_id", sort=False)["amount"].first()  # sorted by day
+    first_amount = g["amount"].first()  # per_day is sorted by day within each customer
     total = g["amount"].sum()
     obs_end = (cutoff - pd.Timedelta(microseconds=1)).floor("D")
     frequency = (n - 1).astype("float64")
@@ -112,8 +113,8 @@ def _purchase_features(
     pos = p[p["amount"] > 0]
     age_days = (cutoff - p["purchased_at"]) / DAY
     pos_age = age_days[pos.index]
-    days = pos.assign(day=pos["purchased_at"].dt.floor("D"))[["customer_id", "day"]].drop_duplicates()
     pos_days = pos.assign(day=pos["purchased_at"].dt.floor("D"))
+    days = pos_days[["customer_id", "day"]].drop_duplicates()
     for w in cfg.windows:
         in_w = age_days <= w  # rows in [cutoff - w days, cutoff)
         out[f"purchase_days_{w}d"] = pos_days[pos_age <= w].groupby("customer_id")["day"].nunique()
@@ -305,17 +306,8 @@ def snapshot_shard(frames: Frames, cutoff: pd.Timestamp | str, spec: SnapshotSpe
 
 
 def _empty(name: str) -> pd.DataFrame:
-    cols = {}
-    for c in TABLES[name].columns:
-        if c.kind == "timestamp":
-            cols[c.name] = pd.Series([], dtype="datetime64[us, UTC]")
-        elif c.kind in ("number", "int"):
-            cols[c.name] = pd.Series([], dtype="float64")
-        elif c.kind == "bool":
-            cols[c.name] = pd.Series([], dtype="boolean")
-        else:
-            cols[c.name] = pd.Series([], dtype="str")
-    return pd.DataFrame(cols)
+    """A table with no rows, typed as the store gives it."""
+    return pd.DataFrame({c.name: missing_column(c, 0) for c in TABLES[name].columns})
 
 
 # -------------------------------------------------------------------------------------------- shards

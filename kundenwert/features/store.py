@@ -508,9 +508,7 @@ def _python_values(series: pd.Series, dialect: str) -> list:
         out = arr.astype(object)
         out[np.isnan(arr)] = None
         return out.tolist()
-    if isinstance(dtype, pd.BooleanDtype | pd.Int64Dtype) or pd.api.types.is_bool_dtype(dtype):
-        return series.astype(object).where(series.notna(), None).tolist()
-    return series.astype(object).where(series.notna(), None).tolist()
+    return series.astype(object).where(series.notna(), None).tolist()  # text, booleans, integers
 
 
 def _chunks(frame: pd.DataFrame, size: int = _CHUNK) -> Iterator[pd.DataFrame]:

@@ -415,7 +415,7 @@ def validate_table(
     for col in table.columns:
         if col.name not in present:
             default = col.default
-            typed[col.name] = _missing_column(col, n, default)
+            typed[col.name] = missing_column(col, n, default)
             continue
         series, bad, rule = parse_column(raw.column(col.name), col.kind)
         series = series.reset_index(drop=True)
@@ -459,7 +459,8 @@ def validate_table(
     return ValidTable(name, df, extra, attributes, kinds), issues
 
 
-def _missing_column(col: Column, n: int, default: object) -> pd.Series:
+def missing_column(col: Column, n: int, default: object = None) -> pd.Series:
+    """A column of ``n`` missing values (or ``default``) in the contract type of ``col``."""
     if col.kind == "timestamp":
         return _empty_ts(n)
     if col.kind in ("number",):
