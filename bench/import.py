@@ -10,13 +10,11 @@ purchases table's typed rows into an unindexed table, one row per statement (wha
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table  # noqa: E402
+from _common import run_child, table  # noqa: E402
 
 CHILD = r"""
 import json, os, shutil, sqlite3, sys, tempfile, time
@@ -64,9 +62,7 @@ def main() -> None:
     for n in args.sizes:
         repeat = args.repeat if n < 1_000_000 else 1
         code = CHILD.format(bench=str(Path(__file__).parent), n=n, repeat=repeat)
-        res = json.loads(
-            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-        )
+        res = run_child(code)
         ours = res["rows"] / res["seconds"]
         ref = res["ref_rows"] / res["ref_seconds"]
         st = res["stages"]

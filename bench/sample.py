@@ -11,13 +11,11 @@ Each size runs in a fresh subprocess so peak memory is that size's own.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table  # noqa: E402
+from _common import run_child, table  # noqa: E402
 
 CHILD = r"""
 import json, sys, tempfile, time, warnings
@@ -51,9 +49,7 @@ def main() -> None:
     for n in args.sizes:
         repeat = args.repeat if n < 1_000_000 else 1
         code = CHILD.format(bench=str(Path(__file__).parent), n=n, repeat=repeat)
-        res = json.loads(
-            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-        )
+        res = run_child(code)
         ours = res["n"] / res["seconds"]
         ref = res["ref_n"] / res["ref_seconds"]
         rows.append(

@@ -126,3 +126,27 @@ def sqlite_store(tmp_path: Path):
     s = Store(f"sqlite:///{tmp_path / 'kw.db'}")
     yield s
     s.dispose()
+
+
+@pytest.fixture(scope="session")
+def imported_world(tmp_path_factory):
+    """A factory: ``imported_world(n, seed)`` -> (frames, folder) of a sample world imported into
+    SQLite, made once per (n, seed) for the whole session. Tests only read the frames."""
+    from kundenwert.datasets.sample import generate_world, write_world
+    from kundenwert.features.importer import import_folder
+    from kundenwert.features.snapshot import load_frames
+    from kundenwert.features.store import Store
+
+    made: dict[tuple[int, int], tuple] = {}
+
+    def make(n: int, seed: int):
+        if (n, seed) not in made:
+            folder = tmp_path_factory.mktemp(f"world-{n}-{seed}")
+            write_world(generate_world(n, seed=seed), folder)
+            store = Store(f"sqlite:///{folder / 'kw.db'}")
+            import_folder(folder, store, mode="replace")
+            made[(n, seed)] = (load_frames(store), folder)
+            store.dispose()
+        return made[(n, seed)]
+
+    return make

@@ -347,27 +347,24 @@ def _set_copy(rows: list[list[str]], row: int, column: str, value: str) -> list[
     return rows
 
 
-def write_folder(folder: Path, files: dict) -> None:
+def _write_parquet(rows: list[list[str]], path: Path) -> None:
+    """Rows (header first) as a Parquet file of text columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    pq.write_table(pa.table({h: [r[i] for r in rows[1:]] for i, h in enumerate(rows[0])}), path)
+
+
+def write_folder(folder: Path, files: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         path = folder / f"{name}.csv"
         if name.endswith("__both"):  # the same table twice, as CSV and as Parquet
             table = name.removesuffix("__both")
-            rows = files[table]
-            pq.write_table(
-                pa.table({h: [r[i] for r in rows[1:]] for i, h in enumerate(rows[0])}),
-                folder / f"{table}.parquet",
-            )
+            _write_parquet(files[table], folder / f"{table}.parquet")
             continue
         if isinstance(content, tuple) and content[0] == "parquet":
-            rows = content[1]
-            pq.write_table(
-                pa.table({h: [r[i] for r in rows[1:]] for i, h in enumerate(rows[0])}),
-                folder / f"{name}.parquet",
-            )
+            _write_parquet(content[1], folder / f"{name}.parquet")
             continue
         if isinstance(content, bytes):
             path.write_bytes(content)

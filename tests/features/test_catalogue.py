@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kundenwert.datasets.sample import generate_world, write_world
 from kundenwert.features.catalogue import catalogue, reason
-from kundenwert.features.importer import import_folder
-from kundenwert.features.snapshot import load_frames, snapshot
+from kundenwert.features.snapshot import snapshot
 
 
-def test_every_snapshot_column_is_described(tmp_path, sqlite_store) -> None:
-    write_world(generate_world(1_500, seed=4), tmp_path)
-    import_folder(tmp_path, sqlite_store, mode="replace")
-    snap = snapshot(load_frames(sqlite_store), "2025-06-01")
+def test_every_snapshot_column_is_described(imported_world) -> None:
+    snap = snapshot(imported_world(1_500, 4)[0], "2025-06-01")
     cat = catalogue(snap)
     assert list(cat["name"]) == list(snap.columns)
     assert (cat["family"] != "unknown").all(), cat[cat["family"] == "unknown"]

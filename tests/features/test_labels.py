@@ -8,24 +8,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kundenwert.datasets.sample import generate_world, write_world
 from kundenwert.datasets.truth import load_truth, values_at
-from kundenwert.features.importer import import_folder
 from kundenwert.features.labels import LabelConfig, labels_at, response_labels
-from kundenwert.features.snapshot import load_frames
 
 CUTOFF = pd.Timestamp("2025-06-01", tz="UTC")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from kundenwert.features.store import Store
-
-    folder = tmp_path_factory.mktemp("world")
-    write_world(generate_world(20_000, seed=9), folder)
-    store = Store(f"sqlite:///{folder / 'kw.db'}")
-    import_folder(folder, store, mode="replace")
-    return load_frames(store), load_truth(str(folder))
+def world(imported_world):
+    frames, folder = imported_world(20_000, 9)
+    return frames, load_truth(str(folder))
 
 
 def test_churn_share_among_active_matches_true_probability(world) -> None:

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kundenwert.datasets.cdnow import write_cdnow
-from kundenwert.datasets.sample import generate_world, write_world
 from kundenwert.features.importer import import_folder
 from kundenwert.features.snapshot import SnapshotConfig, load_frames, snapshot, snapshot_shard, spec_for
 
@@ -19,14 +18,8 @@ BTYD = ["frequency", "recency", "T", "monetary_value"]
 
 
 @pytest.fixture(scope="module")
-def sample_frames(tmp_path_factory):
-    from kundenwert.features.store import Store
-
-    folder = tmp_path_factory.mktemp("world")
-    write_world(generate_world(3_000, seed=5), folder)
-    store = Store(f"sqlite:///{folder / 'kw.db'}")
-    import_folder(folder, store, mode="replace")
-    return load_frames(store)
+def sample_frames(imported_world):
+    return imported_world(3_000, 5)[0]
 
 
 @pytest.mark.parametrize("sample", [True, False])

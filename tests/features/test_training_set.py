@@ -7,10 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kundenwert.datasets.sample import generate_world, write_world
-from kundenwert.features.importer import import_folder
 from kundenwert.features.labels import labels_at
-from kundenwert.features.snapshot import load_frames, snapshot
+from kundenwert.features.snapshot import snapshot
 from kundenwert.features.training_set import SplitConfig, build_training_set, rolling_cutoffs, time_split
 
 
@@ -38,10 +36,8 @@ def test_too_little_history_is_a_clear_error() -> None:
         rolling_cutoffs(pd.Timestamp("2025-01-01"), pd.Timestamp("2025-03-01"), 90, SplitConfig())
 
 
-def test_training_set_stacks_snapshots_and_labels(tmp_path, sqlite_store) -> None:
-    write_world(generate_world(1_000, seed=8), tmp_path)
-    import_folder(tmp_path, sqlite_store, mode="replace")
-    frames = load_frames(sqlite_store)
+def test_training_set_stacks_snapshots_and_labels(imported_world) -> None:
+    frames = imported_world(1_000, 8)[0]
     cuts = [pd.Timestamp("2025-03-01", tz="UTC"), pd.Timestamp("2025-06-01", tz="UTC")]
     ts = build_training_set(frames, cuts)
     for t in cuts:
