@@ -26,7 +26,7 @@ def summarize(store: Store, at: pd.Timestamp | str | None = None) -> StoreSummar
     t = pd.Timestamp(at) if at is not None else pd.Timestamp.now(tz="UTC")
     t = t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
     rows = store.counts()
-    cust = store.read_table("customers", ["customer_id", "customer_type", "birth_year"])
+    cust = store.read_table("customers", ["customer_id", "customer_type", "birth_year"], attributes=False)
     groups = age_group(cust["birth_year"], t)
     by = pd.crosstab(
         pd.Categorical(cust["customer_type"], categories=list(CUSTOMER_TYPES)),

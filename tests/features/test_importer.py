@@ -9,7 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kundenwert.errors import ContractViolation, ImportConflict, InputFileError, KundenwertError
+from kundenwert.errors import (
+    ConfigurationError,
+    ContractViolation,
+    ImportConflict,
+    InputFileError,
+    KundenwertError,
+)
 from kundenwert.features.importer import import_folder
 
 DATA = Path(__file__).parents[1] / "data"
@@ -226,6 +232,22 @@ def test_columnar_reads_equal_row_reads_and_keep_the_database_sound(sqlite_store
     assert sqlite_store.last_read_was_columnar
     for name in names:
         pd.testing.assert_frame_equal(fast[name], sqlite_store.read_table(name), obj=name)
+    # Chosen columns in storage order, big tables split into rowid ranges read by two children.
+    sqlite_store.split_rows = 1
+    cols = {"purchases": ["customer_id", "amount", "margin"], "contacts": ["contact_id", "outcome"]}
+    some = sqlite_store.read_tables(names, cols, ordered=False)
+    assert sqlite_store.last_read_was_columnar
+    for name in names:
+        want = sqlite_store.read_table(name, cols.get(name))
+        got = some[name]
+        assert list(got.columns) == list(want.columns), name
+        pd.testing.assert_frame_equal(
+            got.sort_values(list(got.columns)).reset_index(drop=True),
+            want.sort_values(list(want.columns)).reset_index(drop=True),
+            obj=name,
+        )
+    with pytest.raises(ConfigurationError, match="no column"):
+        sqlite_store.read_tables(["purchases"], {"purchases": ["amount", "price"]})
     folder = tmp_path / "more"
     folder.mkdir()
     (folder / "purchases.csv").write_text(
