@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from kundenwert.features.labels import LabelConfig, labels_at
-from kundenwert.features.snapshot import SnapshotConfig, snapshot
+from kundenwert.features.snapshot import SnapshotConfig, prepare, snapshot, spec_for
 
 DAY = pd.Timedelta(days=1)
 
@@ -81,11 +81,13 @@ def build_training_set(
     jobs: int = 1,
 ) -> pd.DataFrame:
     """Features and labels per (cutoff, customer_id), for every customer known at each cutoff."""
+    spec = spec_for(frames, snapshot_config)
+    prepared = prepare(frames, spec)  # codes and sorting once for every cutoff
     parts = []
     for t in sorted(cutoffs):
         t = pd.Timestamp(t)
         t = t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
-        x = snapshot(frames, t, snapshot_config, shards=shards, jobs=jobs)
+        x = snapshot(prepared, t, spec=spec, shards=shards, jobs=jobs)
         y = labels_at(frames, t, label_config)
         both = x.join(y.add_prefix("label_"), how="left")
         both.insert(0, "cutoff", t)
