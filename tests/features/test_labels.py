@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kundenwert.datasets import design as D
 from kundenwert.datasets.truth import load_truth, values_at
 from kundenwert.features.labels import LabelConfig, labels_at, response_labels
 
@@ -38,6 +39,80 @@ def test_affinity_share_matches_true_probability(world) -> None:
         p = v.loc[lab.index, f"affinity_{c}_90d"]
         se = np.sqrt((p * (1 - p)).sum()) / len(p)
         assert abs(lab[f"affinity_{c}"].mean() - p.mean()) < 4 * se + 0.003, c
+
+
+def _within(observed: float, expected: float, se: float, slack: float = 0.0) -> None:
+    print(f"observed {observed:.4f}, truth {expected:.4f}, standard error {se:.4f}")  # -s shows it
+    assert abs(observed - expected) < 4 * se + slack, (observed, expected, se)
+
+
+def test_winback_share_among_lapsed_matches_true_probability(world) -> None:
+    """A lapsed customer comes back in the horizon with the true probability 1 - P(no purchase)."""
+    frames, truth = world
+    lab = labels_at(frames, CUTOFF)
+    lapsed = lab.index[lab["status"] == "lapsed"]
+    assert len(lapsed) > 1_000
+    p = 1.0 - values_at(truth, CUTOFF, (90,)).loc[lapsed, "churn_probability_90d"]
+    _within(lab.loc[lapsed, "winback"].mean(), p.mean(), np.sqrt((p * (1 - p)).sum()) / len(p))
+
+
+def test_clv_label_matches_true_expected_spend(world) -> None:
+    """Undiscounted net revenue over 365 days against the truth's expected spend. Returns (negative
+    rows) take the expected returned share of an order's value, sum over categories of the
+    customer's category share times the category's return rate; the lines' rounding and the return
+    delay at the window edges are far below the 1% slack."""
+    frames, truth = world
+    cutoff = pd.Timestamp("2024-12-01", tz="UTC")
+    cfg = LabelConfig(clv_horizon=365, clv_value="revenue", discount_rate=0.0)
+    lab = labels_at(frames, cutoff, cfg)
+    buyers = lab.index[lab["status"].isin(["active", "lapsed"])]  # bought before: truth defines them
+    params = truth.set_index("customer_id").loc[buyers]
+    returned = sum(params[f"category_share_{c}"] * rate for c, rate in D.CATEGORY_RETURN_RATE.items())
+    expected = values_at(truth, cutoff, (365,)).loc[buyers, "expected_spend_365d"] * (1 - returned)
+    observed = lab.loc[buyers, "clv"]
+    _within(observed.mean(), expected.mean(), observed.std() / np.sqrt(len(observed)), 0.01 * expected.mean())
+    # Discounting: each row's value times 1.1 ** -(years after the cutoff), a factor in (1/1.1, 1]
+    # within one year; for customers without returns in the window the sum lies in those bounds.
+    discounted = labels_at(frames, cutoff, cfg.model_copy(update={"discount_rate": 0.1}))["clv"]
+    p = frames["purchases"]
+    window = (p["purchased_at"] >= cutoff) & (p["purchased_at"] < cutoff + pd.Timedelta(days=365))
+    returners = p.loc[window & (p["amount"] < 0), "customer_id"].unique()
+    plain = buyers[~buyers.isin(returners) & (observed > 0).to_numpy()]
+    assert len(plain) > 1_000
+    ratio = discounted.loc[plain] / observed.loc[plain]
+    assert ratio.between(1 / 1.1, 1.0).all() and ratio.mean() < 0.99
+
+
+NEUTRAL_ACTIONS = {"newsletter", "service_call", "upsell_premium"}  # no voucher or category effect
+
+
+def test_response_labels_match_true_response_probabilities(world) -> None:
+    """Control contacts respond with the truth's organic probability; treated contacts of actions
+    without customer-specific effects with the truth's treated probability shifted by the action's
+    effect (logit scale). Customers who leave during the horizon make the truth a little high."""
+    frames, truth = world
+    r = response_labels(frames["contacts"], CUTOFF, LabelConfig(horizon=90))
+    v = values_at(truth, CUTOFF, (90,))
+    control = r[~r["treated"]]
+    p = np.array(
+        [
+            v.at[c, f"response_{ch}_control"]
+            for c, ch in zip(control["customer_id"], control["channel"], strict=True)
+        ]
+    )
+    assert len(control) > 500
+    _within(control["responded"].mean(), p.mean(), np.sqrt((p * (1 - p)).sum()) / len(p), 0.002)
+    treated = r[r["treated"] & r["action_id"].isin(NEUTRAL_ACTIONS)]
+    base = np.array(
+        [
+            v.at[c, f"response_{ch}_treated"]
+            for c, ch in zip(treated["customer_id"], treated["channel"], strict=True)
+        ]
+    )
+    effect = treated["action_id"].map({a: D.ACTIONS[a][2] for a in NEUTRAL_ACTIONS}).to_numpy()
+    p = 1.0 / (1.0 + np.exp(-(np.log(base / (1 - base)) + effect)))
+    assert len(treated) > 500
+    _within(treated["responded"].mean(), p.mean(), np.sqrt((p * (1 - p)).sum()) / len(p), 0.005)
 
 
 def test_status_assigns_churn_and_winback_to_the_right_customers(world) -> None:
