@@ -81,3 +81,7 @@ class StoreError(KundenwertError):
     """The database cannot be reached or is not in the expected state."""
 
     http_status = 503
+
+
+class ModelFitError(KundenwertError):
+    """A model cannot be fitted on this data; the message names the cause and the remedy."""

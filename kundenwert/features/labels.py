@@ -94,3 +94,14 @@ def response_labels(contacts: pd.DataFrame, cutoff, config: LabelConfig | None =
             "responded": k["outcome"].isin(["responded", "converted"]).to_numpy(),
         }
     )
+
+
+def purchase_days_between(purchases: pd.DataFrame, start, end) -> pd.Series:
+    """Days with a purchase (a positive amount) in ``[start, end)`` per customer: the holdout
+    count of the BTYD models (repeat transactions, a day being one transaction)."""
+    t0, t1 = _utc(start), _utc(end)
+    p = purchases[
+        (purchases["amount"] > 0) & (purchases["purchased_at"] >= t0) & (purchases["purchased_at"] < t1)
+    ]
+    days = p["purchased_at"].dt.floor("D")
+    return days.groupby(p["customer_id"]).nunique().rename("purchase_days").astype("float64")
