@@ -1,0 +1,223 @@
+"""Gradient boosting on snapshots: the encoding of snapshot columns and a calibrated classifier.
+
+Snapshot columns are numbers, booleans and text (customer type, age group, region, text
+attributes). ``FeatureEncoder`` turns them into one float matrix with a fixed column order:
+text becomes the position of its value among the values seen in training (unknown or missing:
+NaN), so every input column stays one model feature and one SHAP value, which is what reasons
+need. Consent columns never enter a model: consent decides whether we may contact someone, not
+what we expect of them (and an objection to profiling must not become a profile feature).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
+
+from kundenwert.errors import ModelFitError
+
+NEVER_FEATURES = ("consent_", "objection", "label_", "cutoff")  # prefixes of columns never used
+
+
+class FeatureEncoder(BaseEstimator):
+    """Snapshot frame -> float matrix; remembers columns and text categories from ``fit``.
+
+    ``exclude``: column names or prefixes left out (besides consent, objection and labels).
+    """
+
+    def __init__(self, exclude: tuple[str, ...] = ()) -> None:
+        self.exclude = exclude
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> FeatureEncoder:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"expected a snapshot DataFrame, got {type(X).__name__}")
+        skip = (*NEVER_FEATURES, *self.exclude)
+        # A column without any value in training carries nothing (and breaks the binning).
+        cols = [c for c in X.columns if not str(c).startswith(skip) and X[c].notna().any()]
+        if not cols:
+            raise ValueError("no feature columns left after the exclusions")
+        self.feature_names_in_ = np.array(cols, dtype=object)
+        self.categories_: dict[str, np.ndarray] = {}
+        for c in cols:
+            s = X[c]
+            if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+                values = pd.Series(s.dropna().astype("str").unique())
+                self.categories_[c] = np.sort(values.to_numpy(dtype=object))
+        self.n_features_in_ = len(cols)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "feature_names_in_")
+        missing = [c for c in self.feature_names_in_ if c not in X.columns]
+        if missing:
+            raise ValueError(f"the snapshot lacks feature column(s) {', '.join(missing[:10])}")
+        out = np.empty((len(X), len(self.feature_names_in_)), dtype="float64")
+        for j, c in enumerate(self.feature_names_in_):
+            s = X[c]
+            if c in self.categories_:
+                idx = pd.Index(self.categories_[c]).get_indexer(s.astype("str").to_numpy(dtype=object))
+                out[:, j] = np.where((idx >= 0) & s.notna().to_numpy(), idx, np.nan)
+            else:
+                out[:, j] = s.to_numpy(dtype="float64", na_value=np.nan)
+        return out
+
+    def is_categorical(self) -> np.ndarray:
+        return np.array([c in self.categories_ for c in self.feature_names_in_])
+
+
+def customer_groups(index: pd.Index) -> np.ndarray:
+    """A stable group number per row from its customer id (the ``customer_id`` level of a
+    training set's (cutoff, customer_id) index), so that folds never split a customer."""
+    ids = index.get_level_values("customer_id") if "customer_id" in (index.names or []) else index
+    return pd.util.hash_array(np.asarray(ids, dtype=object)).astype(np.uint64)
+
+
+def _fit(booster, Z: np.ndarray, y: np.ndarray):
+    """Fit, with columns that have no value in these rows made constant (HistGradientBoosting
+    cannot bin an all-missing column; a constant one is never split on, as intended)."""
+    empty = np.isnan(Z).all(axis=0)
+    if empty.any():
+        Z = Z.copy()
+        Z[:, empty] = 0.0
+    return booster.fit(Z, y)
+
+
+class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
+    """HistGradientBoosting with out-of-fold calibration, on snapshot frames.
+
+    The booster is fitted on all rows; the calibration map (isotonic, or sigmoid, both
+    monotone) is fitted on out-of-fold scores from ``calibration_folds`` boosters whose folds
+    keep each customer's rows together. Monotone calibration keeps the booster's order, so the
+    ``monotonic`` constraints ({feature: +1 or -1}) hold for the calibrated probability too.
+    ``decision_function`` is the booster's log-odds, the scale SHAP values add up to.
+    ``monotonic=None`` takes the class's ``default_monotonic`` (for the features X has).
+    """
+
+    default_monotonic: dict[str, int] = {}
+
+    def __init__(
+        self,
+        monotonic: dict[str, int] | None = None,
+        exclude: tuple[str, ...] = (),
+        calibration: str = "isotonic",
+        calibration_folds: int = 3,
+        max_iter: int = 300,
+        learning_rate: float = 0.08,
+        max_depth: int | None = 5,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 40,
+        l2_regularization: float = 1.0,
+        early_stopping: bool = True,
+        random_state: int = 0,
+    ) -> None:
+        self.monotonic = monotonic
+        self.exclude = exclude
+        self.calibration = calibration
+        self.calibration_folds = calibration_folds
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.early_stopping = early_stopping
+        self.random_state = random_state
+
+    def _booster(self, constraints: np.ndarray) -> HistGradientBoostingClassifier:
+        return HistGradientBoostingClassifier(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_depth=self.max_depth,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization,
+            early_stopping=self.early_stopping,
+            validation_fraction=0.1,
+            n_iter_no_change=20,
+            monotonic_cst=constraints,
+            random_state=self.random_state,
+        )
+
+    def fit(self, X: pd.DataFrame, y) -> CalibratedGBMClassifier:
+        if self.calibration not in ("isotonic", "sigmoid", "none"):
+            raise ValueError(f"calibration must be isotonic, sigmoid or none, not {self.calibration!r}")
+        y = np.asarray(y, dtype="float64")
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        if np.isnan(y).any():
+            raise ValueError("y has missing labels; keep only the rows the label is defined for")
+        self.classes_ = np.unique(y)
+        if len(self.classes_) != 2 or set(self.classes_) - {0.0, 1.0}:
+            raise ModelFitError(f"need both outcomes 0 and 1 among the labels, got {sorted(set(y))[:5]}")
+        self.encoder_ = FeatureEncoder(self.exclude).fit(X)
+        Z = self.encoder_.transform(X)
+        names = list(self.encoder_.feature_names_in_)
+        if self.monotonic is None:
+            self.monotonic_ = {k: v for k, v in self.default_monotonic.items() if k in names}
+        else:
+            self.monotonic_ = dict(self.monotonic)
+        unknown = sorted(set(self.monotonic_) - set(names))
+        if unknown:
+            raise ValueError(f"monotonic constraints name unknown feature(s) {', '.join(unknown)}")
+        constraints = np.array([self.monotonic_.get(c, 0) for c in names], dtype=int)
+        self.feature_names_in_ = self.encoder_.feature_names_in_
+        self.n_features_in_ = len(names)
+        if self.calibration != "none":
+            folds = customer_groups(X.index) % np.uint64(self.calibration_folds)
+            oof = np.empty(len(y))
+            for k in range(self.calibration_folds):
+                part = folds == k
+                if y[~part].min() == y[~part].max():
+                    raise ModelFitError("a calibration fold has only one outcome; use fewer folds")
+                booster = _fit(self._booster(constraints), Z[~part], y[~part])
+                oof[part] = booster.predict_proba(Z[part])[:, 1]
+            if self.calibration == "isotonic":
+                self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(oof, y)
+            else:
+                logit = np.log(np.clip(oof, 1e-12, 1 - 1e-12) / np.clip(1 - oof, 1e-12, 1))
+                self.calibrator_ = LogisticRegression(C=1e6).fit(logit[:, None], y)
+        else:
+            self.calibrator_ = None
+        self.booster_ = _fit(self._booster(constraints), Z, y)
+        return self
+
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "booster_")
+        return self.booster_.decision_function(self.encoder_.transform(X))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "booster_")
+        raw = self.booster_.predict_proba(self.encoder_.transform(X))[:, 1]
+        if self.calibrator_ is None:
+            p = raw
+        elif isinstance(self.calibrator_, IsotonicRegression):
+            p = self.calibrator_.predict(raw)
+        else:
+            logit = np.log(np.clip(raw, 1e-12, 1 - 1e-12) / np.clip(1 - raw, 1e-12, 1))
+            p = self.calibrator_.predict_proba(logit[:, None])[:, 1]
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype("float64")
+
+    def predict_frame(self, X: pd.DataFrame, name: str = "probability") -> pd.DataFrame:
+        """The calibrated probability as a frame indexed like ``X`` (by customer)."""
+        return pd.DataFrame({name: self.predict_proba(X)[:, 1]}, index=X.index)
+
+
+class ChurnModel(CalibratedGBMClassifier):
+    """P(no purchase in the horizon) of an active customer. Monotone: a longer time since the
+    last purchase and more open complaints never lower the risk."""
+
+    default_monotonic = {"days_since_last_purchase": 1, "open_complaints": 1}
+
+
+class WinbackModel(CalibratedGBMClassifier):
+    """P(a purchase in the horizon) of a lapsed customer. Monotone: a longer time since the last
+    purchase never raises it."""
+
+    default_monotonic = {"days_since_last_purchase": -1}
