@@ -19,7 +19,9 @@ from sklearn.utils.estimator_checks import (
 from kundenwert.datasets.truth import load_truth, values_at
 from kundenwert.errors import ModelFitError
 from kundenwert.features.training_set import SplitConfig, build_training_set, rolling_cutoffs, time_split
+from kundenwert.models.affinity import AffinityModel
 from kundenwert.models.btyd import BTYDModel
+from kundenwert.models.clv import CLVModel
 from kundenwert.models.metrics import classification_metrics
 from kundenwert.models.tabular import CalibratedGBMClassifier, ChurnModel, FeatureEncoder, WinbackModel
 
@@ -158,7 +160,9 @@ def test_bad_labels_are_clear_errors() -> None:
         CalibratedGBMClassifier(monotonic={"b": 1}).fit(X, np.r_[np.zeros(5), np.ones(5)])
 
 
-@pytest.mark.parametrize("Model", [CalibratedGBMClassifier, ChurnModel, WinbackModel, BTYDModel])
+@pytest.mark.parametrize(
+    "Model", [CalibratedGBMClassifier, ChurnModel, WinbackModel, BTYDModel, CLVModel, AffinityModel]
+)
 def test_estimator_contract(Model) -> None:
     """The parts of scikit-learn's estimator checks that hold for frame-only estimators (the full
     check_estimator feeds NumPy arrays without column names, which a snapshot model cannot use)."""
