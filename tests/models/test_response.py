@@ -1,0 +1,94 @@
+"""Channel response and uplift on a sample world, and the Qini measure itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from kundenwert.datasets import design as D
+from kundenwert.datasets.truth import load_truth, values_at
+from kundenwert.features.labels import LabelConfig, response_labels
+from kundenwert.features.snapshot import prepare, snapshot, spec_for
+from kundenwert.models.metrics import classification_metrics
+from kundenwert.models.response import ResponseModel, qini, response_rows
+
+TRAIN_CUTOFFS = pd.date_range("2023-09-01", "2025-06-01", freq="90D", tz="UTC")
+TEST_CUTOFF = pd.Timestamp("2025-09-01", tz="UTC")  # after the last training label window
+NEUTRAL = ["newsletter", "service_call", "upsell_premium"]  # actions without customer-specific effects
+
+
+@pytest.fixture(scope="module")
+def world(imported_world):
+    frames, folder = imported_world(20_000, 9)
+    spec = spec_for(frames)
+    prep = prepare(frames, spec)
+
+    def rows(t):
+        return response_rows(
+            snapshot(prep, t, spec=spec), response_labels(frames["contacts"], t, LabelConfig(horizon=90))
+        )
+
+    train = [rows(t) for t in TRAIN_CUTOFFS]
+    X, y = pd.concat([x for x, _ in train]), pd.concat([y for _, y in train])
+    Xt, yt = rows(TEST_CUTOFF)
+    return {"model": ResponseModel().fit(X, y), "X": X, "y": y, "Xt": Xt, "yt": yt, "folder": folder}
+
+
+def test_response_and_uplift_on_the_test_window(world) -> None:
+    """Calibrated propensity; the uplift ranking finds more incremental responses than the
+    campaign averages (uplift per channel and action from the training rows); against the truth's
+    probabilities where the truth defines them (actions without customer-specific effects)."""
+    m, Xt, yt = world["model"], world["Xt"], world["yt"]
+    pred = m.predict_frame(Xt)
+    met = classification_metrics(yt, pred["response"])
+    X, y = world["X"], world["y"]
+    rate = y.groupby([X["channel"], X["action_id"], X["treated"]]).mean()
+    avg = rate.xs(True, level="treated") - rate.xs(False, level="treated")
+    key = pd.MultiIndex.from_arrays([Xt["channel"], Xt["action_id"]])
+    campaign = avg.reindex(key).fillna(0.0).to_numpy()
+    q_model, q_campaign = qini(yt, Xt["treated"], pred["uplift"]), qini(yt, Xt["treated"], campaign)
+
+    truth = values_at(load_truth(str(world["folder"])), TEST_CUTOFF, (90,))
+    ids = Xt.index.get_level_values("customer_id")
+    p_t = np.array([truth.at[c, f"response_{ch}_treated"] for c, ch in zip(ids, Xt["channel"], strict=True)])
+    p_c = np.array([truth.at[c, f"response_{ch}_control"] for c, ch in zip(ids, Xt["channel"], strict=True)])
+    effect = Xt["action_id"].map({a: v[2] for a, v in D.ACTIONS.items()}).to_numpy()
+    p_t = 1 / (1 + np.exp(-(np.log(p_t / (1 - p_t)) + effect)))
+    neutral = Xt["action_id"].isin(NEUTRAL).to_numpy()
+    treated = Xt["treated"].to_numpy(dtype=bool)
+    auc_model = roc_auc_score(yt[neutral & treated], pred["response"][neutral & treated])
+    auc_truth = roc_auc_score(yt[neutral & treated], p_t[neutral & treated])
+    q_truth = qini(yt[neutral], treated[neutral], (p_t - p_c)[neutral])
+    q_model_n = qini(yt[neutral], treated[neutral], pred["uplift"][neutral])
+    print(
+        f"\n{len(Xt):,} test contacts ({treated.mean():.0%} treated): AUC {met['roc_auc']:.4f}, ECE {met['ece']:.4f}, "
+        f"lift top decile {met['lift_top_decile']:.2f}; Qini (normalised) model {q_model['qini_normalized']:.3f}, "
+        f"campaign averages {q_campaign['qini_normalized']:.3f}. Neutral actions: treated AUC {auc_model:.4f} vs "
+        f"truth {auc_truth:.4f}; Qini {q_model_n['qini_normalized']:.3f} vs truth {q_truth['qini_normalized']:.3f}"
+    )
+    assert met["ece"] < 0.01 and abs(met["mean_probability"] - met["positive_rate"]) < 0.005
+    assert q_model["qini_normalized"] > q_campaign["qini_normalized"] + 0.05
+    assert auc_model < auc_truth and q_model_n["qini_normalized"] < q_truth["qini_normalized"] + 0.05
+    np.testing.assert_allclose(pred["uplift"], pred["response_if_contacted"] - pred["response_if_not"])
+    assert (pred["uplift"].mean()) > 0  # contacting helps on average, as the control groups show
+
+
+def test_qini_scores_perfect_random_and_reversed_rankings() -> None:
+    rng = np.random.default_rng(1)
+    n = 4_000
+    treated = rng.random(n) < 0.5
+    lift = rng.random(n)  # the true effect of a contact
+    y = (rng.random(n) < 0.05 + 0.3 * lift * treated).astype(float)
+    good, rand, bad = qini(y, treated, lift), qini(y, treated, rng.random(n)), qini(y, treated, -lift)
+    perfect = qini(y, treated, y * treated - y * ~treated)
+    assert perfect["qini_normalized"] == pytest.approx(1.0)
+    # Ranking by the true effect beats random targeting, which beats ranking against the effect.
+    assert good["qini_normalized"] > rand["qini_normalized"] + 0.1 > bad["qini_normalized"] + 0.2
+    assert abs(rand["qini_normalized"]) < 0.1
+
+
+def test_response_rows_need_the_contact_columns(world) -> None:
+    with pytest.raises(ValueError, match="channel"):
+        ResponseModel().fit(world["X"].drop(columns="channel").iloc[:100], world["y"].iloc[:100])
