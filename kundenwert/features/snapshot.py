@@ -88,7 +88,7 @@ def _us(values: pd.Series) -> np.ndarray:
     return np.asarray(values.astype("datetime64[us, UTC]").array.asi8, dtype=np.int64)
 
 
-def _lookup(values: pd.Series, vocabulary: pa.Array) -> np.ndarray:
+def lookup(values: pd.Series, vocabulary: pa.Array) -> np.ndarray:
     """Position of each value in ``vocabulary`` (-1 when absent or missing), hashed in Arrow."""
     arr = pa.array(values.astype("str").array)
     found = pc.index_in(arr, value_set=vocabulary.cast(arr.type))
@@ -157,7 +157,7 @@ def _prepare_purchases(p: pd.DataFrame, code: np.ndarray, spec: SnapshotSpec) ->
             "amount": p["amount"].to_numpy(dtype="float64", na_value=np.nan),
             "margin": p["margin"].to_numpy(dtype="float64", na_value=np.nan),
             "discount": p["discount"].to_numpy(dtype="float64", na_value=np.nan),
-            "category": _lookup(p["category"], pa.array(spec.categories, pa.string())),
+            "category": lookup(p["category"], pa.array(spec.categories, pa.string())),
             "channel": channel.astype(np.int64),
             "web": is_web[channel],
         }
@@ -173,7 +173,7 @@ def _prepare_contacts(k: pd.DataFrame, code: np.ndarray, spec: SnapshotSpec) -> 
         {
             "code": code[known],
             "t": _us(k["contacted_at"]),
-            "channel": _lookup(k["channel"], pa.array(spec.channels, pa.string())),
+            "channel": lookup(k["channel"], pa.array(spec.channels, pa.string())),
             "outbound": (k["direction"] == "outbound").to_numpy(dtype=bool, na_value=False),
             "control": _flag(k["is_control"]),
             "responded": outcome.isin(RESPONSES).to_numpy(dtype=bool),
@@ -186,7 +186,7 @@ def _prepare_contacts(k: pd.DataFrame, code: np.ndarray, spec: SnapshotSpec) -> 
 def _prepare_consents(c: pd.DataFrame, code: np.ndarray, spec: SnapshotSpec) -> dict[str, np.ndarray]:
     """Records of the snapshot's channels and of ``*``, sorted by (code, channel, time); ties keep
     their input order, as ``consent_state``'s stable sort does."""
-    channel = _lookup(c["channel"], pa.array([*spec.channels, ALL_CHANNELS], pa.string()))
+    channel = lookup(c["channel"], pa.array([*spec.channels, ALL_CHANNELS], pa.string()))
     keep = (code >= 0) & (channel >= 0)
     c = c[keep]
     cols = {
@@ -211,7 +211,7 @@ def prepare(frames: Frames, spec: SnapshotSpec) -> Prepared:
     tables = {name: frames[name] if name in frames else _empty(name) for name in TABLES_READ}
 
     def codes(name: str) -> np.ndarray:
-        return _lookup(tables[name]["customer_id"], vocab_ids)
+        return lookup(tables[name]["customer_id"], vocab_ids)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         purchases = pool.submit(lambda: _prepare_purchases(tables["purchases"], codes("purchases"), spec))

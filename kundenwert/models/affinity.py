@@ -81,8 +81,10 @@ class AffinityModel(BaseEstimator):
 
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "models_")
+        # Every category's encoder was fitted on the same frame: encode once.
+        Z = next(iter(self.models_.values())).encoder_.transform(X)
         return pd.DataFrame(
-            {f"affinity_{c}": m.predict_proba(X)[:, 1] for c, m in self.models_.items()}, index=X.index
+            {f"affinity_{c}": m.proba_encoded(Z)[:, 1] for c, m in self.models_.items()}, index=X.index
         )
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

@@ -88,9 +88,13 @@ class ResponseModel(BaseEstimator):
         """``response`` (for the row's own arm), ``response_if_contacted``, ``response_if_not`` and
         ``uplift`` (their difference), indexed like X."""
         check_is_fitted(self, "model_")
-        own = self.model_.predict_proba(X)[:, 1]
-        contacted = self.model_.predict_proba(X.assign(treated=True))[:, 1]
-        not_contacted = self.model_.predict_proba(X.assign(treated=False))[:, 1]
+        Z = self.encoder_.transform(X)
+        arm = list(self.encoder_.feature_names_in_).index("treated")
+        own = self.model_.proba_encoded(Z)[:, 1]
+        Z[:, arm] = 1.0
+        contacted = self.model_.proba_encoded(Z)[:, 1]
+        Z[:, arm] = 0.0
+        not_contacted = self.model_.proba_encoded(Z)[:, 1]
         return pd.DataFrame(
             {
                 "response": own,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
@@ -19,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
+from kundenwert.features.snapshot import lookup
 
 NEVER_FEATURES = ("consent_", "objection", "label_", "cutoff")  # prefixes of columns never used
 
@@ -59,8 +61,8 @@ class FeatureEncoder(BaseEstimator):
         for j, c in enumerate(self.feature_names_in_):
             s = X[c]
             if c in self.categories_:
-                idx = pd.Index(self.categories_[c]).get_indexer(s.astype("str").to_numpy(dtype=object))
-                out[:, j] = np.where((idx >= 0) & s.notna().to_numpy(), idx, np.nan)
+                idx = lookup(s, pa.array(self.categories_[c], pa.string()))
+                out[:, j] = np.where(idx >= 0, idx, np.nan)
             else:
                 out[:, j] = s.to_numpy(dtype="float64", na_value=np.nan)
         return out
@@ -191,7 +193,11 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "booster_")
-        raw = self.booster_.predict_proba(self.encoder_.transform(X))[:, 1]
+        return self.proba_encoded(self.encoder_.transform(X))
+
+    def proba_encoded(self, Z: np.ndarray) -> np.ndarray:
+        """``predict_proba`` of rows already encoded by ``encoder_`` (to encode once for many)."""
+        raw = self.booster_.predict_proba(Z)[:, 1]
         if self.calibrator_ is None:
             p = raw
         elif isinstance(self.calibrator_, IsotonicRegression):
