@@ -60,7 +60,10 @@ class BTYDModel(RegressorMixin, BaseEstimator):
     unit : ``"D"`` or ``"W"``, the time unit of the snapshot's recency and T.
     penalizer_coef, gg_penalizer_coef : L2 penalties of the two fits (lifetimes' ``penalizer_coef``);
         the remedy when a fit does not converge or runs to extreme parameters.
-    collapse : fit and predict on distinct rows with weights (same result, much faster).
+    collapse : fit and predict on distinct rows with weights (the same likelihood, less work).
+    time_grid : if set, recency and T are rounded to multiples of it (in the snapshot's unit) for
+        fitting only, as lifetimes' whole periods (``freq="W"``) do: far fewer distinct rows, a
+        slightly coarser likelihood. Predictions always use the exact values.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class BTYDModel(RegressorMixin, BaseEstimator):
         penalizer_coef: float = 0.0,
         gg_penalizer_coef: float = 0.0,
         collapse: bool = True,
+        time_grid: float | None = None,
     ) -> None:
         self.horizon_days = horizon_days
         self.discount_rate = discount_rate
@@ -78,6 +82,7 @@ class BTYDModel(RegressorMixin, BaseEstimator):
         self.penalizer_coef = penalizer_coef
         self.gg_penalizer_coef = gg_penalizer_coef
         self.collapse = collapse
+        self.time_grid = time_grid
 
     # ------------------------------------------------------------------------------------ fit
 
@@ -96,6 +101,12 @@ class BTYDModel(RegressorMixin, BaseEstimator):
                 "the purchase rate and dropout cannot be told apart; use a longer calibration period"
             )
         rows = data[["frequency", "recency", "T"]]
+        if self.time_grid:
+            if self.time_grid <= 0:
+                raise ValueError(f"time_grid must be positive, not {self.time_grid}")
+            g = float(self.time_grid)
+            rows = rows.assign(recency=(rows["recency"] / g).round() * g, T=(rows["T"] / g).round() * g)
+            rows = rows.assign(T=np.maximum(rows["T"], rows["recency"]))
         if self.collapse:
             rows, weights, _ = _distinct(rows)
         else:
