@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/sample.py
 	$(PY) bench/import.py
 	$(PY) bench/features.py
+	$(PY) bench/models.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kundenwert tests bench
