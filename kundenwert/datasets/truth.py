@@ -126,3 +126,87 @@ def load_truth(folder: str) -> pd.DataFrame:
     base = Path(folder)
     path = base / "customers.parquet" if base.name == "truth" else base / "truth" / "customers.parquet"
     return pd.read_parquet(path)
+
+
+def posterior_churn_probability(
+    frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp | str, horizon: float = 90.0, grid: int = 400
+) -> pd.Series:
+    """The best churn probability any model can give from the data: P(no purchase in the horizon)
+    under the world's true priors, given what the data shows before ``cutoff``.
+
+    ``values_at`` knows who has silently left; no data does. This is the Bayes posterior of the
+    generative story given each customer's observable attributes (type, income band, lifestyle,
+    price sensitivity), first and last purchase, repeat purchase days and the order after which a
+    complaint was opened: the purchase rate is Gamma (conjugate, times the attribute multipliers),
+    the dropout probability Beta shifted by price sensitivity (integrated on ``grid`` quantiles).
+    Customers without a purchase before the cutoff are left out.
+    """
+    from scipy.special import gammaln
+    from scipy.stats import beta as beta_dist
+
+    t = pd.Timestamp(cutoff)
+    t = t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
+    day = pd.Timedelta(days=1)
+    p = frames["purchases"]
+    p = p[(p["amount"] > 0) & (p["purchased_at"] < t)]
+    g = p.groupby("customer_id")["purchased_at"]
+    first, last = g.min(), g.max()
+    days = p.assign(day=p["purchased_at"].dt.floor("D"))[["customer_id", "day"]].drop_duplicates()
+    x = (days.groupby("customer_id").size() - 1).astype("float64")
+    ids = first.index
+    cust = frames["customers"].set_index("customer_id").reindex(ids)
+    # Repeat orders from the complained order on (the complaint is opened a little after its order).
+    c = frames["complaints"]
+    opened = c[c["opened_at"] < t].groupby("customer_id")["opened_at"].min()
+    after = pd.Series(0.0, index=ids)
+    if len(opened):
+        d = days[days["customer_id"].isin(opened.index)].copy()
+        d["opened"] = opened.reindex(d["customer_id"]).to_numpy()
+        order_day = d[d["day"] <= d["opened"]].groupby("customer_id")["day"].max()
+        d["order_day"] = order_day.reindex(d["customer_id"]).to_numpy()
+        after = after.add(d[d["day"] >= d["order_day"]].groupby("customer_id").size(), fill_value=0.0)
+        after = after.reindex(ids).fillna(0.0)
+    ctype = cust["customer_type"].astype("str").to_numpy()
+    pr = {
+        k: np.array([D.BGNBD.get(ct, D.BGNBD["consumer"])[k] for ct in ctype])
+        for k in ("r", "alpha", "a", "b")
+    }
+    inc = cust.get("income_band", pd.Series(index=ids, dtype="str")).astype("str")
+    life = cust.get("lifestyle_segment", pd.Series(index=ids, dtype="str")).astype("str")
+    mult = (
+        inc.map(D.INCOME_RATE_MULT).fillna(1.0).to_numpy()
+        * life.map(D.LIFESTYLE_RATE_MULT).fillna(1.0).to_numpy()
+    )
+    consumer = ctype == "consumer"
+    mult = np.where(consumer, mult, 1.0)
+    ps = cust.get("price_sensitivity", pd.Series(0.5, index=ids)).astype("float64").fillna(0.5).to_numpy()
+    r, alpha = pr["r"], pr["alpha"] / mult
+    X, n_after = x.reindex(ids).to_numpy(), after.to_numpy()
+    T = ((t - first) / day).to_numpy()
+    tx = ((last - first) / day).to_numpy()
+    # Dropout p on a grid of Beta quantiles per customer (equal weights).
+    q = (np.arange(grid) + 0.5) / grid
+    kinds, kind = np.unique(np.column_stack([pr["a"], pr["b"]]), axis=0, return_inverse=True)
+    p0 = np.stack([beta_dist.ppf(q, a_, b_) for a_, b_ in kinds])[kind.ravel()]
+    logit = np.log(np.clip(p0, 1e-6, 1 - 1e-6) / np.clip(1 - p0, 1e-6, 1))
+    pd_ = np.clip(
+        1 / (1 + np.exp(-(logit + D.PRICE_SENSITIVITY_DROPOUT_LOGIT * (ps[:, None] - 0.5)))), 1e-4, 0.995
+    )
+    keep = np.log1p(-pd_)  # log(1 - p)
+    log_alive_p = X[:, None] * keep + n_after[:, None] * np.log(D.COMPLAINT_KEEP)
+    p_last = np.where(n_after[:, None] > 0, 1 - (1 - pd_) * D.COMPLAINT_KEEP, pd_)
+    log_dead_p = log_alive_p - np.log1p(-p_last) + np.log(p_last)
+    with np.errstate(divide="ignore", invalid="ignore"):
+
+        def log_mean_exp(a: np.ndarray) -> np.ndarray:
+            m = a.max(axis=1)
+            return m + np.log(np.exp(a - m[:, None]).mean(axis=1))
+
+        def log_gamma_part(span: np.ndarray) -> np.ndarray:
+            return gammaln(r + X) - gammaln(r) + r * np.log(alpha) - (r + X) * np.log(alpha + span)
+
+        log_a = log_mean_exp(log_alive_p) + log_gamma_part(T)
+        log_b = np.where(X > 0, log_mean_exp(log_dead_p) + log_gamma_part(tx), -np.inf)
+        alive = 1 / (1 + np.exp(log_b - log_a))
+        stay_quiet = ((alpha + T) / (alpha + T + horizon)) ** (r + X)
+    return pd.Series(1 - alive * (1 - stay_quiet), index=ids, name=f"churn_probability_{horizon:g}d")

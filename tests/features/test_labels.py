@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kundenwert.datasets import design as D
-from kundenwert.datasets.truth import load_truth, values_at
+from kundenwert.datasets.truth import load_truth, posterior_churn_probability, values_at
 from kundenwert.features.labels import LabelConfig, labels_at, response_labels
 
 CUTOFF = pd.Timestamp("2025-06-01", tz="UTC")
@@ -113,6 +113,18 @@ def test_response_labels_match_true_response_probabilities(world) -> None:
     p = 1.0 / (1.0 + np.exp(-(np.log(base / (1 - base)) + effect)))
     assert len(treated) > 500
     _within(treated["responded"].mean(), p.mean(), np.sqrt((p * (1 - p)).sum()) / len(p), 0.005)
+
+
+def test_posterior_churn_probability_is_calibrated(world) -> None:
+    """The Bayes posterior under the true priors (the best any model can do from purchase history
+    and attributes) predicts the observed churn and win-back shares: a check of its derivation."""
+    frames, _ = world
+    lab = labels_at(frames, CUTOFF)
+    post = posterior_churn_probability(frames, CUTOFF, 90.0)
+    for status, label, prob in (("active", "churn", post), ("lapsed", "winback", 1 - post)):
+        who = lab.index[lab["status"] == status]
+        p = prob.loc[who]
+        _within(lab.loc[who, label].mean(), p.mean(), np.sqrt((p * (1 - p)).sum()) / len(p))
 
 
 def test_status_assigns_churn_and_winback_to_the_right_customers(world) -> None:

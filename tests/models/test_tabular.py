@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
 )
 
-from kundenwert.datasets.truth import load_truth, values_at
+from kundenwert.datasets.truth import load_truth, posterior_churn_probability, values_at
 from kundenwert.errors import ModelFitError
 from kundenwert.features.training_set import SplitConfig, build_training_set, rolling_cutoffs, time_split
 from kundenwert.models.affinity import AffinityModel
@@ -47,6 +47,7 @@ def world(imported_world):
         "features": features,
         "t": split["test"][0],
         "truth": load_truth(str(folder)),
+        "frames": frames,
     }
 
 
@@ -79,15 +80,23 @@ def _oracles(world, name: str, ids: pd.Index, test: pd.DataFrame) -> dict[str, n
     x, T = test["frequency"].to_numpy(), test["T"].to_numpy()
     p_alive = btyd.bgf_.conditional_probability_alive(x, test["recency"].to_numpy(), T)
     bgnbd = 1 - p_alive * (1 - ((a + T) / (a + T + HORIZON)) ** (r + x))
-    churn = {"latent": v["churn_probability_90d"].to_numpy(), "observable": observable, "bgnbd": bgnbd}
+    posterior = posterior_churn_probability(world["frames"], t, HORIZON).reindex(ids).to_numpy()
+    churn = {
+        "latent": v["churn_probability_90d"].to_numpy(),
+        "observable": observable,
+        "posterior": posterior,
+        "bgnbd": bgnbd,
+    }
     return churn if name == "churn" else {k: 1 - s for k, s in churn.items()}
 
 
 @pytest.mark.parametrize("name", ["churn", "winback"])
 def test_quality_against_baselines_and_truth(world, fitted, name) -> None:
-    """On the test cutoff: better ranking than the BG/NBD posterior and than recency alone,
-    calibrated (ECE < 0.03). The AUCs of scores that know the truth are printed for the record
-    (the latent one is out of reach of any model: it knows who has silently left)."""
+    """On the test cutoff: at least 0.97 of the AUC of the Bayes posterior under the world's true
+    priors given purchase history and attributes (the issue's acceptance point, with this oracle in
+    place of the truth's probability: that one knows who has silently left, which no data shows,
+    and even each customer's true rates reach only 0.91 / 0.96 of it); better than the fitted
+    BG/NBD posterior and recency alone; calibrated (ECE < 0.03). All oracles' AUCs are printed."""
     test = world["test"][world["test"][f"label_{name}"].notna()]
     y = test[f"label_{name}"].to_numpy()
     p = fitted[name].predict_proba(test[world["features"]])[:, 1]
@@ -98,10 +107,12 @@ def test_quality_against_baselines_and_truth(world, fitted, name) -> None:
     print(
         f"\n{name}: {len(y):,} customers, AUC {m['roc_auc']:.4f}, PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}, "
         f"lift top decile {m['lift_top_decile']:.2f}, ECE {m['ece']:.4f}; BG/NBD posterior {auc['bgnbd']:.4f}, "
-        f"recency {recency:.4f}; oracle with true rates {auc['observable']:.4f} "
+        f"recency {recency:.4f}; Bayes posterior {auc['posterior']:.4f} (ratio {m['roc_auc'] / auc['posterior']:.3f}); "
+        f"oracle with true rates {auc['observable']:.4f} "
         f"(ratio {m['roc_auc'] / auc['observable']:.3f}), truth's probability {auc['latent']:.4f} "
         f"(ratio {m['roc_auc'] / auc['latent']:.3f})"
     )
+    assert m["roc_auc"] >= 0.97 * auc["posterior"]
     assert m["roc_auc"] > auc["bgnbd"] + 0.005 and m["roc_auc"] > recency + 0.02
     assert m["roc_auc"] < auc["observable"]  # nothing beats knowing each customer's true rates
     assert m["ece"] < 0.03 and abs(m["mean_probability"] - m["positive_rate"]) < 0.02
