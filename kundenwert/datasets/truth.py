@@ -131,6 +131,13 @@ def load_truth(folder: str) -> pd.DataFrame:
 def posterior_churn_probability(
     frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp | str, horizon: float = 90.0, grid: int = 400
 ) -> pd.Series:
+    """P(no purchase in the horizon) from ``posterior_state`` (see there)."""
+    return posterior_state(frames, cutoff, horizon, grid)[f"churn_probability_{horizon:g}d"]
+
+
+def posterior_state(
+    frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp | str, horizon: float = 90.0, grid: int = 400
+) -> pd.DataFrame:
     """The best churn probability any model can give from the data: P(no purchase in the horizon)
     under the world's true priors, given what the data shows before ``cutoff``.
 
@@ -209,4 +216,91 @@ def posterior_churn_probability(
         log_b = np.where(X > 0, log_mean_exp(log_dead_p) + log_gamma_part(tx), -np.inf)
         alive = 1 / (1 + np.exp(log_b - log_a))
         stay_quiet = ((alpha + T) / (alpha + T + horizon)) ** (r + X)
-    return pd.Series(1 - alive * (1 - stay_quiet), index=ids, name=f"churn_probability_{horizon:g}d")
+    return pd.DataFrame(
+        {"p_alive": alive, f"churn_probability_{horizon:g}d": 1 - alive * (1 - stay_quiet)}, index=ids
+    )
+
+
+def posterior_response_probability(
+    frames: dict[str, pd.DataFrame],
+    cutoff: pd.Timestamp | str,
+    contacts: pd.DataFrame,
+    end_year: int,
+    response_window: float = 14.0,
+    grid: int = 41,
+) -> np.ndarray:
+    """The best response probability the data allows for ``contacts`` (customer_id, channel,
+    action_id, treated; made at or after ``cutoff``), under the world's true response model.
+
+    ``values_at``'s response probability knows each customer's responsiveness ``u`` and whether
+    they have left. Here ``u`` has its posterior given the customer's earlier outcomes (outbound
+    contacts whose response window closed before the cutoff; cross-sell actions left out, their
+    effect depends on latent tastes) and being alive has its purchase posterior (certain for
+    contacts before the last purchase). Observable: channel, action, preferred channel, age group
+    in ``end_year`` (as the world assigns it), price sensitivity. Cross-sell contacts to predict
+    are treated without their taste effect.
+    """
+    t = pd.Timestamp(cutoff)
+    t = t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
+    cust = frames["customers"].set_index("customer_id")
+    ids = cust.index
+    ag = pd.Series(age_group_index(cust["birth_year"].astype("float64").to_numpy(), end_year), index=ids)
+    pref = (
+        cust["preferred_channel"].astype("str") if "preferred_channel" in cust else pd.Series("", index=ids)
+    )
+    ps = (
+        cust["price_sensitivity"].astype("float64").fillna(0.5)
+        if "price_sensitivity" in cust
+        else pd.Series(0.5, index=ids)
+    )
+    alive_now = (
+        posterior_state(frames, t)["p_alive"].reindex(ids).fillna(1.0)
+    )  # never bought: cannot have left
+    p = frames["purchases"]
+    last_buy = p[(p["amount"] > 0) & (p["purchased_at"] < t)].groupby("customer_id")["purchased_at"].max()
+
+    def offset(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        who = rows["customer_id"].to_numpy()
+        ch = rows["channel"].astype("str").to_numpy()
+        action = rows["action_id"].astype("str").to_numpy()
+        treated = rows["treated"].to_numpy(dtype=bool)
+        base = np.array([D.RESPONSE_BASE.get(c, np.nan) for c in ch])
+        eff = np.array([D.ACTIONS[a][2] if a in D.ACTIONS else 0.0 for a in action])
+        kind = np.array([D.ACTIONS[a][0] if a in D.ACTIONS else "" for a in action])
+        g = ag.reindex(who).fillna(6).astype(int).to_numpy()
+        age = np.array([D.RESPONSE_AGE.get(c, (0.0,) * 7)[i] for c, i in zip(ch, g, strict=True)])
+        voucher = np.isin(kind, ("retention", "win_back")) * D.RESPONSE_VOUCHER_PRICE_SENSITIVITY
+        voucher = voucher * (ps.reindex(who).fillna(0.5).to_numpy() - 0.5)
+        treated_logit = (
+            base + eff + D.RESPONSE_PREFERRED_CHANNEL * (pref.reindex(who).to_numpy() == ch) + age + voucher
+        )
+        return np.where(treated, treated_logit, D.ORGANIC_BASE), np.where(
+            treated, 1.0, D.RESPONSE_ORGANIC_INDIVIDUAL
+        )
+
+    u = np.linspace(-4, 4, grid) * D.RESPONSE_INDIVIDUAL_SD
+    log_post = np.tile(-0.5 * (u / D.RESPONSE_INDIVIDUAL_SD) ** 2, (len(ids), 1))
+    k = frames["contacts"]
+    closed = t - pd.Timedelta(days=response_window)
+    hist = k[(k["direction"] == "outbound") & (k["contacted_at"] <= closed) & k["customer_id"].isin(ids)]
+    hist = hist[~hist["action_id"].astype("str").str.startswith("xsell_")]
+    if len(hist):
+        hist = hist.assign(treated=~hist["is_control"].astype("boolean").fillna(False).to_numpy(dtype=bool))
+        off, slope = offset(hist)
+        y = hist["outcome"].isin(["responded", "converted"]).to_numpy()
+        before_last = (hist["contacted_at"] <= last_buy.reindex(hist["customer_id"]).to_numpy()).to_numpy(
+            dtype=bool
+        )
+        a = np.where(before_last, 1.0, alive_now.reindex(hist["customer_id"]).to_numpy())
+        z = off[:, None] + slope[:, None] * u[None, :]
+        p_resp = a[:, None] / (1 + np.exp(-z)) + (1 - a[:, None]) / (1 + np.exp(-(z + D.RESPONSE_DEAD)))
+        ll = np.log(np.where(y[:, None], p_resp, 1 - p_resp))
+        np.add.at(log_post, ids.get_indexer(hist["customer_id"]), ll)
+    w = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    at = ids.get_indexer(contacts["customer_id"])
+    off, slope = offset(contacts)
+    z = off[:, None] + slope[:, None] * u[None, :]
+    a = alive_now.to_numpy()[at][:, None]
+    p_resp = a / (1 + np.exp(-z)) + (1 - a) / (1 + np.exp(-(z + D.RESPONSE_DEAD)))
+    return (w[at] * p_resp).sum(axis=1)

@@ -78,11 +78,10 @@ def spec_for(frames: Frames, config: SnapshotConfig | None = None) -> SnapshotSp
 # -------------------------------------------------------------------------------------- preparation
 
 US_PER_DAY = 86_400_000_000
-NO_TIME = np.iinfo(np.int64).min  # NaT as integer microseconds
 
 
 def _us(values: pd.Series) -> np.ndarray:
-    """Timestamps as int64 microseconds since the epoch, UTC (NaT becomes ``NO_TIME``)."""
+    """Timestamps as int64 microseconds since the epoch, UTC (NaT becomes the smallest int64)."""
     if values.dt.tz is None:
         values = values.dt.tz_localize("UTC")
     return np.asarray(values.astype("datetime64[us, UTC]").array.asi8, dtype=np.int64)

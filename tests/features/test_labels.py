@@ -9,7 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kundenwert.datasets import design as D
-from kundenwert.datasets.truth import load_truth, posterior_churn_probability, values_at
+from kundenwert.datasets.truth import (
+    load_truth,
+    posterior_churn_probability,
+    posterior_response_probability,
+    values_at,
+)
 from kundenwert.features.labels import LabelConfig, labels_at, response_labels
 
 CUTOFF = pd.Timestamp("2025-06-01", tz="UTC")
@@ -125,6 +130,18 @@ def test_posterior_churn_probability_is_calibrated(world) -> None:
         who = lab.index[lab["status"] == status]
         p = prob.loc[who]
         _within(lab.loc[who, label].mean(), p.mean(), np.sqrt((p * (1 - p)).sum()) / len(p))
+
+
+def test_posterior_response_probability_is_calibrated(world) -> None:
+    """The Bayes posterior of response (responsiveness from earlier outcomes, alive from purchases)
+    predicts the observed response share of the next 90 days' contacts (cross-sell ones left out:
+    their effect depends on latent tastes)."""
+    frames, _ = world
+    r = response_labels(frames["contacts"], CUTOFF, LabelConfig(horizon=90))
+    r = r[~r["action_id"].astype("str").str.startswith("xsell_")]
+    p = posterior_response_probability(frames, CUTOFF, r, end_year=2025)
+    assert len(r) > 1_000
+    _within(r["responded"].mean(), p.mean(), np.sqrt((p * (1 - p)).sum()) / len(p))
 
 
 def test_status_assigns_churn_and_winback_to_the_right_customers(world) -> None:
