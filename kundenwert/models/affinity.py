@@ -9,9 +9,12 @@ age group Y" in one call.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
@@ -36,6 +39,16 @@ class AffinityModel(BaseEstimator):
     the boosters' log-loss probabilities are close to calibrated and six calibrations cost 4x).
     """
 
+    _parameter_constraints: dict = {
+        "calibration": [StrOptions({"isotonic", "sigmoid", "none"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+        "exclude": [tuple, list],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
+
     def __init__(
         self,
         calibration: str = "none",
@@ -55,6 +68,7 @@ class AffinityModel(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, Y: pd.DataFrame) -> AffinityModel:
+        self._validate_params()
         if not isinstance(Y, pd.DataFrame) or Y.shape[1] == 0:
             raise ValueError("Y must be a frame with one affinity_<category> column per category")
         if len(Y) != len(X):

@@ -12,10 +12,12 @@ proportional to the distinct rows. Predictions are computed once per distinct ro
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
@@ -66,6 +68,16 @@ class BTYDModel(RegressorMixin, BaseEstimator):
         slightly coarser likelihood. Predictions always use the exact values.
     """
 
+    _parameter_constraints: dict = {
+        "horizon_days": [Interval(Real, 0, None, closed="neither")],
+        "discount_rate": [Interval(Real, 0, None, closed="left")],
+        "unit": [StrOptions({"D", "W"})],
+        "penalizer_coef": [Interval(Real, 0, None, closed="left")],
+        "gg_penalizer_coef": [Interval(Real, 0, None, closed="left")],
+        "collapse": ["boolean"],
+        "time_grid": [Interval(Real, 0, None, closed="neither"), None],
+    }
+
     def __init__(
         self,
         horizon_days: float = 365.0,
@@ -89,8 +101,7 @@ class BTYDModel(RegressorMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: object = None) -> BTYDModel:
         from lifetimes import BetaGeoFitter, GammaGammaFitter
 
-        if self.unit not in ("D", "W"):
-            raise ValueError(f"unit must be 'D' or 'W', not {self.unit!r}")
+        self._validate_params()
         data = btyd_columns(X).dropna(subset=["frequency", "recency", "T"])
         if len(data) == 0:
             raise ModelFitError("BG/NBD: no customer with a purchase before the cutoff; nothing to fit")
@@ -102,8 +113,6 @@ class BTYDModel(RegressorMixin, BaseEstimator):
             )
         rows = data[["frequency", "recency", "T"]]
         if self.time_grid:
-            if self.time_grid <= 0:
-                raise ValueError(f"time_grid must be positive, not {self.time_grid}")
             g = float(self.time_grid)
             rows = rows.assign(recency=(rows["recency"] / g).round() * g, T=(rows["T"] / g).round() * g)
             rows = rows.assign(T=np.maximum(rows["T"], rows["recency"]))

@@ -9,10 +9,13 @@ lower either part (monotonic constraints), so never the prediction.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
@@ -26,6 +29,16 @@ def _more_purchases(columns) -> dict[str, int]:
 
 class CLVModel(RegressorMixin, BaseEstimator):
     """Discounted value over the label's horizon (``labels_at``'s ``clv``), from a snapshot."""
+
+    _parameter_constraints: dict = {
+        "calibration": [StrOptions({"isotonic", "sigmoid", "none"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+        "exclude": [tuple, list],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -46,6 +59,7 @@ class CLVModel(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y) -> CLVModel:
+        self._validate_params()
         y = np.asarray(y, dtype="float64")
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")

@@ -11,9 +11,12 @@ an uplift ranking finds the customers a contact actually moves.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.models.tabular import CalibratedGBMClassifier
@@ -43,6 +46,16 @@ def response_rows(snapshot: pd.DataFrame, contacts: pd.DataFrame) -> tuple[pd.Da
 class ResponseModel(BaseEstimator):
     """Response propensity per contact (channel, action, arm) and the uplift of contacting."""
 
+    _parameter_constraints: dict = {
+        "calibration": [StrOptions({"isotonic", "sigmoid", "none"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+        "exclude": [tuple, list],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
+
     def __init__(
         self,
         calibration: str = "isotonic",
@@ -62,6 +75,7 @@ class ResponseModel(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y) -> ResponseModel:
+        self._validate_params()
         missing = [c for c in CONTACT_COLUMNS if c not in X.columns]
         if missing:
             raise ValueError(f"response rows need column(s) {', '.join(missing)} (see response_rows)")

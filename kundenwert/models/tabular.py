@@ -10,6 +10,8 @@ what we expect of them (and an objection to profiling must not become a profile 
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -17,6 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
@@ -101,6 +104,21 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
 
     default_monotonic: dict[str, int] = {}
 
+    _parameter_constraints: dict = {
+        "monotonic": [dict, None],
+        "exclude": [tuple, list],
+        "calibration": [StrOptions({"isotonic", "sigmoid", "none"})],
+        "calibration_folds": [Interval(Integral, 2, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "max_leaf_nodes": [Interval(Integral, 2, None, closed="left")],
+        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+        "l2_regularization": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
+
     def __init__(
         self,
         monotonic: dict[str, int] | None = None,
@@ -145,8 +163,7 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def fit(self, X: pd.DataFrame, y) -> CalibratedGBMClassifier:
-        if self.calibration not in ("isotonic", "sigmoid", "none"):
-            raise ValueError(f"calibration must be isotonic, sigmoid or none, not {self.calibration!r}")
+        self._validate_params()
         y = np.asarray(y, dtype="float64")
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")

@@ -1,0 +1,153 @@
+"""The experiment configuration: data, snapshot, labels, split, models, hyperparameters and gates.
+
+One TOML file (``experiments/default.toml`` is the default) holds everything a training run
+needs. It is validated completely before any work starts: unknown sections or keys, wrong
+types, unknown models, hyperparameters an estimator does not have and gates on metrics a model
+does not report are refused with the field's path in the message.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kundenwert.errors import ConfigurationError
+from kundenwert.features.labels import LabelConfig
+from kundenwert.features.snapshot import SnapshotConfig
+from kundenwert.features.training_set import SplitConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "default.toml"
+
+CLASSIFICATION = ("roc_auc", "pr_auc", "brier", "lift_top_decile", "ece")
+# Per model: the estimator (module, class) and the metrics its backtest reports (gates may use them).
+MODELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "clv": ("kundenwert.models.clv", "CLVModel", ("mae", "spearman", "top20_captured")),
+    "churn": ("kundenwert.models.tabular", "ChurnModel", CLASSIFICATION),
+    "winback": ("kundenwert.models.tabular", "WinbackModel", CLASSIFICATION),
+    "affinity": (
+        "kundenwert.models.affinity",
+        "AffinityModel",
+        ("roc_auc_mean", "roc_auc_min", "brier_mean"),
+    ),
+    "response": ("kundenwert.models.response", "ResponseModel", (*CLASSIFICATION, "qini_normalized")),
+}
+LOWER_IS_BETTER = {"brier", "ece", "mae", "brier_mean"}
+
+
+def estimator_class(model: str) -> type:
+    import importlib
+
+    module, name, _ = MODELS[model]
+    return getattr(importlib.import_module(module), name)
+
+
+class ModelConfig(BaseModel):
+    """One model: whether to train it, its hyperparameters and its gates.
+
+    ``gates`` map a metric to its bound: ``min_<metric>`` must be reached, ``max_<metric>`` not
+    exceeded, on the test split, before a version may become ``champion``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+    gates: dict[str, float] = Field(default_factory=dict)
+
+
+class DataConfig(BaseModel):
+    """Which rows train: rows per cutoff are sampled by customer to bound the training time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_train_cutoffs: int = Field(6, ge=1, description="latest training cutoffs used")
+    max_customers_per_cutoff: int | None = Field(
+        None, ge=100, description="sample this many customers per cutoff (stable hash); none: all"
+    )
+    seed: int = Field(0, description="random seed of the models and the sampling")
+
+
+class ExperimentConfig(BaseModel):
+    """Everything a training run needs; ``experiments/default.toml`` holds the defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field("kundenwert", min_length=1, description="MLflow experiment name")
+    data: DataConfig = Field(default_factory=DataConfig)
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    labels: LabelConfig = Field(default_factory=LabelConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {m: ModelConfig() for m in MODELS})
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        unknown = sorted(set(models) - set(MODELS))
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; models are: {', '.join(MODELS)}")
+        return models
+
+    @model_validator(mode="after")
+    def _params_and_gates(self) -> ExperimentConfig:
+        problems = []
+        for name, spec in self.models.items():
+            cls = estimator_class(name)
+            known = set(cls().get_params())
+            for key in sorted(set(spec.params) - known):
+                problems.append(f"models.{name}.params.{key}: {cls.__name__} has no parameter {key!r}")
+            if not problems:
+                try:
+                    cls(**spec.params)._validate_params()  # scikit-learn's parameter constraints
+                except (TypeError, ValueError) as exc:
+                    problems.append(f"models.{name}.params: {exc}")
+            metrics = MODELS[name][2]
+            for gate in spec.gates:
+                bound, _, metric = gate.partition("_")
+                if bound not in ("min", "max") or metric not in metrics:
+                    problems.append(
+                        f"models.{name}.gates.{gate}: use min_<metric> or max_<metric> with a metric of "
+                        f"{', '.join(metrics)}"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def enabled(self, only: list[str] | None = None) -> list[str]:
+        """The models to train: the enabled ones, or ``only`` (which must name known models)."""
+        if only:
+            unknown = sorted(set(only) - set(MODELS))
+            if unknown:
+                raise ConfigurationError(
+                    f"--models: unknown model(s) {', '.join(unknown)}; models are: {', '.join(MODELS)}"
+                )
+            return [m for m in MODELS if m in only]
+        return [m for m in MODELS if self.models.get(m, ModelConfig()).enabled]
+
+    def model(self, name: str) -> ModelConfig:
+        return self.models.get(name, ModelConfig())
+
+
+def _where(error: dict) -> str:
+    return ".".join(str(p) for p in error["loc"]) or "(file)"
+
+
+def load_config(path: str | Path | None = None) -> ExperimentConfig:
+    """The configuration from a TOML file (default: ``experiments/default.toml``), validated.
+
+    Raises ``ConfigurationError`` naming the file and every invalid field.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"experiment configuration {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"experiment configuration {path} is not valid TOML: {exc}") from None
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        fields = "; ".join(f"{_where(e)}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"experiment configuration {path}: {fields}") from None
