@@ -1,0 +1,236 @@
+"""Train and backtest every model from the store's frames, as the experiment configuration says.
+
+For a horizon ``h`` the cutoffs roll every ``split.step_days`` up to the last one whose label window
+ends inside the data; ``time_split`` keeps the test label windows clear of the training ones. A
+model is fitted on the training and validation cutoffs (the classifiers calibrate out of fold
+inside) and scored on the test cutoffs, and its gates are checked there. CLV has its own,
+longer horizon and so its own cutoffs. Nothing here writes anything: tracking and the registry
+take the results (``kundenwert.experiments``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from kundenwert.errors import ConfigurationError
+from kundenwert.features.labels import LabelConfig, response_labels
+from kundenwert.features.snapshot import prepare, snapshot, spec_for
+from kundenwert.features.training_set import build_training_set, rolling_cutoffs, time_split
+from kundenwert.models.metrics import classification_metrics, value_metrics
+from kundenwert.models.response import qini, response_rows
+from kundenwert.training.config import LOWER_IS_BETTER, MODELS, ExperimentConfig, estimator_class
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ModelResult:
+    """One trained model: the fitted estimator, its test metrics, its gates and its data."""
+
+    name: str
+    model: object
+    metrics: dict[str, float]
+    gates: dict[str, dict[str, float | bool]]
+    data: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(g["passed"] for g in self.gates.values())
+
+
+def check_gates(metrics: dict[str, float], gates: dict[str, float]) -> dict[str, dict[str, float | bool]]:
+    """Each gate ``min_<metric>`` / ``max_<metric>`` with the measured value and whether it passed."""
+    out = {}
+    for gate, bound in gates.items():
+        kind, _, metric = gate.partition("_")
+        value = float(metrics.get(metric, np.nan))
+        ok = bool(np.isfinite(value) and (value >= bound if kind == "min" else value <= bound))
+        out[gate] = {"metric": metric, "bound": float(bound), "value": value, "passed": ok}
+    return out
+
+
+def better_or_equal(metric: str, new: float, old: float) -> bool:
+    """Whether ``new`` is at least as good as ``old`` for ``metric``."""
+    return new <= old if metric in LOWER_IS_BETTER else new >= old
+
+
+def _sample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """At most ``limit`` customers per cutoff, chosen by a stable hash of (seed, customer_id)."""
+    if not limit:
+        return frame
+    ids = frame.index.get_level_values("customer_id")
+    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"{seed:016d}"[:16])
+    rank = pd.Series(h, index=frame.index).groupby(level="cutoff").rank(method="first")
+    return frame[(rank <= limit).to_numpy()]
+
+
+def _fingerprint(frames: dict[str, pd.DataFrame]) -> str:
+    """A short hash of the rows (per table: count and a hash of the values), no personal data."""
+    digest = hashlib.sha256()
+    for name in sorted(frames):
+        df = frames[name]
+        digest.update(f"{name}:{len(df)}:".encode())
+        digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class TrainingData:
+    """Training sets by horizon, built once and shared by the models of a run."""
+
+    def __init__(
+        self, frames: dict[str, pd.DataFrame], config: ExperimentConfig, progress: Progress | None = None
+    ):
+        self.frames, self.config = frames, config
+        self.progress = progress or (lambda _msg: None)
+        purchases = frames["purchases"]
+        if purchases.empty:
+            raise ConfigurationError("the store has no purchases: import data before training")
+        self.first, self.last = purchases["purchased_at"].min(), purchases["purchased_at"].max()
+        self.spec = spec_for(frames, config.snapshot)
+        self._prepared = None
+        self._sets: dict[int, tuple[pd.DataFrame, dict]] = {}
+        self.fingerprint = _fingerprint(frames)
+
+    def cutoffs(self, horizon: int) -> dict[str, list[pd.Timestamp]]:
+        """Training, validation and test cutoffs for labels of ``horizon`` days. Validation cutoffs
+        join the training rows (the models stop early and calibrate on inner splits), so for the
+        long CLV horizon none are set apart: a year-long window each would leave no training
+        cutoff in three years of data."""
+        cfg = self.config
+        split_cfg = (
+            cfg.split
+            if horizon == cfg.labels.horizon
+            else cfg.split.model_copy(update={"validation_cutoffs": 0})
+        )
+        try:
+            split = time_split(rolling_cutoffs(self.first, self.last, horizon, split_cfg), horizon, split_cfg)
+        except ValueError as exc:
+            raise ConfigurationError(f"horizon {horizon} days: {exc}") from None
+        split["train"] = split["train"][-cfg.data.max_train_cutoffs :]
+        return split
+
+    def table(self, horizon: int, labels: LabelConfig) -> tuple[pd.DataFrame, dict[str, list[pd.Timestamp]]]:
+        """Features and labels at every cutoff of this horizon (sampled per the config)."""
+        if horizon not in self._sets:
+            split = self.cutoffs(horizon)
+            self.progress(
+                f"building the training set for {horizon}-day labels ({sum(map(len, split.values()))} cutoffs)"
+            )
+            wanted = split["train"] + split["validation"] + split["test"]
+            ts = build_training_set(self.frames, wanted, self.config.snapshot, labels)
+            self._sets[horizon] = (
+                _sample(ts, self.config.data.max_customers_per_cutoff, self.config.data.seed),
+                split,
+            )
+        return self._sets[horizon]
+
+    def response(self) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series, dict]:
+        """Contact rows with the snapshot at their cutoff: training and test."""
+        cfg = self.config
+        split = self.cutoffs(cfg.labels.horizon)
+        if self._prepared is None:
+            self._prepared = prepare(self.frames, self.spec)
+        parts = {}
+        for part, cuts in (("train", split["train"] + split["validation"]), ("test", split["test"])):
+            xs, ys = [], []
+            for t in cuts:
+                snap = snapshot(self._prepared, t, spec=self.spec)
+                x, y = response_rows(snap, response_labels(self.frames["contacts"], t, cfg.labels))
+                xs.append(x)
+                ys.append(y)
+            parts[part] = (pd.concat(xs), pd.concat(ys))
+        return (*parts["train"], *parts["test"], split)
+
+
+def _describe(
+    split: dict, rows: int, label_rate: float | None, features: list[str], fingerprint: str
+) -> dict:
+    return {
+        "cutoffs": {k: [t.strftime("%Y-%m-%d") for t in v] for k, v in split.items()},
+        "rows": int(rows),
+        "label_rate": None if label_rate is None else float(label_rate),
+        "features": features,
+        "data_fingerprint": fingerprint,
+    }
+
+
+def fit_and_backtest(name: str, data: TrainingData, progress: Progress | None = None) -> ModelResult:
+    """Fit one model on the training cutoffs and score it on the test cutoffs."""
+    if name not in MODELS:
+        raise ConfigurationError(f"unknown model {name!r}; models are: {', '.join(MODELS)}")
+    cfg = data.config
+    spec = cfg.model(name)
+    params = dict(spec.params)
+    if "random_state" in estimator_class(name)().get_params():
+        params.setdefault("random_state", cfg.data.seed)
+    model = estimator_class(name)(**params)
+    say = progress or (lambda _msg: None)
+    if name == "response":
+        X, y, Xt, yt, split = data.response()
+        say(f"fitting {name} on {len(X):,} contacts")
+        model.fit(X, y)
+        pred = model.predict_frame(Xt)
+        metrics = {**classification_metrics(yt, pred["response"]), **qini(yt, Xt["treated"], pred["uplift"])}
+        described = _describe(split, len(X), float(y.mean()), list(model.feature_names_in_), data.fingerprint)
+        return ModelResult(name, model, metrics, check_gates(metrics, spec.gates), described)
+    horizon = cfg.labels.clv_horizon if name == "clv" else cfg.labels.horizon
+    ts, split = data.table(horizon, cfg.labels)
+    cut = ts.index.get_level_values("cutoff")
+    train, test = ts[cut.isin(split["train"] + split["validation"])], ts[cut.isin(split["test"])]
+    features = [c for c in ts.columns if not c.startswith("label_")]
+    if name == "affinity":
+        labels = [c for c in ts.columns if c.startswith("label_affinity_")]
+        say(f"fitting {name} ({len(labels)} categories) on {len(train):,} rows")
+        model.fit(train[features], train[labels])
+        pred = model.predict_frame(test[features])
+        per = {c: classification_metrics(test[c], pred[c.removeprefix("label_")]) for c in labels}
+        aucs = [m["roc_auc"] for m in per.values()]
+        metrics = {
+            "roc_auc_mean": float(np.mean(aucs)),
+            "roc_auc_min": float(np.min(aucs)),
+            "brier_mean": float(np.mean([m["brier"] for m in per.values()])),
+            **{f"roc_auc_{c.removeprefix('label_affinity_')}": m["roc_auc"] for c, m in per.items()},
+        }
+        rate = float(train[labels].to_numpy().mean())
+    else:
+        label = f"label_{name}"
+        train, test = train[train[label].notna()], test[test[label].notna()]
+        say(f"fitting {name} on {len(train):,} rows")
+        model.fit(train[features], train[label])
+        if name == "clv":
+            metrics = value_metrics(test[label].to_numpy(), model.predict(test[features]))
+        else:
+            metrics = classification_metrics(test[label], model.predict_proba(test[features])[:, 1])
+        rate = float(train[label].mean())
+    described = _describe(split, len(train), rate, features, data.fingerprint)
+    return ModelResult(name, model, metrics, check_gates(metrics, spec.gates), described)
+
+
+def train_models(
+    frames: dict[str, pd.DataFrame],
+    config: ExperimentConfig,
+    models: list[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, ModelResult]:
+    """Fit and backtest the chosen (or enabled) models; the results by model name."""
+    names = config.enabled(models)
+    data = TrainingData(frames, config, progress)
+    return {name: fit_and_backtest(name, data, progress) for name in names}
+
+
+def report(results: dict[str, ModelResult]) -> str:
+    """Every metric, gate and data description as JSON (for ``--report``)."""
+    return json.dumps(
+        {
+            name: {"metrics": r.metrics, "gates": r.gates, "passed": r.passed, "data": r.data}
+            for name, r in results.items()
+        },
+        indent=2,
+        default=float,
+    )

@@ -1,0 +1,89 @@
+"""Training and backtesting every model from frames: determinism, gates, sampling, the report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kundenwert.errors import ConfigurationError
+from kundenwert.training.backtest import TrainingData, better_or_equal, check_gates, report, train_models
+from kundenwert.training.config import MODELS, ExperimentConfig
+
+FAST = {"max_iter": 40}  # small boosters: these tests check the plumbing, tests/models the quality
+
+
+def _config(**data) -> ExperimentConfig:
+    models = {m: {"params": dict(FAST)} for m in MODELS}
+    models["churn"]["gates"] = {"min_roc_auc": 0.55, "max_ece": 0.2}
+    models["winback"]["gates"] = {"min_roc_auc": 0.99}  # cannot pass: shows a failing gate
+    return ExperimentConfig.model_validate({"data": {"max_train_cutoffs": 3, **data}, "models": models})
+
+
+@pytest.fixture(scope="module")
+def frames(imported_world):
+    return imported_world(3_000, 5)[0]
+
+
+@pytest.fixture(scope="module")
+def results(frames):
+    return train_models(frames, _config())
+
+
+def test_every_model_is_trained_and_scored_on_the_test_cutoffs(results) -> None:
+    assert list(results) == list(MODELS)
+    for name, r in results.items():
+        assert r.metrics and all(np.isfinite(v) for v in r.metrics.values()), name
+        test, train = r.data["cutoffs"]["test"], r.data["cutoffs"]["train"]
+        assert max(train) < min(test) and r.data["rows"] > 0 and r.data["data_fingerprint"]
+    assert results["churn"].metrics["roc_auc"] > 0.6 and results["affinity"].metrics["roc_auc_mean"] > 0.6
+    assert results["churn"].passed and not results["winback"].passed
+    assert results["winback"].gates["min_roc_auc"]["value"] == results["winback"].metrics["roc_auc"]
+
+
+def test_same_data_and_seed_give_the_same_metrics(frames, results) -> None:
+    again = train_models(frames, _config())
+    for name in MODELS:
+        assert again[name].metrics == results[name].metrics, name
+
+
+def test_the_report_holds_every_metric_and_gate(results) -> None:
+    parsed = json.loads(report(results))
+    assert set(parsed) == set(MODELS)
+    assert parsed["churn"]["gates"]["max_ece"]["passed"] is True and parsed["winback"]["passed"] is False
+    assert parsed["clv"]["metrics"]["spearman"] == results["clv"].metrics["spearman"]
+
+
+def test_sampling_bounds_customers_per_cutoff_stably(frames) -> None:
+    data = TrainingData(frames, _config(max_customers_per_cutoff=500, seed=3))
+    cfg = data.config
+    ts, _ = data.table(cfg.labels.horizon, cfg.labels)
+    per_cutoff = ts.groupby(level="cutoff").size()
+    assert (per_cutoff <= 500).all() and per_cutoff.max() == 500
+    again, _ = TrainingData(frames, _config(max_customers_per_cutoff=500, seed=3)).table(
+        cfg.labels.horizon, cfg.labels
+    )
+    assert ts.index.equals(again.index)
+
+
+def test_gates_and_comparisons() -> None:
+    gates = check_gates(
+        {"roc_auc": 0.8, "ece": 0.03, "mae": np.nan}, {"min_roc_auc": 0.7, "max_ece": 0.02, "max_mae": 5}
+    )
+    assert (
+        gates["min_roc_auc"]["passed"] and not gates["max_ece"]["passed"] and not gates["max_mae"]["passed"]
+    )
+    assert (
+        better_or_equal("roc_auc", 0.8, 0.7)
+        and better_or_equal("ece", 0.01, 0.02)
+        and not better_or_equal("mae", 3, 2)
+    )
+
+
+def test_unknown_models_and_empty_stores_are_clear_errors(frames) -> None:
+    with pytest.raises(ConfigurationError, match="unknown model"):
+        train_models(frames, _config(), models=["churn", "nba"])
+    empty = {**frames, "purchases": frames["purchases"].iloc[:0]}
+    with pytest.raises(ConfigurationError, match="no purchases"):
+        train_models(empty, _config())
