@@ -32,10 +32,13 @@ class FeatureEncoder(BaseEstimator):
     """Snapshot frame -> float matrix; remembers columns and text categories from ``fit``.
 
     ``exclude``: column names or prefixes left out (besides consent, objection and labels).
+    ``min_category_count``: a text value held by fewer customers is not kept (treated as unknown):
+    the categories are stored with the model, and a rare value could single a person out.
     """
 
-    def __init__(self, exclude: tuple[str, ...] = ()) -> None:
+    def __init__(self, exclude: tuple[str, ...] = (), min_category_count: int = 20) -> None:
         self.exclude = exclude
+        self.min_category_count = min_category_count
 
     def fit(self, X: pd.DataFrame, y: object = None) -> FeatureEncoder:
         if not isinstance(X, pd.DataFrame):
@@ -47,11 +50,18 @@ class FeatureEncoder(BaseEstimator):
             raise ValueError("no feature columns left after the exclusions")
         self.feature_names_in_ = np.array(cols, dtype=object)
         self.categories_: dict[str, np.ndarray] = {}
+        names = X.index.names or []
+        ids = np.asarray(
+            X.index.get_level_values("customer_id") if "customer_id" in names else X.index, dtype=object
+        )
         for c in cols:
             s = X[c]
             if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-                values = pd.Series(s.dropna().astype("str").unique())
-                self.categories_[c] = np.sort(values.to_numpy(dtype=object))
+                held = pd.DataFrame({"who": ids, "value": s.astype("str").to_numpy(dtype=object)})
+                held = held[s.notna().to_numpy()].drop_duplicates()
+                customers = held.groupby("value").size()
+                values = customers.index[customers >= self.min_category_count]
+                self.categories_[c] = np.sort(np.asarray(values, dtype=object))
         self.n_features_in_ = len(cols)
         return self
 

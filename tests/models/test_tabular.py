@@ -151,9 +151,18 @@ def test_consent_never_enters_a_model(world, fitted) -> None:
         np.testing.assert_array_equal(model.predict_proba(flipped), model.predict_proba(X))
 
 
+def test_encoder_keeps_no_rare_text_values() -> None:
+    """A value held by fewer than min_category_count customers is not stored with the model."""
+    ids = pd.Index([f"c{i}" for i in range(30)] * 2, name="customer_id")  # each customer twice
+    X = pd.DataFrame({"city": ["Berlin"] * 55 + ["Kleinkleckersdorf"] * 5}, index=ids)
+    enc = FeatureEncoder(min_category_count=6).fit(X)
+    assert list(enc.categories_["city"]) == ["Berlin"]  # 5 customers hold the rare value
+    assert np.isnan(enc.transform(pd.DataFrame({"city": ["Kleinkleckersdorf"]}))[0, 0])
+
+
 def test_encoder_handles_unknown_categories_and_names_missing_columns() -> None:
     train = pd.DataFrame({"kind": ["a", "b", None], "n": [1.0, 2.0, 3.0], "empty": [np.nan] * 3})
-    enc = FeatureEncoder().fit(train)
+    enc = FeatureEncoder(min_category_count=1).fit(train)
     assert list(enc.feature_names_in_) == ["kind", "n"]  # a column without values is dropped
     Z = enc.transform(pd.DataFrame({"kind": ["b", "zzz", None], "n": [1.0, np.nan, 2.0]}))
     np.testing.assert_array_equal(Z[:, 0], [1.0, np.nan, np.nan])

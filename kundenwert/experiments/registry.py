@@ -1,0 +1,183 @@
+"""Models in MLflow: one run per trained model, saved with skops, registered as a challenger.
+
+Saving uses skops (safe loading: only listed types can be loaded back) with the trusted types
+named here, never a fallback to pickle: a model holding a type outside the list is refused with
+the type's name. The pyfunc flavour predicts probabilities for the classifiers
+(``predict_proba``). The signature comes from a synthetic input row (each feature's training
+median or most common value), so no customer's data is stored with a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kundenwert.errors import ConfigurationError, ModelFitError
+
+REGISTERED = "kundenwert-{}"
+PYFUNC_METHOD = {
+    "churn": "predict_proba",
+    "winback": "predict_proba",
+    "clv": "predict",
+    "affinity": "predict",
+    "response": "predict_proba",
+}
+# Types a kundenwert model may contain beyond skops' defaults (numpy, scipy, sklearn estimators).
+TRUSTED_TYPES = (
+    "kundenwert.models.tabular.CalibratedGBMClassifier",
+    "kundenwert.models.tabular.ChurnModel",
+    "kundenwert.models.tabular.WinbackModel",
+    "kundenwert.models.tabular.FeatureEncoder",
+    "kundenwert.models.clv.CLVModel",
+    "kundenwert.models.affinity.AffinityModel",
+    "kundenwert.models.response.ResponseModel",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.LogLink",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfGammaLoss",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss.link.Interval",
+    "builtins.slice",
+)
+
+
+def untrusted_types(model) -> list[str]:
+    """Types in ``model`` that skops would refuse to load and that are not in ``TRUSTED_TYPES``."""
+    import skops.io as sio
+
+    return sorted(set(sio.get_untrusted_types(data=sio.dumps(model))) - set(TRUSTED_TYPES))
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements (MLflow's inference of them takes seconds and guesses)."""
+    from importlib.metadata import version
+
+    pkgs = ("scikit-learn", "numpy", "pandas", "pyarrow", "scipy", "skops")
+    return [f"{p}=={version(p)}" for p in pkgs]
+
+
+def synthetic_row(X: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """One input row of training medians (numbers) and most common values (text, flags): the
+    signature's example, which is no customer's data."""
+    row = {}
+    for c in features:
+        s = X[c]
+        if pd.api.types.is_bool_dtype(s):
+            row[c] = [bool(s.mode().iloc[0]) if len(s.dropna()) else False]
+        elif pd.api.types.is_numeric_dtype(s):
+            row[c] = [float(s.median()) if s.notna().any() else np.nan]
+        else:
+            row[c] = [str(s.mode().iloc[0]) if s.notna().any() else ""]
+    return pd.DataFrame(row)
+
+
+def git_commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store under ``KUNDENWERT_HOME``."""
+    from kundenwert.settings import get_settings
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home = Path(get_settings().home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def log_and_register(result, X_example: pd.DataFrame, experiment: str, params: dict | None = None) -> str:
+    """Log one ``ModelResult`` as an MLflow run, save and register its model, alias it
+    ``challenger``; returns the new version. Nothing is registered if any step fails."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    bad = untrusted_types(result.model)
+    if bad:
+        raise ModelFitError(
+            f"{result.name}: the model holds types skops would not load safely: {', '.join(bad)}"
+        )
+    mlflow.set_tracking_uri(tracking_uri())
+    if mlflow.get_experiment_by_name(experiment) is None:
+        from kundenwert.settings import get_settings
+
+        artifacts = Path(get_settings().home).resolve() / "mlartifacts"
+        location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifacts.as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+    features = list(result.model.feature_names_in_)
+    example = synthetic_row(X_example, features)
+    method = PYFUNC_METHOD[result.name]
+    output = getattr(result.model, method)(example)
+    name = REGISTERED.format(result.name)
+    with mlflow.start_run(run_name=result.name) as run:
+        mlflow.set_tags(
+            {
+                "model": result.name,
+                "git_commit": git_commit(),
+                "data_fingerprint": result.data.get("data_fingerprint", ""),
+            }
+        )
+        mlflow.log_params(
+            {k: str(v)[:500] for k, v in {**result.model.get_params(), **(params or {})}.items()}
+        )
+        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)})
+        mlflow.log_dict({**result.data, "gates": result.gates, "passed": result.passed}, "training_set.json")
+        info = mlflow.sklearn.log_model(
+            result.model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=list(TRUSTED_TYPES),
+            signature=infer_signature(example, output),
+            pip_requirements=pip_requirements(),
+            pyfunc_predict_fn=method,
+        )
+        version = mlflow.register_model(info.model_uri, name, tags={"gates_passed": str(result.passed)})
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(name, "challenger", version.version)
+    client.set_model_version_tag(name, version.version, "run_id", run.info.run_id)
+    return version.version
+
+
+def model_uri(model: str, alias: str = "champion") -> str:
+    if model not in PYFUNC_METHOD:
+        raise ConfigurationError(f"unknown model {model!r}; models are: {', '.join(PYFUNC_METHOD)}")
+    return f"models:/{REGISTERED.format(model)}@{alias}"
+
+
+def describe_versions(model: str) -> list[dict]:
+    """Every registered version of a model with its aliases and its run's metrics."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    name = REGISTERED.format(model)
+    out = []
+    for found in client.search_model_versions(f"name='{name}'"):
+        v = client.get_model_version(name, found.version)  # the search leaves the aliases out
+        run = client.get_run(v.run_id) if v.run_id else None
+        out.append(
+            {
+                "version": int(v.version),
+                "aliases": list(v.aliases),
+                "metrics": dict(run.data.metrics) if run else {},
+                "gates_passed": v.tags.get("gates_passed"),
+            }
+        )
+    return sorted(out, key=lambda d: d["version"])
+
+
+def dumps_report(rows: list[dict]) -> str:
+    return json.dumps(rows, indent=2, default=float)

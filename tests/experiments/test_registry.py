@@ -1,0 +1,128 @@
+"""Models in MLflow: registered as challengers, loaded back in a fresh process with the same
+predictions, saved only with trusted types, and with no customer's data in anything logged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kundenwert.errors import ModelFitError
+from kundenwert.experiments import registry as R
+from kundenwert.training.backtest import TrainingData, train_models
+from kundenwert.training.config import MODELS, ExperimentConfig
+
+
+@pytest.fixture(scope="module")
+def logged(imported_world, tmp_path_factory):
+    frames, _ = imported_world(3_000, 5)
+    home = tmp_path_factory.mktemp("kw-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KUNDENWERT_HOME", str(home))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = ExperimentConfig.model_validate(
+        {"models": {m: {"params": {"max_iter": 30}} for m in MODELS}, "data": {"max_train_cutoffs": 2}}
+    )
+    results = train_models(frames, cfg)
+    data = TrainingData(frames, cfg)
+    ts, _ = data.table(cfg.labels.horizon, cfg.labels)
+    X = ts[[c for c in ts.columns if not c.startswith("label_")]]
+    R_X = data.response()[0]
+    versions = {n: R.log_and_register(r, R_X if n == "response" else X, "test") for n, r in results.items()}
+    yield {"results": results, "X": X, "RX": R_X, "versions": versions, "home": home, "frames": frames}
+    mp.undo()
+
+
+def test_every_model_is_a_registered_challenger(logged) -> None:
+    assert {m: str(v) for m, v in logged["versions"].items()} == {m: "1" for m in MODELS}
+    for m in MODELS:
+        (row,) = R.describe_versions(m)
+        assert row["aliases"] == ["challenger"] and row["metrics"]
+
+
+def test_a_fresh_process_loads_the_same_predictions(logged, tmp_path: Path) -> None:
+    """models:/kundenwert-<model>@challenger through mlflow.pyfunc in a new interpreter equals the
+    in-memory model (probabilities for the classifiers)."""
+    code = (
+        "import sys, json, pandas as pd, mlflow\n"
+        "mlflow.set_tracking_uri(sys.argv[1])\n"
+        "out = {}\n"
+        "for m, path in json.loads(sys.argv[2]).items():\n"
+        "    X = pd.read_parquet(path)\n"
+        "    p = mlflow.pyfunc.load_model(f'models:/kundenwert-{m}@challenger').predict(X)\n"
+        "    out[m] = pd.DataFrame(p).to_numpy().tolist()\n"
+        "print(json.dumps(out))\n"
+    )
+    paths, want = {}, {}
+    for m, r in logged["results"].items():
+        X = (logged["RX"] if m == "response" else logged["X"]).iloc[:200][list(r.model.feature_names_in_)]
+        paths[m] = str(tmp_path / f"{m}.parquet")
+        X.to_parquet(paths[m])
+        want[m] = np.asarray(getattr(r.model, R.PYFUNC_METHOD[m])(X), dtype="float64")
+    env = {
+        "KUNDENWERT_HOME": str(logged["home"]),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, R.tracking_uri(), json.dumps(paths)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for m in MODELS:
+        np.testing.assert_allclose(np.asarray(got[m]).reshape(want[m].shape), want[m], rtol=1e-12, err_msg=m)
+
+
+def test_untrusted_types_are_refused_not_pickled(logged) -> None:
+    class Sneaky:
+        pass
+
+    r = logged["results"]["churn"]
+    r.model.extra_ = Sneaky()
+    try:
+        with pytest.raises(ModelFitError, match="Sneaky"):
+            R.log_and_register(r, logged["X"], "test")
+    finally:
+        del r.model.extra_
+    assert [v["version"] for v in R.describe_versions("churn")] == [1]  # nothing registered
+
+
+def test_nothing_logged_holds_a_customer_id_or_a_rare_attribute_value(logged) -> None:
+    """Every parameter, tag and artifact (models included) of every run, searched for every
+    customer id and every custom attribute value held by fewer than 20 customers (numbers only
+    with at least 6 characters: "0.08" is also a learning rate)."""
+    import mlflow
+
+    cust = logged["frames"]["customers"]
+    needles = set(cust["customer_id"].astype(str))
+    contract = {"customer_id", "created_at", "customer_type", "birth_year", "gender", "postal_code", "region"}
+    for col in [c for c in cust.columns if c not in contract]:
+        counts = cust[col].dropna().astype(str).value_counts()
+        rare = set(counts.index[counts < 20])
+        numeric = pd.api.types.is_numeric_dtype(cust[col])
+        needles |= {v for v in rare if not numeric or len(v) >= 6}
+    needles = {n for n in needles if len(n) >= 4}  # ids here are 8 characters; no short words
+    client = mlflow.MlflowClient(R.tracking_uri())
+    texts = []
+    for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
+        texts += [json.dumps(run.data.params), json.dumps(run.data.tags)]
+        root = Path(
+            mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=R.tracking_uri())
+        )
+        texts += [p.read_bytes().decode("latin-1") for p in root.rglob("*") if p.is_file()]
+    for model in client.search_logged_models([e.experiment_id for e in client.search_experiments()]):
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location))
+        texts += [p.read_bytes().decode("latin-1") for p in root.rglob("*") if p.is_file()]
+    blob = "\n".join(texts)
+    assert len(blob) > 100_000  # the models themselves were searched ...
+    assert "days_since_last_purchase" in blob and len(needles) >= 3_000  # ... and a search finds
+    hits = [n for n in needles if n in blob]
+    assert not hits, hits[:5]
