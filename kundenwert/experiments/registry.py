@@ -181,3 +181,38 @@ def describe_versions(model: str) -> list[dict]:
 
 def dumps_report(rows: list[dict]) -> str:
     return json.dumps(rows, indent=2, default=float)
+
+
+def promote(result, version: str | int) -> dict[str, object]:
+    """Make ``version`` (the challenger just registered for ``result``) the ``champion`` when it
+    passes its gates and is not worse than the current champion on the same test data (the
+    champion is scored on the challenger's test rows). Returns the decision and its reason."""
+    import mlflow
+
+    from kundenwert.training.backtest import PRIMARY_METRIC, better_or_equal, score
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    name = REGISTERED.format(result.name)
+    metric = PRIMARY_METRIC[result.name]
+    decision: dict[str, object] = {"model": result.name, "version": int(version), "metric": metric}
+    if not result.passed:
+        failed = [g for g, v in result.gates.items() if not v["passed"]]
+        return {**decision, "promoted": False, "reason": f"gates failed: {', '.join(failed)}"}
+    new = float(result.metrics[metric])
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if current is not None and result.test is not None:
+        champion = mlflow.sklearn.load_model(f"models:/{name}/{current.version}")
+        old = float(score(result.name, champion, result.test)[metric])
+        decision.update({"champion_version": int(current.version), "champion_value": old, "value": new})
+        if not better_or_equal(metric, new, old):
+            return {
+                **decision,
+                "promoted": False,
+                "reason": f"{metric} {new:.4f} is worse than the champion's {old:.4f}",
+            }
+    client.set_registered_model_alias(name, "champion", str(version))
+    return {**decision, "value": new, "promoted": True, "reason": "gates passed, not worse than the champion"}

@@ -38,6 +38,7 @@ class ModelResult:
     metrics: dict[str, float]
     gates: dict[str, dict[str, float | bool]]
     data: dict[str, object] = field(default_factory=dict)
+    test: tuple | None = field(default=None, repr=False)  # (X, y) of the test cutoffs, not logged
 
     @property
     def passed(self) -> bool:
@@ -160,6 +161,37 @@ def _describe(
     }
 
 
+PRIMARY_METRIC = {
+    "clv": "spearman",
+    "churn": "roc_auc",
+    "winback": "roc_auc",
+    "affinity": "roc_auc_mean",
+    "response": "roc_auc",
+}
+
+
+def score(name: str, model, test: tuple[pd.DataFrame, pd.DataFrame | pd.Series]) -> dict[str, float]:
+    """The backtest metrics of a fitted ``model`` on test rows ``(X, y)`` (any version of the
+    model: the champion is scored on the challenger's test data with this too)."""
+    X, y = test
+    if name == "response":
+        pred = model.predict_frame(X)
+        return {**classification_metrics(y, pred["response"]), **qini(y, X["treated"], pred["uplift"])}
+    if name == "affinity":
+        pred = model.predict_frame(X)
+        per = {c: classification_metrics(y[c], pred[c.removeprefix("label_")]) for c in y.columns}
+        aucs = [m["roc_auc"] for m in per.values()]
+        return {
+            "roc_auc_mean": float(np.mean(aucs)),
+            "roc_auc_min": float(np.min(aucs)),
+            "brier_mean": float(np.mean([m["brier"] for m in per.values()])),
+            **{f"roc_auc_{c.removeprefix('label_affinity_')}": m["roc_auc"] for c, m in per.items()},
+        }
+    if name == "clv":
+        return value_metrics(y.to_numpy(), model.predict(X))
+    return classification_metrics(y, model.predict_proba(X)[:, 1])
+
+
 def fit_and_backtest(name: str, data: TrainingData, progress: Progress | None = None) -> ModelResult:
     """Fit one model on the training cutoffs and score it on the test cutoffs."""
     if name not in MODELS:
@@ -175,41 +207,29 @@ def fit_and_backtest(name: str, data: TrainingData, progress: Progress | None = 
         X, y, Xt, yt, split = data.response()
         say(f"fitting {name} on {len(X):,} contacts")
         model.fit(X, y)
-        pred = model.predict_frame(Xt)
-        metrics = {**classification_metrics(yt, pred["response"]), **qini(yt, Xt["treated"], pred["uplift"])}
-        described = _describe(split, len(X), float(y.mean()), list(model.feature_names_in_), data.fingerprint)
-        return ModelResult(name, model, metrics, check_gates(metrics, spec.gates), described)
-    horizon = cfg.labels.clv_horizon if name == "clv" else cfg.labels.horizon
-    ts, split = data.table(horizon, cfg.labels)
-    cut = ts.index.get_level_values("cutoff")
-    train, test = ts[cut.isin(split["train"] + split["validation"])], ts[cut.isin(split["test"])]
-    features = [c for c in ts.columns if not c.startswith("label_")]
-    if name == "affinity":
-        labels = [c for c in ts.columns if c.startswith("label_affinity_")]
-        say(f"fitting {name} ({len(labels)} categories) on {len(train):,} rows")
-        model.fit(train[features], train[labels])
-        pred = model.predict_frame(test[features])
-        per = {c: classification_metrics(test[c], pred[c.removeprefix("label_")]) for c in labels}
-        aucs = [m["roc_auc"] for m in per.values()]
-        metrics = {
-            "roc_auc_mean": float(np.mean(aucs)),
-            "roc_auc_min": float(np.min(aucs)),
-            "brier_mean": float(np.mean([m["brier"] for m in per.values()])),
-            **{f"roc_auc_{c.removeprefix('label_affinity_')}": m["roc_auc"] for c, m in per.items()},
-        }
-        rate = float(train[labels].to_numpy().mean())
+        rate = float(y.mean())
+        test = (Xt, yt)
     else:
-        label = f"label_{name}"
-        train, test = train[train[label].notna()], test[test[label].notna()]
-        say(f"fitting {name} on {len(train):,} rows")
-        model.fit(train[features], train[label])
-        if name == "clv":
-            metrics = value_metrics(test[label].to_numpy(), model.predict(test[features]))
+        horizon = cfg.labels.clv_horizon if name == "clv" else cfg.labels.horizon
+        ts, split = data.table(horizon, cfg.labels)
+        cut = ts.index.get_level_values("cutoff")
+        train, held = ts[cut.isin(split["train"] + split["validation"])], ts[cut.isin(split["test"])]
+        features = [c for c in ts.columns if not c.startswith("label_")]
+        if name == "affinity":
+            labels = [c for c in ts.columns if c.startswith("label_affinity_")]
+            say(f"fitting {name} ({len(labels)} categories) on {len(train):,} rows")
+            X, y, test = train[features], train[labels], (held[features], held[labels])
+            rate = float(y.to_numpy().mean())
         else:
-            metrics = classification_metrics(test[label], model.predict_proba(test[features])[:, 1])
-        rate = float(train[label].mean())
-    described = _describe(split, len(train), rate, features, data.fingerprint)
-    return ModelResult(name, model, metrics, check_gates(metrics, spec.gates), described)
+            label = f"label_{name}"
+            train, held = train[train[label].notna()], held[held[label].notna()]
+            say(f"fitting {name} on {len(train):,} rows")
+            X, y, test = train[features], train[label], (held[features], held[label])
+            rate = float(y.mean())
+        model.fit(X, y)
+    metrics = score(name, model, test)
+    described = _describe(split, len(X), rate, list(model.feature_names_in_), data.fingerprint)
+    return ModelResult(name, model, metrics, check_gates(metrics, spec.gates), described, test)
 
 
 def train_models(

@@ -126,3 +126,38 @@ def test_nothing_logged_holds_a_customer_id_or_a_rare_attribute_value(logged) ->
     assert "days_since_last_purchase" in blob and len(needles) >= 3_000  # ... and a search finds
     hits = [n for n in needles if n in blob]
     assert not hits, hits[:5]
+
+
+def test_promotion_needs_gates_and_no_worse_than_the_champion(logged) -> None:
+    """First version: gates pass, no champion yet -> champion. A weaker challenger (one boosting
+    round) scored against the champion on its own test rows -> stays challenger. A failing gate
+    -> stays challenger, whatever its score."""
+    from kundenwert.training.backtest import TrainingData, fit_and_backtest
+
+    frames = logged["frames"]
+    churn = logged["results"]["churn"]
+    first = R.promote(churn, 1)
+    assert first["promoted"] and set(R.describe_versions("churn")[0]["aliases"]) == {"challenger", "champion"}
+
+    weak_cfg = ExperimentConfig.model_validate(
+        {"models": {"churn": {"params": {"max_iter": 1, "max_depth": 1}}}, "data": {"max_train_cutoffs": 2}}
+    )
+    weak = fit_and_backtest("churn", TrainingData(frames, weak_cfg))
+    v2 = R.log_and_register(weak, logged["X"], "test")
+    decision = R.promote(weak, v2)
+    assert not decision["promoted"] and "worse than the champion" in decision["reason"]
+    assert decision["champion_value"] == pytest.approx(churn.metrics["roc_auc"])
+
+    strict_cfg = ExperimentConfig.model_validate(
+        {
+            "models": {"churn": {"params": {"max_iter": 30}, "gates": {"min_roc_auc": 0.999}}},
+            "data": {"max_train_cutoffs": 2},
+        }
+    )
+    failing = fit_and_backtest("churn", TrainingData(frames, strict_cfg))
+    v3 = R.log_and_register(failing, logged["X"], "test")
+    decision = R.promote(failing, v3)
+    assert not decision["promoted"] and "gates failed: min_roc_auc" in decision["reason"]
+    aliases = {row["version"]: row["aliases"] for row in R.describe_versions("churn")}
+    assert "champion" in aliases[1] and "champion" not in aliases[int(v2)] + aliases[int(v3)]
+    assert "challenger" in aliases[int(v3)]
