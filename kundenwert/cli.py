@@ -195,6 +195,117 @@ def features_cmd() -> None:
     out.print(t)
 
 
+@app.command("train")
+@friendly
+def train_cmd(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Experiment TOML (default: experiments/default.toml).")
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated: clv,churn,winback,affinity,response (default: enabled)."),
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write every metric and gate as JSON here.")] = None,
+) -> None:
+    """Train, backtest, track in MLflow, register challengers and promote champions that pass."""
+    from kundenwert.experiments.registry import tracking_uri
+    from kundenwert.training.config import load_config
+    from kundenwert.training.run import run_training
+
+    cfg = load_config(config)  # validated before any work
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    cfg.enabled(chosen)
+    t0 = time.perf_counter()
+    with err.status("training") as status:
+
+        def progress(message: str) -> None:
+            status.update(f"{message} ({time.perf_counter() - t0:.0f} s)")
+            err.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {message}", highlight=False)
+
+        results, decisions = run_training(cfg, chosen, report_path=report, progress=progress)
+    t = Table(title=f"training run ({time.perf_counter() - t0:.0f} s)")
+    for c in ("model", "rows", "metrics (test cutoffs)", "gates", "version", "champion"):
+        t.add_column(c)
+    for name, r in results.items():
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in r.metrics.items() if k in _SHOWN)
+        d = decisions[name]
+        t.add_row(
+            name,
+            f"{r.data['rows']:,}",
+            shown,
+            "passed" if r.passed else "failed",
+            str(d["version"]),
+            "yes" if d["promoted"] else f"no: {d['reason']}",
+        )
+    out.print(t)
+    uri = tracking_uri()
+    out.print(f"runs and models: {uri} (experiment {cfg.name!r})", soft_wrap=True, highlight=False)
+    out.print(f"browse them: mlflow ui --backend-store-uri {uri}", soft_wrap=True, highlight=False)
+    if report:
+        out.print(f"metrics report: {report}", soft_wrap=True, highlight=False)
+
+
+_SHOWN = (
+    "roc_auc",
+    "pr_auc",
+    "ece",
+    "lift_top_decile",
+    "spearman",
+    "mae",
+    "top20_captured",
+    "roc_auc_mean",
+    "qini_normalized",
+)
+
+
+@app.command("experiments")
+@friendly
+def experiments_cmd() -> None:
+    """Registered versions per model: aliases, gates and test metrics."""
+    from kundenwert.experiments.registry import describe_versions
+    from kundenwert.training.config import MODELS
+
+    t = Table(title="registered models")
+    for c in ("model", "version", "aliases", "gates", "metrics"):
+        t.add_column(c)
+    for model in MODELS:
+        for v in describe_versions(model):
+            metrics = ", ".join(f"{k} {x:.3f}" for k, x in v["metrics"].items() if k in _SHOWN)
+            gates = {"True": "passed", "False": "failed"}.get(str(v["gates_passed"]), "-")
+            t.add_row(
+                f"kundenwert-{model}", str(v["version"]), ", ".join(v["aliases"]) or "-", gates, metrics
+            )
+    out.print(t)
+
+
+@app.command("promote")
+@friendly
+def promote_cmd(
+    model: Annotated[str, typer.Argument(help="clv, churn, winback, affinity or response")],
+    version: Annotated[int, typer.Argument(help="The registered version to make champion.")],
+) -> None:
+    """Make a version the champion by hand; only a version whose gates passed may be."""
+    import mlflow
+
+    from kundenwert.errors import ConfigurationError
+    from kundenwert.experiments.registry import REGISTERED, describe_versions, model_uri, tracking_uri
+
+    model_uri(model)  # names the known models when this one is not
+    found = {v["version"]: v for v in describe_versions(model)}
+    if version not in found:
+        raise ConfigurationError(
+            f"kundenwert-{model} has no version {version}; versions: {sorted(found) or 'none'}"
+        )
+    if str(found[version]["gates_passed"]) != "True":
+        raise ConfigurationError(
+            f"kundenwert-{model} version {version} failed its gates and cannot be champion"
+        )
+    mlflow.MlflowClient(tracking_uri()).set_registered_model_alias(
+        REGISTERED.format(model), "champion", str(version)
+    )
+    out.print(f"kundenwert-{model} version {version} is now the champion")
+
+
 @datasets_app.command("cdnow")
 @friendly
 def cdnow_cmd(

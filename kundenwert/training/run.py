@@ -1,0 +1,39 @@
+"""One training run: every chosen model fitted and backtested first, then logged, registered and
+promoted. Nothing reaches the registry unless every model trained: a failure on the way leaves
+the registry (and every champion) as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kundenwert.training.backtest import ModelResult, Progress, report, train_models
+from kundenwert.training.config import ExperimentConfig
+
+
+def run_training(
+    config: ExperimentConfig,
+    models: list[str] | None = None,
+    store=None,
+    report_path: str | Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, ModelResult], dict[str, dict]]:
+    """Train, backtest, log, register and promote; the results and the promotion decisions."""
+    from kundenwert.experiments.registry import log_and_register, promote
+    from kundenwert.features.snapshot import load_frames
+    from kundenwert.features.store import Store
+
+    say = progress or (lambda _msg: None)
+    names = config.enabled(models)  # refuses unknown names before any work
+    say("reading the store")
+    frames = load_frames(store or Store())
+    results = train_models(frames, config, names, progress)
+    decisions = {}
+    for name, result in results.items():
+        say(f"logging and registering {name}")
+        version = log_and_register(result, result.test[0], config.name)
+        decisions[name] = promote(result, version)
+    if report_path is not None:
+        path = Path(report_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report(results))
+    return results, decisions
