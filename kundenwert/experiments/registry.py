@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -98,23 +100,50 @@ def tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
+@contextmanager
+def _tracking() -> Iterator[str]:
+    """MLflow pointed at ``tracking_uri()`` for a block. ``mlflow.set_tracking_uri`` also writes
+    ``MLFLOW_TRACKING_URI`` into the environment, where it would pass for the user's choice in
+    every later call (and send artifacts to ./mlruns): the variable is put back afterwards."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def log_and_register(result, X_example: pd.DataFrame, experiment: str, params: dict | None = None) -> str:
     """Log one ``ModelResult`` as an MLflow run, save and register its model, alias it
     ``challenger``; returns the new version. Nothing is registered if any step fails."""
-    import mlflow
-    from mlflow.models import infer_signature
 
     bad = untrusted_types(result.model)
     if bad:
         raise ModelFitError(
             f"{result.name}: the model holds types skops would not load safely: {', '.join(bad)}"
         )
-    mlflow.set_tracking_uri(tracking_uri())
+    user_uri = bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    with _tracking():
+        return _log_and_register(result, X_example, experiment, params, user_uri)
+
+
+def _log_and_register(
+    result, X_example: pd.DataFrame, experiment: str, params: dict | None, user_uri: bool
+) -> str:
+    import mlflow
+    from mlflow.models import infer_signature
+
     if mlflow.get_experiment_by_name(experiment) is None:
         from kundenwert.settings import get_settings
 
         artifacts = Path(get_settings().home).resolve() / "mlartifacts"
-        location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifacts.as_uri()
+        location = None if user_uri else artifacts.as_uri()
         mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     features = list(result.model.feature_names_in_)
@@ -161,8 +190,7 @@ def describe_versions(model: str) -> list[dict]:
     """Every registered version of a model with its aliases and its run's metrics."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri())
     name = REGISTERED.format(model)
     out = []
     for found in client.search_model_versions(f"name='{name}'"):
@@ -187,11 +215,15 @@ def promote(result, version: str | int) -> dict[str, object]:
     """Make ``version`` (the challenger just registered for ``result``) the ``champion`` when it
     passes its gates and is not worse than the current champion on the same test data (the
     champion is scored on the challenger's test rows). Returns the decision and its reason."""
+    with _tracking():
+        return _promote(result, version)
+
+
+def _promote(result, version: str | int) -> dict[str, object]:
     import mlflow
 
     from kundenwert.training.backtest import PRIMARY_METRIC, better_or_equal, score
 
-    mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()
     name = REGISTERED.format(result.name)
     metric = PRIMARY_METRIC[result.name]

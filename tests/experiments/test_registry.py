@@ -39,6 +39,15 @@ def logged(imported_world, tmp_path_factory):
 
 
 def test_every_model_is_a_registered_challenger(logged) -> None:
+    import os
+
+    import mlflow
+
+    # MLflow writes MLFLOW_TRACKING_URI into the environment; left there it would redirect every
+    # later run. Artifacts stay under KUNDENWERT_HOME.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    exp = mlflow.MlflowClient(R.tracking_uri()).get_experiment_by_name("test")
+    assert exp.artifact_location == (logged["home"].resolve() / "mlartifacts").as_uri()
     assert {m: str(v) for m, v in logged["versions"].items()} == {m: "1" for m in MODELS}
     for m in MODELS:
         (row,) = R.describe_versions(m)
