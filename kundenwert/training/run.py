@@ -1,6 +1,7 @@
 """One training run: every chosen model fitted and backtested first, then logged, registered and
-promoted. Nothing reaches the registry unless every model trained: a failure on the way leaves
-the registry (and every champion) as it was."""
+promoted. Nothing reaches the registry unless every model trained: a failure while training
+leaves the registry (and every champion) as it was. (A failure of MLflow itself while registering
+model k leaves models 1..k-1 registered and, where they won, promoted: each is complete.)"""
 
 from __future__ import annotations
 
