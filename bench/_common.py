@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def peak_rss_gb() -> float:
@@ -38,3 +41,24 @@ def run_child(code: str) -> dict:
     """Run a benchmark in a fresh interpreter (its peak memory is its own); it prints one JSON line."""
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(done.stdout)
+
+
+def world_store(customers: int, db: str | None, prefix: str, seed: int = 2) -> Path:
+    """``db`` when given, else a new sample world imported into SQLite (through the CLI, as a user
+    would), returned as the database file."""
+    if db:
+        return Path(db)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    path = work / "kw.db"
+    cmd = [sys.executable, "-m", "kundenwert.cli"]
+    world = str(work / "world")
+    subprocess.run(
+        [*cmd, "sample", world, "-n", str(customers), "--seed", str(seed)], check=True, capture_output=True
+    )
+    subprocess.run(
+        [*cmd, "import", world, "--mode", "replace"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "KUNDENWERT_DATABASE_URL": f"sqlite:///{path}"},
+    )
+    return path

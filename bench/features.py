@@ -12,10 +12,7 @@ conservative. Reported: the snapshot from the store (read + compute) and compute
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import peak_rss_gb, table, timed  # noqa: E402
+from _common import peak_rss_gb, table, timed, world_store  # noqa: E402
 
 SQL = """
 WITH tx AS (
@@ -71,23 +68,7 @@ def main() -> None:
     from kundenwert.features.snapshot import load_frames, snapshot
     from kundenwert.features.store import Store
 
-    if args.db:
-        db = Path(args.db)
-    else:
-        work = Path(tempfile.mkdtemp(prefix="kw-bench-features-"))
-        db = work / "kw.db"
-        env_cmd = [sys.executable, "-m", "kundenwert.cli"]
-        subprocess.run(
-            [*env_cmd, "sample", str(work / "world"), "-n", str(args.customers), "--seed", "2"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [*env_cmd, "import", str(work / "world"), "--mode", "replace"],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "KUNDENWERT_DATABASE_URL": f"sqlite:///{db}"},
-        )
+    db = world_store(args.customers, args.db, "kw-bench-features-")
     store = Store(f"sqlite:///{db}")
     cutoff = pd.Timestamp(args.cutoff, tz="UTC")
 

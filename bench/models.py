@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import peak_rss_gb, table  # noqa: E402
+from _common import peak_rss_gb, table, world_store  # noqa: E402
 
 CUTOFF = pd.Timestamp("2024-12-01", tz="UTC")  # 365 days of CLV label before the world ends
 
@@ -28,26 +26,6 @@ def _clock(fn):
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
-
-
-def _world_store(args) -> Path:
-    if args.db:
-        return Path(args.db)
-    work = Path(tempfile.mkdtemp(prefix="kw-bench-models-"))
-    db = work / "kw.db"
-    cmd = [sys.executable, "-m", "kundenwert.cli"]
-    subprocess.run(
-        [*cmd, "sample", str(work / "world"), "-n", str(args.customers), "--seed", "2"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [*cmd, "import", str(work / "world"), "--mode", "replace"],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "KUNDENWERT_DATABASE_URL": f"sqlite:///{db}"},
-    )
-    return db
 
 
 def models_on_the_world(db: Path) -> list[list[object]]:
@@ -147,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
-    rows = models_on_the_world(_world_store(args))
+    rows = models_on_the_world(world_store(args.customers, args.db, "kw-bench-models-"))
     print(table(["model", "rows", "fit", "predict", "rows/s predicted"], rows))
     print(f"\nsnapshot at {CUTOFF:%Y-%m-%d}; peak memory so far {peak_rss_gb():.2f} GB")
     if args.btyd_customers:

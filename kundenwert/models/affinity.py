@@ -9,16 +9,12 @@ age group Y" in one call.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
-from kundenwert.models.tabular import CalibratedGBMClassifier
+from kundenwert.models.tabular import BoostedSnapshotModel, CalibratedGBMClassifier
 
 PREFIXES = ("label_affinity_", "affinity_")
 
@@ -30,7 +26,7 @@ def _category(column: str) -> str:
     raise ValueError(f"{column!r} is not an affinity label (affinity_<category>)")
 
 
-class AffinityModel(BaseEstimator):
+class AffinityModel(BoostedSnapshotModel):
     """P(buys the category in the horizon), one booster per category.
 
     ``fit(X, Y)``: ``Y`` holds one 0/1 column per category named ``affinity_<category>`` (or
@@ -38,16 +34,6 @@ class AffinityModel(BaseEstimator):
     indexed like ``X``. ``calibration`` as in ``CalibratedGBMClassifier`` (``none`` by default:
     the boosters' log-loss probabilities are close to calibrated and six calibrations cost 4x).
     """
-
-    _parameter_constraints: dict = {
-        "calibration": [StrOptions({"isotonic", "sigmoid", "none"})],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
-        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
-        "exclude": [tuple, list],
-        "random_state": [Interval(Integral, 0, None, closed="left")],
-    }
 
     def __init__(
         self,
@@ -79,15 +65,7 @@ class AffinityModel(BaseEstimator):
             y = Y[col].to_numpy(dtype="float64")
             if np.nanmin(y) == np.nanmax(y):
                 raise ModelFitError(f"category {cat!r}: every customer has the same label {np.nanmin(y):g}")
-            self.models_[cat] = CalibratedGBMClassifier(
-                calibration=self.calibration,
-                max_iter=self.max_iter,
-                learning_rate=self.learning_rate,
-                max_depth=self.max_depth,
-                min_samples_leaf=self.min_samples_leaf,
-                exclude=self.exclude,
-                random_state=self.random_state,
-            ).fit(X, y)
+            self.models_[cat] = self._classifier().fit(X, y)
         first = next(iter(self.models_.values()))
         self.feature_names_in_ = first.feature_names_in_
         self.n_features_in_ = first.n_features_in_

@@ -9,36 +9,23 @@ lower either part (monotonic constraints), so never the prediction.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
 from kundenwert.models.metrics import value_metrics
-from kundenwert.models.tabular import CalibratedGBMClassifier, _fit
+from kundenwert.models.tabular import BoostedSnapshotModel, _fit
 
 
 def _more_purchases(columns) -> dict[str, int]:
     return {c: 1 for c in columns if c == "frequency" or str(c).startswith("purchase_days_")}
 
 
-class CLVModel(RegressorMixin, BaseEstimator):
+class CLVModel(RegressorMixin, BoostedSnapshotModel):
     """Discounted value over the label's horizon (``labels_at``'s ``clv``), from a snapshot."""
-
-    _parameter_constraints: dict = {
-        "calibration": [StrOptions({"isotonic", "sigmoid", "none"})],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
-        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
-        "exclude": [tuple, list],
-        "random_state": [Interval(Integral, 0, None, closed="left")],
-    }
 
     def __init__(
         self,
@@ -70,16 +57,7 @@ class CLVModel(RegressorMixin, BaseEstimator):
             raise ModelFitError(
                 f"only {int(buys.sum())} customers bring value in the horizon; need at least 20"
             )
-        self.buy_ = CalibratedGBMClassifier(
-            monotonic=_more_purchases(X.columns),
-            exclude=self.exclude,
-            calibration=self.calibration,
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf,
-            random_state=self.random_state,
-        ).fit(X, buys.astype("float64"))
+        self.buy_ = self._classifier(monotonic=_more_purchases(X.columns)).fit(X, buys.astype("float64"))
         self.encoder_ = self.buy_.encoder_
         names = list(self.encoder_.feature_names_in_)
         monotonic = _more_purchases(names)

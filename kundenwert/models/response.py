@@ -11,15 +11,11 @@ an uplift ranking finds the customers a contact actually moves.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from kundenwert.models.tabular import CalibratedGBMClassifier
+from kundenwert.models.tabular import BoostedSnapshotModel
 
 CONTACT_COLUMNS = ("channel", "action_id", "treated")
 
@@ -43,18 +39,8 @@ def response_rows(snapshot: pd.DataFrame, contacts: pd.DataFrame) -> tuple[pd.Da
     return X, pd.Series(known["responded"].to_numpy(dtype="float64"), index=X.index, name="responded")
 
 
-class ResponseModel(BaseEstimator):
+class ResponseModel(BoostedSnapshotModel):
     """Response propensity per contact (channel, action, arm) and the uplift of contacting."""
-
-    _parameter_constraints: dict = {
-        "calibration": [StrOptions({"isotonic", "sigmoid", "none"})],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
-        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
-        "exclude": [tuple, list],
-        "random_state": [Interval(Integral, 0, None, closed="left")],
-    }
 
     def __init__(
         self,
@@ -79,15 +65,7 @@ class ResponseModel(BaseEstimator):
         missing = [c for c in CONTACT_COLUMNS if c not in X.columns]
         if missing:
             raise ValueError(f"response rows need column(s) {', '.join(missing)} (see response_rows)")
-        self.model_ = CalibratedGBMClassifier(
-            exclude=self.exclude,
-            calibration=self.calibration,
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf,
-            random_state=self.random_state,
-        ).fit(X, y)
+        self.model_ = self._classifier().fit(X, y)
         self.feature_names_in_ = self.model_.feature_names_in_
         self.n_features_in_ = self.model_.n_features_in_
         # The booster and encoder, for reasons (explain) like every tree model.

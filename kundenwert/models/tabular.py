@@ -242,6 +242,31 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         return pd.DataFrame({name: self.predict_proba(X)[:, 1]}, index=X.index)
 
 
+# The hyperparameters a model built of CalibratedGBMClassifiers passes on to them.
+BOOSTED_PARAMS = (
+    "calibration",
+    "max_iter",
+    "learning_rate",
+    "max_depth",
+    "min_samples_leaf",
+    "exclude",
+    "random_state",
+)
+
+
+class BoostedSnapshotModel(BaseEstimator):
+    """Base of the models made of ``CalibratedGBMClassifier``s (CLV, affinity, response): the
+    constraints of the hyperparameters they share and the classifier those configure. Each
+    subclass keeps its own ``__init__`` (scikit-learn reads the defaults from it; they differ)."""
+
+    _parameter_constraints: dict = {
+        k: CalibratedGBMClassifier._parameter_constraints[k] for k in BOOSTED_PARAMS
+    }
+
+    def _classifier(self, **overrides) -> CalibratedGBMClassifier:
+        return CalibratedGBMClassifier(**{k: getattr(self, k) for k in BOOSTED_PARAMS}, **overrides)
+
+
 class ChurnModel(CalibratedGBMClassifier):
     """P(no purchase in the horizon) of an active customer. Monotone: a longer time since the
     last purchase and more open complaints never lower the risk."""
