@@ -164,6 +164,9 @@ def _log_and_register(
         )
         mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)})
         mlflow.log_dict({**result.data, "gates": result.gates, "passed": result.passed}, "training_set.json")
+        _log_datasets(result, example)
+        if result.test is not None:
+            _log_plots(result)
         info = mlflow.sklearn.log_model(
             result.model,
             name="model",
@@ -178,6 +181,49 @@ def _log_and_register(
     client.set_registered_model_alias(name, "challenger", version.version)
     client.set_model_version_tag(name, version.version, "run_id", run.info.run_id)
     return version.version
+
+
+def _log_datasets(result, example: pd.DataFrame) -> None:
+    """The training and test sets as MLflow dataset inputs: name, digest (the data fingerprint),
+    schema and the description as tags; metadata only, no rows (``MetaDataset``)."""
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.models import infer_signature
+
+    data = result.data
+    schema = infer_signature(example).inputs
+    parts = {"training": (data.get("rows"), data.get("label_rate"), ("train", "validation"))}
+    if result.test is not None:
+        y = result.test[1]
+        rate = float(np.asarray(y, dtype="float64").mean()) if result.name != "clv" else None
+        parts["test"] = (len(result.test[0]), rate, ("test",))
+    fingerprint = str(data.get("data_fingerprint", ""))
+    for context, (rows, rate, which) in parts.items():
+        cutoffs = [c for w in which for c in data.get("cutoffs", {}).get(w, [])]
+        source = CodeDatasetSource({"kundenwert": "snapshot training set", "data_fingerprint": fingerprint})
+        dataset = MetaDataset(
+            source, name=f"{result.name}-{context}", digest=f"{fingerprint}-{context}"[:36], schema=schema
+        )
+        tags = {"rows": str(rows), "cutoffs": ",".join(cutoffs)}
+        if rate is not None:
+            tags["label_rate"] = f"{rate:.6f}"
+        mlflow.log_input(dataset, context=context, tags=tags)
+
+
+def _log_plots(result) -> None:
+    """The diagnostic plots (PNG) and the aggregates they draw (JSON) under ``plots/``."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from kundenwert.experiments.plots import model_plots
+
+    for plot in model_plots(result.name, result.model, result.test):
+        try:
+            mlflow.log_figure(plot.figure, f"plots/{plot.name}.png")
+            mlflow.log_dict(plot.data, f"plots/{plot.name}.json")
+        finally:
+            plt.close(plot.figure)
 
 
 def model_uri(model: str, alias: str = "champion") -> str:

@@ -51,19 +51,63 @@ def test_every_model_is_a_registered_challenger(logged) -> None:
     assert {m: str(v) for m, v in logged["versions"].items()} == {m: "1" for m in MODELS}
     for m in MODELS:
         (row,) = R.describe_versions(m)
-        assert row["aliases"] == ["challenger"] and row["metrics"]
+        assert "challenger" in row["aliases"] and row["metrics"]
+
+
+PLOTS = {
+    "clv": {"clv_by_frequency", "gains_lift", "shap_summary"},
+    "affinity": {
+        "roc",
+        "precision_recall",
+        "calibration",
+        "gains_lift",
+        "shap_summary",
+        "affinity_by_age_group",
+    },
+    "response": {"roc", "precision_recall", "calibration", "gains_lift", "shap_summary", "qini"},
+}
+CURVES = {"roc", "precision_recall", "calibration", "gains_lift", "shap_summary"}
+
+
+def test_every_run_logs_its_plots_and_its_data_sets(logged) -> None:
+    """Each run has its diagnostic plots (PNG and the JSON they draw) and the training and test
+    sets as MLflow dataset inputs (digest = data fingerprint, rows and cutoffs as tags)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(R.tracking_uri())
+    exp = client.get_experiment_by_name("test")
+    runs = {r.data.tags["model"]: r for r in client.search_runs([exp.experiment_id])}
+    for m, result in logged["results"].items():
+        run = runs[m]
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        want = PLOTS.get(m, CURVES)
+        assert files == {f"plots/{p}.{ext}" for p in want for ext in ("png", "json")}, m
+        png = Path(
+            mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="plots/gains_lift.png")
+        )
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+        assert set(inputs) == {f"{m}-training", f"{m}-test"}, m
+        train, test = inputs[f"{m}-training"], inputs[f"{m}-test"]
+        assert train.dataset.digest.startswith(result.data["data_fingerprint"])
+        tags = {t.key: t.value for t in train.tags}
+        assert tags["rows"] == str(result.data["rows"]) and tags["mlflow.data.context"] == "training"
+        assert int({t.key: t.value for t in test.tags}["rows"]) == len(result.test[0])
+        assert "days_since_last_purchase" in train.dataset.schema
 
 
 def test_a_fresh_process_loads_the_same_predictions(logged, tmp_path: Path) -> None:
-    """models:/kundenwert-<model>@challenger through mlflow.pyfunc in a new interpreter equals the
+    """models:/kundenwert-<model>@champion through mlflow.pyfunc in a new interpreter equals the
     in-memory model (probabilities for the classifiers)."""
+    for m, r in logged["results"].items():
+        assert R.promote(r, logged["versions"][m])["promoted"], m  # first versions: gates pass
     code = (
         "import sys, json, pandas as pd, mlflow\n"
         "mlflow.set_tracking_uri(sys.argv[1])\n"
         "out = {}\n"
         "for m, path in json.loads(sys.argv[2]).items():\n"
         "    X = pd.read_parquet(path)\n"
-        "    p = mlflow.pyfunc.load_model(f'models:/kundenwert-{m}@challenger').predict(X)\n"
+        "    p = mlflow.pyfunc.load_model(f'models:/kundenwert-{m}@champion').predict(X)\n"
         "    out[m] = pd.DataFrame(p).to_numpy().tolist()\n"
         "print(json.dumps(out))\n"
     )
