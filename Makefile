@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Main job: a 20,000-customer sample world, imported into SQLite, summarised.
+## Main job: a 20,000-customer sample world, imported into SQLite, summarised, every model
+## trained, backtested, tracked in MLflow (var/mlflow.db) and promoted where it passes its gates.
 run: $(STAMP)
 	$(VENV)/bin/kundenwert sample var/sample --customers 20000 --seed 1
 	$(VENV)/bin/kundenwert import var/sample --mode replace
 	$(VENV)/bin/kundenwert summary
+	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/kundenwert train --report var/train-report.json
 
 ## PostgreSQL server binaries for the store tests (the tests start a private cluster).
 postgres:
@@ -32,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/import.py
 	$(PY) bench/features.py
 	$(PY) bench/models.py
+	$(PY) bench/train.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kundenwert tests bench

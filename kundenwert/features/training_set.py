@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from kundenwert.features.labels import LabelConfig, labels_at
-from kundenwert.features.snapshot import SnapshotConfig, prepare, snapshot, spec_for
+from kundenwert.features.snapshot import SnapshotConfig, SnapshotSpec, prepare, snapshot, spec_for
 
 DAY = pd.Timedelta(days=1)
 
@@ -79,9 +79,13 @@ def build_training_set(
     *,
     shards: int = 1,
     jobs: int = 1,
+    spec: SnapshotSpec | None = None,
 ) -> pd.DataFrame:
-    """Features and labels per (cutoff, customer_id), for every customer known at each cutoff."""
-    spec = spec_for(frames, snapshot_config)
+    """Features and labels per (cutoff, customer_id), for every customer known at each cutoff.
+
+    ``spec`` (default ``spec_for(frames, snapshot_config)``): give the spec of the whole store when
+    ``frames`` hold only some customers, so that their features are the ones they have there."""
+    spec = spec or spec_for(frames, snapshot_config)
     prepared = prepare(frames, spec)  # codes and sorting once for every cutoff
     parts = []
     for t in sorted(cutoffs):

@@ -20,7 +20,7 @@ import pandas as pd
 
 from kundenwert.errors import ConfigurationError
 from kundenwert.features.labels import LabelConfig, response_labels
-from kundenwert.features.snapshot import prepare, snapshot, spec_for
+from kundenwert.features.snapshot import spec_for
 from kundenwert.features.training_set import build_training_set, rolling_cutoffs, time_split
 from kundenwert.models.metrics import classification_metrics, value_metrics
 from kundenwert.models.response import qini, response_rows
@@ -61,12 +61,16 @@ def better_or_equal(metric: str, new: float, old: float) -> bool:
     return new <= old if metric in LOWER_IS_BETTER else new >= old
 
 
+def _hashed(ids, seed: int) -> np.ndarray:
+    """A stable pseudo-random number per customer id (the same id, the same number, every run)."""
+    return pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"{seed:016d}"[:16])
+
+
 def _sample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
     """At most ``limit`` customers per cutoff, chosen by a stable hash of (seed, customer_id)."""
     if not limit:
         return frame
-    ids = frame.index.get_level_values("customer_id")
-    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"{seed:016d}"[:16])
+    h = _hashed(frame.index.get_level_values("customer_id"), seed)
     rank = pd.Series(h, index=frame.index).groupby(level="cutoff").rank(method="first")
     return frame[(rank <= limit).to_numpy()]
 
@@ -94,7 +98,6 @@ class TrainingData:
             raise ConfigurationError("the store has no purchases: import data before training")
         self.first, self.last = purchases["purchased_at"].min(), purchases["purchased_at"].max()
         self.spec = spec_for(frames, config.snapshot)
-        self._prepared = None
         self._sets: dict[int, tuple[pd.DataFrame, dict]] = {}
         self.fingerprint = _fingerprint(frames)
 
@@ -116,6 +119,28 @@ class TrainingData:
         split["train"] = split["train"][-cfg.data.max_train_cutoffs :]
         return split
 
+    def _customers_of(self, cutoffs: list[pd.Timestamp]) -> dict[str, pd.DataFrame]:
+        """The frames cut down to the customers ``_sample`` can choose at any of ``cutoffs`` (at
+        each, the ``limit`` smallest hashes among the customers registered before it). Features
+        and labels are per customer, so the sampled rows are the same as from every customer,
+        while snapshots and labels are computed for a fraction of them."""
+        limit, seed = self.config.data.max_customers_per_cutoff, self.config.data.seed
+        customers = self.frames["customers"]
+        if not limit or len(customers) <= limit:
+            return self.frames
+        ids = customers["customer_id"].to_numpy()
+        order = np.argsort(_hashed(ids, seed), kind="stable")
+        created = customers["created_at"].iloc[order]
+        keep = np.zeros(len(ids), dtype=bool)
+        for t in cutoffs:
+            known = np.flatnonzero((created < t).to_numpy())
+            keep[order[known[:limit]]] = True
+        chosen = pd.Index(ids[keep])
+        return {
+            name: df[df["customer_id"].isin(chosen)] if "customer_id" in df.columns else df
+            for name, df in self.frames.items()
+        }
+
     def table(self, horizon: int, labels: LabelConfig) -> tuple[pd.DataFrame, dict[str, list[pd.Timestamp]]]:
         """Features and labels at every cutoff of this horizon (sampled per the config)."""
         if horizon not in self._sets:
@@ -124,7 +149,9 @@ class TrainingData:
                 f"building the training set for {horizon}-day labels ({sum(map(len, split.values()))} cutoffs)"
             )
             wanted = split["train"] + split["validation"] + split["test"]
-            ts = build_training_set(self.frames, wanted, self.config.snapshot, labels)
+            ts = build_training_set(
+                self._customers_of(wanted), wanted, self.config.snapshot, labels, spec=self.spec
+            )
             self._sets[horizon] = (
                 _sample(ts, self.config.data.max_customers_per_cutoff, self.config.data.seed),
                 split,
@@ -132,16 +159,16 @@ class TrainingData:
         return self._sets[horizon]
 
     def response(self) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series, dict]:
-        """Contact rows with the snapshot at their cutoff: training and test."""
+        """Contact rows with the snapshot at their cutoff: training and test. The snapshots are
+        the features of the (sampled) training set of the same horizon."""
         cfg = self.config
-        split = self.cutoffs(cfg.labels.horizon)
-        if self._prepared is None:
-            self._prepared = prepare(self.frames, self.spec)
+        ts, split = self.table(cfg.labels.horizon, cfg.labels)
+        features = [c for c in ts.columns if not c.startswith("label_")]
         parts = {}
         for part, cuts in (("train", split["train"] + split["validation"]), ("test", split["test"])):
             xs, ys = [], []
             for t in cuts:
-                snap = snapshot(self._prepared, t, spec=self.spec)
+                snap = ts.xs(t, level="cutoff")[features]
                 x, y = response_rows(snap, response_labels(self.frames["contacts"], t, cfg.labels))
                 xs.append(x)
                 ys.append(y)

@@ -64,10 +64,17 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_train_cutoffs: int = Field(6, ge=1, description="latest training cutoffs used")
-    max_customers_per_cutoff: int | None = Field(
-        None, ge=100, description="sample this many customers per cutoff (stable hash); none: all"
+    max_customers_per_cutoff: int = Field(
+        15_000, ge=0, description="sample this many customers per cutoff (stable hash); 0: all"
     )
     seed: int = Field(0, description="random seed of the models and the sampling")
+
+    @field_validator("max_customers_per_cutoff")
+    @classmethod
+    def _enough_customers(cls, v: int) -> int:
+        if 0 < v < 100:
+            raise ValueError("sample at least 100 customers per cutoff, or 0 for all of them")
+        return v
 
 
 class ExperimentConfig(BaseModel):

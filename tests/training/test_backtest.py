@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kundenwert.errors import ConfigurationError
@@ -65,6 +66,21 @@ def test_sampling_bounds_customers_per_cutoff_stably(frames) -> None:
         cfg.labels.horizon, cfg.labels
     )
     assert ts.index.equals(again.index)
+    # built from the sampled customers only, the rows equal those of every customer, sampled
+    from kundenwert.features.training_set import build_training_set
+    from kundenwert.training.backtest import _sample
+
+    split = data.cutoffs(cfg.labels.horizon)
+    wanted = split["train"] + split["validation"] + split["test"]
+    assert len(data._customers_of(wanted)["customers"]) < len(frames["customers"])
+    full = build_training_set(frames, wanted, cfg.snapshot, cfg.labels)
+    pd.testing.assert_frame_equal(ts, _sample(full, 500, 3))
+    # the response rows of a cutoff come from the same sampled customers
+    X, _y, Xt, _yt, split = data.response()
+    (test_cutoff,) = split["test"]
+    chosen = set(ts.xs(test_cutoff, level="cutoff").index)
+    assert set(Xt.index.get_level_values("customer_id")) <= chosen
+    assert len(set(Xt.index.get_level_values("customer_id"))) > 50
 
 
 def test_gates_and_comparisons() -> None:

@@ -20,6 +20,7 @@ def test_the_default_file_is_the_default_config() -> None:
     cfg = load_config()
     assert DEFAULT_CONFIG.exists() and cfg.enabled() == list(MODELS)
     assert cfg.labels.horizon == 90 and cfg.split.step_days == 30
+    assert cfg.data.max_customers_per_cutoff == 15_000 == ExperimentConfig().data.max_customers_per_cutoff
     assert cfg.model("churn").gates == {"min_roc_auc": 0.65, "max_ece": 0.05}
     # An empty file is valid too: every key has a default.
     assert ExperimentConfig().snapshot == cfg.snapshot
@@ -38,6 +39,7 @@ def test_the_default_file_is_the_default_config() -> None:
         ("[models.clv]\ngates = { min_roc_auc = 0.7 }\n", "models.clv.gates.min_roc_auc"),
         ("[models.churn]\ngates = { best_roc_auc = 0.7 }\n", "models.churn.gates.best_roc_auc"),
         ("[data]\nmax_train_cutoffs = 0\n", "data.max_train_cutoffs"),
+        ("[data]\nmax_customers_per_cutoff = 50\n", "data.max_customers_per_cutoff"),
         ("[surprise]\nx = 1\n", "surprise"),
     ],
 )
