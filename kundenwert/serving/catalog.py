@@ -1,0 +1,256 @@
+"""The action catalog: what kundenwert may suggest, through which channels, at what cost, to whom,
+and how often. A TOML file validated by pydantic before anything is served; ``actions/default.toml``
+fits the sample world.
+
+Each action has a ``value`` formula (and a ``propensity`` formula, by default the response model's
+probability for that action and channel) over the model outputs of a customer and the action's own
+``params``: ``"clv * churn * save_rate"``. Formulas are parsed once, allow only numbers, names, the
+four arithmetic operators and ``min``/``max``, and are evaluated on whole columns at once.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kundenwert.errors import ConfigurationError
+from kundenwert.features.contract import MARKETING_CHANNELS
+
+DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "actions" / "default.toml"
+
+KINDS = ("cross_sell", "retention", "win_back", "upsell", "service_follow_up", "newsletter")
+STATUSES = ("active", "lapsed", "new")
+CUSTOMER_TYPES = ("consumer", "business", "retailer")
+
+# Names a formula may use besides the action's params: per-customer model outputs and facts
+# (``affinity_<category>`` and ``margin_<category>`` for every category of the store).
+SCORE_NAMES = ("clv", "p_alive", "churn", "winback", "response", "uplift", "monetary_value", "frequency")
+PER_CATEGORY = ("affinity_", "margin_")
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_FUNCS = {"min": np.minimum, "max": np.maximum}
+
+
+class Formula:
+    """An arithmetic formula over named columns, checked when parsed, evaluated vectorised."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        try:
+            self._tree = ast.parse(text, mode="eval")
+        except SyntaxError as exc:
+            raise ValueError(f"cannot parse formula {text!r}: {exc.msg}") from None
+        self.names: set[str] = set()
+        self._check(self._tree.body)
+
+    def _check(self, node: ast.AST) -> None:
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            self._check(node.left)
+            self._check(node.right)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            self._check(node.operand)
+        elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            pass
+        elif isinstance(node, ast.Name):
+            self.names.add(node.id)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _FUNCS
+            and len(node.args) == 2
+            and not node.keywords
+        ):
+            for arg in node.args:
+                self._check(arg)
+        else:
+            what = ast.unparse(node) if hasattr(ast, "unparse") else type(node).__name__
+            raise ValueError(
+                f"formula {self.text!r}: {what!r} is not allowed (numbers, names, + - * /, min(a, b), max(a, b))"
+            )
+
+    def __call__(self, values: dict[str, object]) -> np.ndarray:
+        return np.asarray(self._eval(self._tree.body, values), dtype="float64")
+
+    def _eval(self, node: ast.AST, values: dict[str, object]):
+        if isinstance(node, ast.BinOp):
+            return _BINARY[type(node.op)](self._eval(node.left, values), self._eval(node.right, values))
+        if isinstance(node, ast.UnaryOp):
+            return -self._eval(node.operand, values)
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return values[node.id]
+        a, b = (self._eval(arg, values) for arg in node.args)
+        return _FUNCS[node.func.id](a, b)
+
+    def __repr__(self) -> str:
+        return f"Formula({self.text!r})"
+
+
+class ChannelPolicy(BaseModel):
+    """How often one channel may carry a contact to the same customer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_contacts_7d: int | None = Field(None, ge=0, description="outbound contacts in the last 7 days")
+    max_contacts_30d: int | None = Field(None, ge=0, description="outbound contacts in the last 30 days")
+    min_days_between: float | None = Field(None, ge=0, description="days since the last outbound contact")
+    suppress_after_ignored: int | None = Field(
+        None, ge=1, description="stop offering an action after this many ignored contacts of it in a row"
+    )
+
+
+class Eligibility(BaseModel):
+    """Who may get an action."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: tuple[Literal["active", "lapsed", "new"], ...] = STATUSES
+    customer_types: tuple[Literal["consumer", "business", "retailer"], ...] = CUSTOMER_TYPES
+    complaint: Literal["any", "required", "forbidden"] = "any"  # an open complaint
+    scores: dict[str, tuple[float | None, float | None]] = Field(
+        default_factory=dict, description="score name -> [min, max] (either may be omitted as none)"
+    )
+
+
+class Action(BaseModel):
+    """One thing kundenwert may suggest."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")
+    kind: Literal["cross_sell", "retention", "win_back", "upsell", "service_follow_up", "newsletter"]
+    title: str = Field(min_length=1, description="what sales and marketing read")
+    category: str | None = None
+    channels: dict[str, float] = Field(description="channel -> cost of one contact")
+    value: str = Field(description="expected value if the customer responds (formula)")
+    propensity: str = Field("response", description="probability of a response (formula)")
+    params: dict[str, float] = Field(default_factory=dict)
+    lever: float = Field(1.0, ge=0, description="business priority: multiplies the expected value")
+    control_share: float = Field(0.1, ge=0, lt=1, description="share held out to measure the effect")
+    eligibility: Eligibility = Eligibility()
+    policy: dict[str, ChannelPolicy] = Field(
+        default_factory=dict, description="per channel, over the default"
+    )
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("name at least one channel")
+        for ch, cost in v.items():
+            if ch not in MARKETING_CHANNELS:
+                raise ValueError(f"unknown channel {ch!r}; channels are {', '.join(MARKETING_CHANNELS)}")
+            if not np.isfinite(cost) or cost < 0:
+                raise ValueError(f"cost of {ch} must be a number >= 0, not {cost}")
+        return v
+
+    @model_validator(mode="after")
+    def _formulas(self) -> Action:
+        for name in ("value", "propensity"):
+            Formula(getattr(self, name))  # raises with the formula named
+        unknown = set(self.policy) - set(self.channels)
+        if unknown:
+            raise ValueError(f"policy for channel(s) {', '.join(sorted(unknown))} the action does not use")
+        if self.kind == "cross_sell" and not self.category:
+            raise ValueError("a cross_sell action needs its category")
+        return self
+
+    def formula(self, name: Literal["value", "propensity"]) -> Formula:
+        return Formula(getattr(self, name))
+
+
+class Catalog(BaseModel):
+    """All actions and the default contact policy per channel."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy: dict[str, ChannelPolicy] = Field(default_factory=dict, description="default per channel")
+    actions: list[Action]
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_channels(cls, v: dict[str, ChannelPolicy]) -> dict[str, ChannelPolicy]:
+        unknown = set(v) - set(MARKETING_CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown channel(s) {', '.join(sorted(unknown))}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> Catalog:
+        ids = [a.id for a in self.actions]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"action ids must be unique: {', '.join(twice)} appear more than once")
+        if not ids:
+            raise ValueError("the catalog has no actions")
+        return self
+
+    def action(self, action_id: str) -> Action:
+        for a in self.actions:
+            if a.id == action_id:
+                return a
+        raise ConfigurationError(f"unknown action {action_id!r}; actions are: {', '.join(self.ids)}")
+
+    @property
+    def ids(self) -> list[str]:
+        return [a.id for a in self.actions]
+
+    def channel_policy(self, action: Action, channel: str) -> ChannelPolicy:
+        """The action's policy for ``channel`` over the catalog's default (fields set win)."""
+        base = self.policy.get(channel, ChannelPolicy())
+        own = action.policy.get(channel)
+        if own is None:
+            return base
+        return base.model_copy(update=own.model_dump(exclude_unset=True))
+
+    def check_names(self, categories: list[str]) -> None:
+        """Every formula and score range names a known model output, category or param."""
+        known = set(SCORE_NAMES) | {p + c for p in PER_CATEGORY for c in categories}
+        for a in self.actions:
+            if a.category is not None and a.category not in categories:
+                raise ConfigurationError(
+                    f"action {a.id}: unknown category {a.category!r}; categories are {', '.join(categories)}"
+                )
+            for name in ("value", "propensity"):
+                unknown = a.formula(name).names - known - set(a.params)
+                if unknown:
+                    raise ConfigurationError(
+                        f"action {a.id}: {name} formula {getattr(a, name)!r} uses unknown name(s) "
+                        f"{', '.join(sorted(unknown))}; known: model outputs {', '.join(SCORE_NAMES)}, "
+                        f"affinity_<category>, margin_<category> and the action's params"
+                    )
+            bad = set(a.eligibility.scores) - known
+            if bad:
+                raise ConfigurationError(
+                    f"action {a.id}: eligibility.scores names unknown score(s) {', '.join(sorted(bad))}"
+                )
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """The validated catalog at ``path`` (default: ``actions/default.toml``)."""
+    path = Path(path) if path is not None else DEFAULT_CATALOG
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigurationError(f"action catalog {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"action catalog {path} is not valid TOML: {exc}") from None
+    try:
+        return Catalog.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = list(err["loc"])
+            if len(loc) >= 2 and loc[0] == "actions" and isinstance(loc[1], int):
+                actions = raw.get("actions", [])
+                ident = actions[loc[1]].get("id", f"#{loc[1] + 1}") if loc[1] < len(actions) else loc[1]
+                loc[1] = ident
+            problems.append(f"{'.'.join(str(x) for x in loc)}: {err['msg']}")
+        raise ConfigurationError(f"action catalog {path}: " + "; ".join(problems)) from None
