@@ -232,6 +232,26 @@ def model_uri(model: str, alias: str = "champion") -> str:
     return f"models:/{REGISTERED.format(model)}@{alias}"
 
 
+def load_champion(model: str, alias: str = "champion") -> tuple[object, str]:
+    """The fitted estimator behind ``models:/kundenwert-<model>@<alias>`` and its version; loading
+    goes through skops with the trusted types only. Raises ``ConfigurationError`` when there is
+    none (train first)."""
+    import mlflow
+
+    name = REGISTERED.format(model)
+    model_uri(model, alias)  # names the known models when this one is not
+    with _tracking():
+        client = mlflow.MlflowClient()
+        try:
+            version = client.get_model_version_by_alias(name, alias)
+        except mlflow.exceptions.MlflowException:
+            raise ConfigurationError(
+                f"no {alias} for {name} in {tracking_uri()}: run `kundenwert train` first"
+            ) from None
+        estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
+    return estimator, str(version.version)
+
+
 def describe_versions(model: str) -> list[dict]:
     """Every registered version of a model with its aliases and its run's metrics."""
     import mlflow

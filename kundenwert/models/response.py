@@ -100,6 +100,49 @@ class ResponseModel(BoostedSnapshotModel):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_frame(X)["uplift"].to_numpy()
 
+    def predict_actions(self, X: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+        """``response`` (if contacted) and ``uplift`` of every (action_id, channel) in ``pairs`` for
+        every customer of a snapshot ``X`` (indexed by customer id), encoding ``X`` once: the same
+        numbers as ``predict_frame`` on one contact row per customer and pair. Long frame indexed
+        by (customer_id, action_id, channel)."""
+        check_is_fitted(self, "model_")
+        if not pairs:
+            raise ValueError("name at least one (action_id, channel) pair")
+        names = list(self.encoder_.feature_names_in_)
+        action0, channel0 = pairs[0]
+        Z = self.encoder_.transform(X.assign(channel=channel0, action_id=action0, treated=True))
+        arm = names.index("treated")
+
+        def code(column: str, value: str) -> float:
+            cats = self.encoder_.categories_.get(column)
+            if cats is None:
+                return np.nan
+            at = np.searchsorted(cats, value)
+            return float(at) if at < len(cats) and cats[at] == value else np.nan
+
+        response, uplift = [], []
+        for action, channel in pairs:
+            for column, value in (("action_id", action), ("channel", channel)):
+                if column in names:
+                    Z[:, names.index(column)] = code(column, value)
+            Z[:, arm] = 1.0
+            contacted = self.model_.proba_encoded(Z)[:, 1]
+            Z[:, arm] = 0.0
+            response.append(contacted)
+            uplift.append(contacted - self.model_.proba_encoded(Z)[:, 1])
+        ids = np.asarray(X.index)
+        index = pd.MultiIndex.from_arrays(
+            [
+                np.tile(ids, len(pairs)),
+                np.repeat([a for a, _ in pairs], len(ids)),
+                np.repeat([c for _, c in pairs], len(ids)),
+            ],
+            names=["customer_id", "action_id", "channel"],
+        )
+        return pd.DataFrame(
+            {"response": np.concatenate(response), "uplift": np.concatenate(uplift)}, index=index
+        )
+
 
 def qini_curve(y, treated, score) -> tuple[np.ndarray, np.ndarray]:
     """Incremental responses when targeting the top-scored rows: for the top n rows, treated

@@ -102,3 +102,24 @@ def test_qini_scores_perfect_random_and_reversed_rankings() -> None:
 def test_response_rows_need_the_contact_columns(world) -> None:
     with pytest.raises(ValueError, match="channel"):
         ResponseModel().fit(world["X"].drop(columns="channel").iloc[:100], world["y"].iloc[:100])
+
+
+def test_scoring_every_action_equals_one_contact_row_each(world) -> None:
+    """predict_actions (X encoded once, channel and action set per pair) gives the numbers of
+    predict_frame on explicit treated contact rows; an action the model never saw is scored as
+    an unknown category, not refused."""
+    m = world["model"]
+    X = world["Xt"].droplevel("contact_id").drop(columns=["channel", "action_id", "treated"])
+    X = X[~X.index.duplicated()].iloc[:300]
+    pairs = [("retention_voucher", "sms"), ("xsell_fashion", "mail"), ("brand_new_action", "email")]
+    got = m.predict_actions(X, pairs)
+    assert len(got) == len(X) * len(pairs) and got.index.names == ["customer_id", "action_id", "channel"]
+    for action, channel in pairs:
+        rows = X.assign(channel=channel, action_id=action, treated=True)
+        want = m.predict_frame(rows)
+        part = got.xs((action, channel), level=("action_id", "channel"))
+        np.testing.assert_allclose(part["response"], want["response"], rtol=1e-12, err_msg=action)
+        np.testing.assert_allclose(part["uplift"], want["uplift"], rtol=1e-12, err_msg=action)
+    a = got.xs(("retention_voucher", "sms"), level=("action_id", "channel"))["response"]
+    b = got.xs(("xsell_fashion", "mail"), level=("action_id", "channel"))["response"]
+    assert not np.allclose(a, b)  # the pair matters

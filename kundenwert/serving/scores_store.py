@@ -1,0 +1,134 @@
+"""Precomputed scores in the store: one table per scoring run, a pointer row per run.
+
+``kundenwert score`` writes every customer's scores and the response propensities (wide: one
+column ``response__<action>__<channel>`` and ``uplift__...`` per pair) into a new table
+``kw_scores_<run>``, then records the run in ``kw_score_runs`` in one transaction: readers only
+ever see complete runs, and a failed write leaves the previous run current. Older tables than the
+last ``KEEP`` runs are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pandas as pd
+import sqlalchemy as sa
+
+from kundenwert.errors import ConfigurationError
+
+KEEP = 2
+SEP = "__"
+_meta = sa.MetaData()
+RUNS = sa.Table(
+    "kw_score_runs",
+    _meta,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("scored_at", sa.String(32), nullable=False),
+    sa.Column("cutoff", sa.String(32), nullable=False),
+    sa.Column("customers", sa.Integer, nullable=False),
+    sa.Column("models", sa.Text, nullable=False),  # JSON: model -> version
+    sa.Column("table_name", sa.String(64), nullable=False),
+)
+
+
+def _wide(propensity: pd.DataFrame) -> pd.DataFrame:
+    wide = propensity.unstack(["action_id", "channel"])
+    wide.columns = [SEP.join(map(str, c)) for c in wide.columns.to_flat_index()]
+    return wide
+
+
+def _long(frame: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in frame.columns if c.startswith(("response" + SEP, "uplift" + SEP))]
+    if not cols:
+        return pd.DataFrame(
+            columns=["response", "uplift"],
+            index=pd.MultiIndex.from_tuples([], names=["customer_id", "action_id", "channel"]),
+        )
+    part = frame[cols]
+    part.columns = pd.MultiIndex.from_tuples(
+        [tuple(c.split(SEP)) for c in cols], names=[None, "action_id", "channel"]
+    )
+    return part.stack(["action_id", "channel"], future_stack=True).dropna(how="all")
+
+
+def write_scores(
+    engine: sa.Engine,
+    scores: pd.DataFrame,
+    propensity: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    models: dict[str, str],
+) -> str:
+    """Store a scoring run; returns its id. The run becomes current only once complete."""
+    _meta.create_all(engine)
+    run_id = uuid.uuid4().hex
+    table = f"kw_scores_{run_id[:12]}"
+    frame = scores.join(_wide(propensity), how="left")
+    frame.index.name = "customer_id"
+    try:
+        frame.to_sql(
+            table,
+            engine,
+            index=True,
+            chunksize=20_000,
+            method="multi" if engine.dialect.name == "postgresql" else None,
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                RUNS.insert().values(
+                    run_id=run_id,
+                    scored_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                    cutoff=pd.Timestamp(cutoff).isoformat(),
+                    customers=len(frame),
+                    models=json.dumps(models, sort_keys=True),
+                    table_name=table,
+                )
+            )
+    except Exception:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+        raise
+    _drop_old(engine)
+    return run_id
+
+
+def _drop_old(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(RUNS.c.run_id, RUNS.c.table_name).order_by(RUNS.c.scored_at.desc(), RUNS.c.run_id)
+        ).all()
+        for run_id, table in rows[KEEP:]:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+            conn.execute(RUNS.delete().where(RUNS.c.run_id == run_id))
+
+
+def latest_run(engine: sa.Engine) -> dict | None:
+    """The current (latest complete) run's record, or None."""
+    _meta.create_all(engine)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(RUNS).order_by(RUNS.c.scored_at.desc()).limit(1)).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    out["models"] = json.loads(out["models"])
+    return out
+
+
+def read_scores(engine: sa.Engine) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(scores, propensity, run record) of the current run; ``ConfigurationError`` when none."""
+    run = latest_run(engine)
+    if run is None:
+        raise ConfigurationError("no precomputed scores in the store: run `kundenwert score` first")
+    frame = pd.read_sql_table(run["table_name"], engine, index_col="customer_id")
+    frame.index = frame.index.astype(str)
+    if "open_complaint" in frame.columns:
+        frame["open_complaint"] = frame["open_complaint"].astype(bool)
+    propensity = _long(frame)
+    scores = frame[[c for c in frame.columns if not c.startswith(("response" + SEP, "uplift" + SEP))]]
+    numbers = [c for c in scores.columns if c not in _TEXT and c != "open_complaint"]
+    scores = scores.astype({c: "float64" for c in numbers})  # an all-missing column reads back as None
+    return scores, propensity.astype("float64"), run
+
+
+_TEXT = ("status", "customer_type", "age_group", "region")

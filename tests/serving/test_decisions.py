@@ -1,0 +1,157 @@
+"""Decisions on a whole sample world: consent and objections hold for every customer and channel,
+and the live state (pressure, ignored offers) is computed as the contract defines it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kundenwert.features.contract import MARKETING_CHANNELS
+from kundenwert.serving.arbitration import arbitrate
+from kundenwert.serving.catalog import load_catalog
+from kundenwert.serving.live import consent_now, contact_pressure, ignored_offers
+from kundenwert.serving.scoring import decision_inputs, score_snapshot, status_at
+from kundenwert.training.backtest import train_models
+from kundenwert.training.config import MODELS, ExperimentConfig
+
+
+@pytest.fixture(scope="module")
+def world(imported_world):
+    from kundenwert.features.snapshot import snapshot
+
+    frames, _ = imported_world(3_000, 5)
+    cfg = ExperimentConfig.model_validate(
+        {"models": {m: {"params": {"max_iter": 30}} for m in MODELS}, "data": {"max_train_cutoffs": 2}}
+    )
+    models = {n: r.model for n, r in train_models(frames, cfg).items()}
+    now = frames["contacts"]["contacted_at"].max() + pd.Timedelta(days=1)
+    catalog = load_catalog()
+    X = snapshot(frames, now)
+    consent = consent_now(frames["consents"], now)
+    objecting = consent.index[consent["objection"].to_numpy()]
+    scores, propensity = score_snapshot(X, status_at(frames, now), models, catalog, objecting)
+    inputs = decision_inputs(scores, propensity, frames, now)
+    decisions = arbitrate(catalog, inputs, period=now.strftime("%Y-%m"))
+    return {
+        "frames": frames,
+        "now": now,
+        "X": X,
+        "scores": scores,
+        "propensity": propensity,
+        "decisions": decisions,
+        "objecting": objecting,
+    }
+
+
+def _valid_consent(consents: pd.DataFrame, now: pd.Timestamp) -> tuple[pd.DataFrame, set]:
+    """The contract's rules, written out independently of kundenwert.features.consent."""
+    rec = consents[consents["recorded_at"] <= now].sort_values("recorded_at", kind="stable")
+    latest = rec.groupby(["customer_id", "channel"]).tail(1)
+    objecting = set(latest.loc[(latest["channel"] == "*") & ~latest["granted"].astype(bool), "customer_id"])
+    ok = latest["granted"].astype(bool) & (
+        (latest["channel"] != "email") | latest["double_opt_in"].astype("boolean").fillna(False).astype(bool)
+    )
+    valid = latest[ok & ~latest["customer_id"].isin(objecting)]
+    return valid[["customer_id", "channel"]], objecting
+
+
+def test_no_suggestion_without_consent_and_none_for_an_objecting_customer(world) -> None:
+    """Every customer, every channel, every action of the world: the kept suggestions use only
+    channels with valid consent; objecting customers have no scores and no suggestion."""
+    d = world["decisions"]
+    valid, objecting = _valid_consent(world["frames"]["consents"], world["now"])
+    assert len(objecting) > 10 and set(objecting) == set(world["objecting"])
+    assert not set(world["scores"].index) & objecting  # not even profiled
+    assert world["scores"].index.size == world["X"].index.size - len(objecting & set(world["X"].index))
+    kept = d[d["reason"] == ""]
+    assert len(kept) > 1_000 and set(kept["channel"]) == set(MARKETING_CHANNELS)
+    pairs = set(zip(valid["customer_id"], valid["channel"], strict=True))
+    offending = [p for p in zip(kept["customer_id"], kept["channel"], strict=True) if p not in pairs]
+    assert not offending, offending[:5]
+    assert not set(kept["customer_id"]) & objecting
+    # and the funnel says so for the candidates without consent
+    no = d[[p not in pairs for p in zip(d["customer_id"], d["channel"], strict=True)]]
+    assert len(no) > 1_000 and set(no["reason"]) == {"no_consent"}
+
+
+def test_every_dropped_candidate_has_a_known_reason_and_kept_ones_are_ranked(world) -> None:
+    d = world["decisions"]
+    dropped = d[d["reason"] != ""]
+    assert (dropped["rank"] == 0).all()
+    kept = d[d["reason"] == ""]
+    assert (kept["score"] > 0).all() and (kept["rank"] >= 1).all()
+    best = kept[kept["rank"] == 1]
+    assert not best.duplicated(["customer_id", "channel"]).any()
+    top = kept.groupby(["customer_id", "channel"])["score"].max()
+    assert np.allclose(best.set_index(["customer_id", "channel"])["score"].reindex(top.index), top)
+    counts = d["reason"].value_counts()
+    for reason in ("no_consent", "status", "control_group", "complaint_required"):
+        assert counts.get(reason, 0) > 0, reason
+
+
+def test_pressure_and_ignored_offers_follow_the_contract() -> None:
+    t = pd.Timestamp("2026-01-31", tz="UTC")
+    day = pd.Timedelta(days=1)
+    contacts = pd.DataFrame(
+        {
+            "customer_id": ["a"] * 7 + ["b"],
+            "contacted_at": [
+                t - 40 * day,
+                t - 35 * day,
+                t - 25 * day,
+                t - 20 * day,
+                t - 5 * day,
+                t - 1 * day,
+                t - 2 * day,
+                t - 3 * day,
+            ],
+            "channel": ["email"] * 6 + ["sms", "email"],
+            "direction": ["outbound"] * 6 + ["outbound", "inbound"],
+            "action_id": ["x", "x", "x", "x", "x", "x", "y", None],
+            "is_control": [False, False, False, False, False, True, False, False],
+            "outcome": ["converted", None, "none", "opened", None, "none", "clicked", None],
+        }
+    )
+    p = contact_pressure(contacts, t)
+    assert p.loc[("a", "email")].to_dict() == {"contacts_7d": 1, "contacts_30d": 3, "days_since_last": 5.0}
+    assert p.loc[("a", "sms")]["contacts_7d"] == 1 and ("b", "email") not in p.index  # inbound: not pressure
+    ign = ignored_offers(contacts, t, response_window=14)
+    # after the conversion 40 days ago: 35 (missing), 25 (none), 20 (opened) days ago ignored;
+    # 5 days ago is not matured; the control contact was never sent
+    assert ign.loc[("a", "x"), "ignored_in_a_row"] == 3 and ("a", "y") not in ign.index
+
+
+def test_scores_round_trip_through_the_store_and_a_failed_write_leaves_the_last_run(world, tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from kundenwert.serving import scores_store as S
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'kw.db'}")
+    scores = world["scores"]
+    props = world["propensity"]
+    first = S.write_scores(engine, scores, props, world["now"], {"churn": "1"})
+    got, got_props, run = S.read_scores(engine)
+    assert run["run_id"] == first and run["customers"] == len(scores) and run["models"] == {"churn": "1"}
+    pd.testing.assert_frame_equal(got, scores, check_dtype=False, check_index_type=False)
+    pd.testing.assert_frame_equal(
+        got_props.sort_index(), props.sort_index(), check_dtype=False, check_index_type=False
+    )
+
+    class Broken(Exception):
+        pass
+
+    def boom(*_a, **_k):
+        raise Broken("disk full")
+
+    bad = scores.assign(clv=scores["clv"] * 2)
+    original = pd.DataFrame.to_sql
+    try:
+        pd.DataFrame.to_sql = boom
+        with pytest.raises(Broken):
+            S.write_scores(engine, bad, props, world["now"], {"churn": "2"})
+    finally:
+        pd.DataFrame.to_sql = original
+    assert S.latest_run(engine)["run_id"] == first  # still the complete one
+    tables = set(sa.inspect(engine).get_table_names())
+    assert tables == {"kw_score_runs", run["table_name"]}
