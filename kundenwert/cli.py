@@ -258,6 +258,40 @@ _SHOWN = (
 )
 
 
+@app.command("score")
+@friendly
+def score_cmd(
+    at: Annotated[
+        str | None, typer.Option(help="Score as of this date (default: the day after the latest data).")
+    ] = None,
+    actions: Annotated[
+        Path | None, typer.Option(help="Action catalog TOML (default: actions/default.toml).")
+    ] = None,
+) -> None:
+    """Score every customer with the champion models and store the scores for serving."""
+    from kundenwert.features.store import Store
+    from kundenwert.serving.catalog import load_catalog
+    from kundenwert.serving.scoring import run_scoring
+
+    catalog = load_catalog(actions)
+    t0 = time.perf_counter()
+    with err.status("scoring") as status:
+
+        def progress(message: str) -> None:
+            status.update(message)
+            err.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {message}", highlight=False)
+
+        done = run_scoring(Store(), catalog, at, progress)
+    versions = ", ".join(f"{k} v{v}" for k, v in done["models"].items())
+    out.print(
+        f"scored {done['customers']:,} customers x {done['pairs']} action-channel pairs as of "
+        f"{done['at']:%Y-%m-%d} in {time.perf_counter() - t0:.0f} s (run {done['run_id'][:12]}; {versions}); "
+        f"{done['not_profiled']:,} objecting customers not profiled",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
 @app.command("experiments")
 @friendly
 def experiments_cmd() -> None:

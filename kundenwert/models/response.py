@@ -100,36 +100,39 @@ class ResponseModel(BoostedSnapshotModel):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_frame(X)["uplift"].to_numpy()
 
-    def predict_actions(self, X: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    def predict_actions(
+        self, X: pd.DataFrame, pairs: list[tuple[str, str]], uplift: bool = True
+    ) -> pd.DataFrame:
         """``response`` (if contacted) and ``uplift`` of every (action_id, channel) in ``pairs`` for
-        every customer of a snapshot ``X`` (indexed by customer id), encoding ``X`` once: the same
-        numbers as ``predict_frame`` on one contact row per customer and pair. Long frame indexed
-        by (customer_id, action_id, channel)."""
+        every customer of a snapshot ``X`` (indexed by customer id): the numbers of
+        ``predict_frame`` on one treated contact row per customer and pair, with ``X`` encoded and
+        binned once and only the channel, action and arm columns set per pair. ``uplift=False``
+        skips the second (not contacted) pass. Long frame indexed by (customer_id, action_id,
+        channel)."""
         check_is_fitted(self, "model_")
         if not pairs:
             raise ValueError("name at least one (action_id, channel) pair")
         names = list(self.encoder_.feature_names_in_)
         action0, channel0 = pairs[0]
         Z = self.encoder_.transform(X.assign(channel=channel0, action_id=action0, treated=True))
-        arm = names.index("treated")
-
-        def code(column: str, value: str) -> float:
-            cats = self.encoder_.categories_.get(column)
-            if cats is None:
-                return np.nan
-            at = np.searchsorted(cats, value)
-            return float(at) if at < len(cats) and cats[at] == value else np.nan
-
-        response, uplift = [], []
-        for action, channel in pairs:
-            for column, value in (("action_id", action), ("channel", channel)):
+        Zb = self.model_.bin(Z)
+        varying = [names.index(c) for c in ("action_id", "channel", "treated") if c in names]
+        # the bins of the varying columns for each (action, channel, arm): bin one small row each
+        arms = (1.0, 0.0) if uplift else (1.0,)
+        rows = np.repeat(Z[:1], len(pairs) * len(arms), axis=0)
+        for i, ((action, channel), arm) in enumerate((p, a) for p in pairs for a in arms):
+            for column, value in (("action_id", action), ("channel", channel), ("treated", arm)):
                 if column in names:
-                    Z[:, names.index(column)] = code(column, value)
-            Z[:, arm] = 1.0
-            contacted = self.model_.proba_encoded(Z)[:, 1]
-            Z[:, arm] = 0.0
+                    rows[i, names.index(column)] = self._code(column, value)
+        bins = self.model_.bin(rows)[:, varying]
+        response, lift = [], []
+        for i in range(len(pairs)):
+            Zb[:, varying] = bins[i * len(arms)]
+            contacted = self.model_.proba_binned(Zb)[:, 1]
             response.append(contacted)
-            uplift.append(contacted - self.model_.proba_encoded(Z)[:, 1])
+            if uplift:
+                Zb[:, varying] = bins[i * len(arms) + 1]
+                lift.append(contacted - self.model_.proba_binned(Zb)[:, 1])
         ids = np.asarray(X.index)
         index = pd.MultiIndex.from_arrays(
             [
@@ -139,9 +142,20 @@ class ResponseModel(BoostedSnapshotModel):
             ],
             names=["customer_id", "action_id", "channel"],
         )
-        return pd.DataFrame(
-            {"response": np.concatenate(response), "uplift": np.concatenate(uplift)}, index=index
-        )
+        out = {"response": np.concatenate(response)}
+        if uplift:
+            out["uplift"] = np.concatenate(lift)
+        return pd.DataFrame(out, index=index)
+
+    def _code(self, column: str, value) -> float:
+        """The encoded value of a contact column (unknown text: missing, as the encoder does)."""
+        if column == "treated":
+            return float(value)
+        cats = self.encoder_.categories_.get(column)
+        if cats is None:
+            return np.nan
+        at = np.searchsorted(cats, value)
+        return float(at) if at < len(cats) and cats[at] == value else np.nan
 
 
 def qini_curve(y, treated, score) -> tuple[np.ndarray, np.ndarray]:

@@ -224,7 +224,25 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
 
     def proba_encoded(self, Z: np.ndarray) -> np.ndarray:
         """``predict_proba`` of rows already encoded by ``encoder_`` (to encode once for many)."""
-        raw = self.booster_.predict_proba(Z)[:, 1]
+        return self._calibrated(self.booster_.predict_proba(Z)[:, 1])
+
+    def bin(self, Z: np.ndarray) -> np.ndarray:
+        """Encoded rows as the booster's bins (uint8), for ``proba_binned``."""
+        return self.booster_._bin_mapper.transform(Z)
+
+    def proba_binned(self, Zb: np.ndarray) -> np.ndarray:
+        """``proba_encoded`` of binned rows (``bin``): the same numbers (the trees compare bins
+        instead of values; a test holds them equal), about 3x faster, for scoring one customer
+        base many times over (every action and channel). Uses scikit-learn's internal
+        ``_predict_iterations``, as its own early stopping does."""
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        b = self.booster_
+        raw = np.zeros((Zb.shape[0], 1), dtype="float64") + b._baseline_prediction
+        b._predict_iterations(Zb, b._predictors, raw, True, _openmp_effective_n_threads())
+        return self._calibrated(b._loss.predict_proba(raw)[:, 1])
+
+    def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         if self.calibrator_ is None:
             p = raw
         elif isinstance(self.calibrator_, IsotonicRegression):

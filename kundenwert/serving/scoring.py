@@ -36,7 +36,8 @@ def score_snapshot(
 
     ``scores``: one row per customer: ``status``, profile, ``open_complaint``, facts, ``clv``,
     ``p_alive``, ``churn`` (active only), ``winback`` (lapsed only), ``affinity_<category>``.
-    ``propensity``: per (customer_id, action_id, channel): ``response`` if contacted and ``uplift``.
+    ``propensity``: per (customer_id, action_id, channel): ``response`` if contacted, and
+    ``uplift`` when a formula of the catalog uses it (it costs a second pass).
     ``models``: fitted ``clv``, ``churn``, ``winback``, ``affinity``, ``response`` estimators.
     """
     from kundenwert.models.btyd import BTYDModel
@@ -62,7 +63,10 @@ def score_snapshot(
     affinity = models["affinity"].predict_frame(X)
     for c in affinity.columns:
         scores[c] = affinity[c].to_numpy()
-    propensity = models["response"].predict_actions(X, pairs_of(catalog))
+    uses_uplift = any(
+        "uplift" in a.formula(f).names for a in catalog.actions for f in ("value", "propensity")
+    )
+    propensity = models["response"].predict_actions(X, pairs_of(catalog), uplift=uses_uplift)
     return scores, propensity
 
 
@@ -96,3 +100,57 @@ def decision_inputs(
         propensity=propensity,
         margins=category_margins(frames["purchases"]),
     )
+
+
+MODEL_NAMES = ("clv", "churn", "winback", "affinity", "response")
+
+
+def load_champions(alias: str = "champion") -> tuple[dict[str, object], dict[str, str]]:
+    """Every model's champion from the registry: (estimators, versions)."""
+    from kundenwert.experiments.registry import load_champion
+
+    models, versions = {}, {}
+    for name in MODEL_NAMES:
+        models[name], versions[name] = load_champion(name, alias)
+    return models, versions
+
+
+def as_of(frames: dict[str, pd.DataFrame], now=None) -> pd.Timestamp:
+    """The scoring date: ``now`` when given, else the day after the latest purchase or contact
+    (today on live data; the end of a sample world, whose clock stopped)."""
+    if now is not None:
+        t = pd.Timestamp(now)
+        return t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
+    last = max(frames["purchases"]["purchased_at"].max(), frames["contacts"]["contacted_at"].max())
+    return min(pd.Timestamp.now(tz="UTC"), (last + pd.Timedelta(days=1)).normalize())
+
+
+def run_scoring(store, catalog: Catalog, at=None, progress=None) -> dict:
+    """``kundenwert score``: snapshot at ``at``, champions from the registry, scores into the store."""
+    from kundenwert.features.snapshot import load_frames, snapshot
+    from kundenwert.serving.live import consent_now
+    from kundenwert.serving.scores_store import write_scores
+
+    say = progress or (lambda _m: None)
+    say("reading the store")
+    frames = load_frames(store)
+    t = as_of(frames, at)
+    catalog.check_names(sorted(category_margins(frames["purchases"])))
+    say("loading the champion models")
+    models, versions = load_champions()
+    say(f"snapshot at {t:%Y-%m-%d}")
+    X = snapshot(frames, t)
+    consent = consent_now(frames["consents"], t)
+    objecting = consent.index[consent["objection"].to_numpy()]
+    say(f"scoring {len(X):,} customers")
+    scores, propensity = score_snapshot(X, status_at(frames, t), models, catalog, objecting)
+    say("writing the scores")
+    run_id = write_scores(store.engine, scores, propensity, t, versions)
+    return {
+        "run_id": run_id,
+        "at": t,
+        "customers": len(scores),
+        "not_profiled": int(X.index.isin(objecting).sum()),
+        "pairs": len(pairs_of(catalog)),
+        "models": versions,
+    }
