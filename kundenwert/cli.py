@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Real data sets in the CRM contract format.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+keys_app = typer.Typer(help="API keys with roles.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -290,6 +292,41 @@ def score_cmd(
         soft_wrap=True,
         highlight=False,
     )
+
+
+@keys_app.command("create")
+@friendly
+def keys_create_cmd(
+    role: Annotated[str, typer.Option(help="sales, marketing, campaign, data_science or admin")],
+    name: Annotated[str, typer.Option(help="Who or what uses the key (shown in listings).")] = "",
+) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from kundenwert.features.store import Store
+    from kundenwert.serving.keys import create_key
+
+    key = create_key(Store().engine, role, name)
+    out.print(key, highlight=False, soft_wrap=True)
+    err.print(f"[dim]a {role} key; it is not shown again[/]")
+
+
+@app.command("serve")
+@friendly
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    actions: Annotated[
+        Path | None, typer.Option(help="Action catalog TOML (default: actions/default.toml).")
+    ] = None,
+) -> None:
+    """Run the API (FastAPI on uvicorn, one worker; OMP_NUM_THREADS=1 for scoring in requests)."""
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import uvicorn
+
+    from kundenwert.serving.app import create_app
+
+    uvicorn.run(create_app(catalog_path=actions), host=host, port=port, workers=1, log_level="warning")
 
 
 @app.command("experiments")

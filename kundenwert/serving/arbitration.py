@@ -61,6 +61,21 @@ EXPLAINED = {
 }
 
 
+COLUMNS = [
+    "customer_id",
+    "action_id",
+    "channel",
+    "propensity",
+    "value",
+    "expected_value",
+    "cost",
+    "score",
+    "reason",
+    "detail",
+    "rank",
+]
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What arbitration needs, one row per customer (index ``customer_id``) unless said otherwise.
@@ -100,11 +115,32 @@ def _column(frame: pd.DataFrame, name: str, index: pd.Index, default) -> np.ndar
     return np.full(len(index), default)
 
 
-def _lookup(frame: pd.DataFrame, keys: pd.MultiIndex, column: str, default: float) -> np.ndarray:
-    if frame is None or frame.empty or column not in frame.columns:
-        return np.full(len(keys), default, dtype="float64")
-    values = frame[column].reindex(keys).to_numpy(dtype="float64", na_value=np.nan)
-    return np.where(np.isnan(values), default, values)
+class _Wide:
+    """One column of a keyed input (e.g. ``contacts_7d`` per customer and channel), pivoted once to
+    customers x keys, so each candidate column is an array lookup, not a reindex."""
+
+    def __init__(
+        self, frame: pd.DataFrame | None, column: str, levels: list[str], ids: pd.Index, default: float
+    ):
+        self.n, self.default = len(ids), default
+        if frame is None or frame.empty:
+            self.table = None
+            return
+        if isinstance(frame.columns, pd.MultiIndex):  # already wide: (metric, *levels) columns
+            self.table = frame[column].reindex(ids) if column in frame.columns.get_level_values(0) else None
+            return
+        if column not in frame.columns:
+            self.table = None
+            return
+        values = frame[column]
+        mine = values.index.get_level_values("customer_id").isin(ids)
+        self.table = values[mine].unstack(levels).reindex(ids) if mine.any() else None
+
+    def get(self, key) -> np.ndarray:
+        if self.table is None or key not in self.table.columns:
+            return np.full(self.n, self.default, dtype="float64")
+        v = self.table[key].to_numpy(dtype="float64", na_value=np.nan)
+        return np.where(np.isnan(v), self.default, v)
 
 
 def _score_values(action: Action, customers: pd.DataFrame, margins: dict[str, float], extra: dict) -> dict:
@@ -153,6 +189,20 @@ def arbitrate(
         else np.zeros(n, dtype=bool)
     )
     chosen = [a for a in catalog.actions if actions is None or a.id in actions]
+    # every keyed input pivoted once for this call
+    known = inputs.consent.reindex(ids)
+    consent = {
+        ch: known[ch].fillna(False).to_numpy(dtype=bool) for ch in inputs.consent.columns if ch != "objection"
+    }
+    no_consent = np.zeros(n, dtype=bool)
+    pressure = {
+        "contacts_7d": _Wide(inputs.pressure, "contacts_7d", ["channel"], ids, 0.0),
+        "contacts_30d": _Wide(inputs.pressure, "contacts_30d", ["channel"], ids, 0.0),
+        "days_since_last": _Wide(inputs.pressure, "days_since_last", ["channel"], ids, np.inf),
+    }
+    ignored = _Wide(inputs.ignored, "ignored_in_a_row", ["action_id"], ids, 0.0)
+    pair = ["action_id", "channel"]
+    propensities = {k: _Wide(inputs.propensity, k, pair, ids, np.nan) for k in ("response", "uplift")}
     parts = []
     for action in chosen:
         value_formula, propensity_formula = action.formula("value"), action.formula("propensity")
@@ -181,20 +231,15 @@ def arbitrate(
                 continue
             reason, detail = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
             _fail(reason, detail, objection, "objection")
-            permitted = (
-                inputs.consent[channel].reindex(ids).fillna(False).to_numpy(dtype=bool)
-                if channel in inputs.consent.columns
-                else np.zeros(n, dtype=bool)
-            )
+            permitted = consent.get(channel, no_consent)
             _fail(reason, detail, ~permitted, "no_consent", channel)
             take = (el_reason != "") & (reason == "")
             reason[take], detail[take] = el_reason[take], el_detail[take]
 
             policy = catalog.channel_policy(action, channel)
-            keys = pd.MultiIndex.from_arrays([ids, np.full(n, channel)], names=["customer_id", "channel"])
-            c7 = _lookup(inputs.pressure, keys, "contacts_7d", 0.0)
-            c30 = _lookup(inputs.pressure, keys, "contacts_30d", 0.0)
-            since = _lookup(inputs.pressure, keys, "days_since_last", np.inf)
+            c7, c30, since = (
+                pressure[k].get(channel) for k in ("contacts_7d", "contacts_30d", "days_since_last")
+            )
             if policy.max_contacts_7d is not None:
                 _fail(
                     reason,
@@ -220,10 +265,7 @@ def arbitrate(
                     f"at least {policy.min_days_between:g} days",
                 )
             if policy.suppress_after_ignored is not None:
-                akeys = pd.MultiIndex.from_arrays(
-                    [ids, np.full(n, action.id)], names=["customer_id", "action_id"]
-                )
-                ign = _lookup(inputs.ignored, akeys, "ignored_in_a_row", 0.0)
+                ign = ignored.get(action.id)
                 _fail(
                     reason,
                     detail,
@@ -232,14 +274,7 @@ def arbitrate(
                     f"{policy.suppress_after_ignored} in a row",
                 )
 
-            pkeys = pd.MultiIndex.from_arrays(
-                [ids, np.full(n, action.id), np.full(n, channel)],
-                names=["customer_id", "action_id", "channel"],
-            )
-            extra = {
-                "response": _lookup(inputs.propensity, pkeys, "response", np.nan),
-                "uplift": _lookup(inputs.propensity, pkeys, "uplift", np.nan),
-            }
+            extra = {k: propensities[k].get((action.id, channel)) for k in ("response", "uplift")}
             values = _score_values(action, cust, inputs.margins, extra)
             with np.errstate(invalid="ignore", divide="ignore"):
                 propensity = np.broadcast_to(propensity_formula(values), (n,)).astype("float64")
@@ -251,38 +286,26 @@ def arbitrate(
             control = in_control_group(np.asarray(ids), action.id, action.control_share, period)
             _fail(reason, detail, control, "control_group", f"{action.control_share:.0%} held out")
             parts.append(
-                pd.DataFrame(
-                    {
-                        "customer_id": ids,
-                        "action_id": action.id,
-                        "channel": channel,
-                        "propensity": propensity,
-                        "value": value,
-                        "expected_value": expected,
-                        "cost": float(cost),
-                        "score": score,
-                        "reason": reason,
-                        "detail": detail,
-                    }
-                )
+                (action.id, channel, float(cost), propensity, value, expected, score, reason, detail)
             )
     if not parts:
-        return pd.DataFrame(
-            columns=[
-                "customer_id",
-                "action_id",
-                "channel",
-                "propensity",
-                "value",
-                "expected_value",
-                "cost",
-                "score",
-                "reason",
-                "detail",
-                "rank",
-            ]
-        )
-    out = pd.concat(parts, ignore_index=True)
+        return pd.DataFrame(columns=COLUMNS)
+    k = len(parts)
+    ids_array = np.asarray(ids, dtype=object)
+    out = pd.DataFrame(
+        {
+            "customer_id": np.tile(ids_array, k),
+            "action_id": np.repeat([p[0] for p in parts], n),
+            "channel": np.repeat([p[1] for p in parts], n),
+            "propensity": np.concatenate([p[3] for p in parts]),
+            "value": np.concatenate([p[4] for p in parts]),
+            "expected_value": np.concatenate([p[5] for p in parts]),
+            "cost": np.repeat([p[2] for p in parts], n),
+            "score": np.concatenate([p[6] for p in parts]),
+            "reason": np.concatenate([p[7] for p in parts]),
+            "detail": np.concatenate([p[8] for p in parts]),
+        }
+    )
     kept = out["reason"] == ""
     ranked = out[kept].sort_values("score", ascending=False, kind="stable")
     rank = ranked.groupby(["customer_id", "channel"], sort=False).cumcount() + 1

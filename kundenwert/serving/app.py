@@ -1,0 +1,72 @@
+"""The FastAPI application: ``create_app()`` builds it; models and scores load in ``lifespan``.
+
+If loading fails (no scores yet, a broken catalog), the service still starts: ``/health/ready``
+answers 503 with the reason and the other endpoints 503, so an orchestrator waits instead of
+sending traffic to a half-ready instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from kundenwert.errors import KundenwertError
+from kundenwert.features.store import Store
+from kundenwert.serving.catalog import load_catalog
+from kundenwert.serving.keys import KeyRing
+from kundenwert.serving.routes import customers, health, scoring
+from kundenwert.serving.state import ServingState
+
+log = logging.getLogger("kundenwert.serving")
+
+
+def create_app(store: Store | None = None, catalog_path: str | Path | None = None) -> FastAPI:
+    """The service on ``store`` (default: the configured store) with the action catalog."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.store = store or Store()
+        app.state.keys = KeyRing(app.state.store.engine)
+        app.state.serving, app.state.load_error = None, None
+        try:
+            app.state.serving = ServingState(app.state.store, load_catalog(catalog_path))
+        except KundenwertError as exc:
+            app.state.load_error = str(exc)
+            log.warning("not ready: %s", exc)  # no personal data: a configuration message
+        yield
+        app.state.store.dispose()
+
+    app = FastAPI(
+        title="kundenwert",
+        version="1",
+        description="Next best actions, customer views and campaign scoring from CRM data; consent first.",
+        lifespan=lifespan,
+    )
+    registry = CollectorRegistry()
+    app.state.registry = registry
+    requests = Counter("kundenwert_requests", "HTTP requests", ["route", "status"], registry=registry)
+    latency = Histogram("kundenwert_request_seconds", "request latency", ["route"], registry=registry)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = route.path if route is not None else "other"  # the template: no customer ids in labels
+        latency.labels(path).observe(time.perf_counter() - start)
+        requests.labels(path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(KundenwertError)
+    async def our_errors(_request: Request, exc: KundenwertError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "http_status", 422))
+
+    for module in (health, customers, scoring):
+        app.include_router(module.router)
+    return app

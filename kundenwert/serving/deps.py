@@ -1,0 +1,42 @@
+"""Dependencies of the routes: the serving state and the caller's role."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+from kundenwert.serving.keys import Caller
+
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key from `kundenwert keys create`")
+
+
+def get_state(request: Request):
+    state = request.app.state.serving
+    if state is None:
+        raise HTTPException(503, detail="models are not loaded yet")
+    return state
+
+
+def caller(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> Caller:
+    found = request.app.state.keys.verify(key)
+    if found is None:
+        raise HTTPException(
+            401, detail="missing or invalid API key", headers={"WWW-Authenticate": "X-API-Key"}
+        )
+    return found
+
+
+def allow(*roles: str):
+    """A dependency that lets only ``roles`` (and admin) through: 403 for any other valid key."""
+    permitted = {*roles, "admin"}
+
+    def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        if who.role not in permitted:
+            raise HTTPException(
+                403, detail=f"role {who.role!r} may not do this; allowed: {', '.join(sorted(permitted))}"
+            )
+        return who
+
+    return check

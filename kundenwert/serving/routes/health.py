@@ -1,0 +1,27 @@
+"""Liveness, readiness (503 until the scores and models are loaded) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+def live() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@router.get("/health/ready", responses={503: {"description": "models not loaded yet"}})
+def ready(request: Request, response: Response) -> dict[str, object]:
+    state = request.app.state.serving
+    if state is None:
+        response.status_code = 503
+        return {"status": "loading", "error": request.app.state.load_error}
+    return {"status": "ready", "score_run": state.run["run_id"], "models": state.run["models"]}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
