@@ -6,41 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from kundenwert.features.store import Store
 from kundenwert.serving.app import create_app
-from kundenwert.serving.keys import ROLES, create_key, revoke_key
-from kundenwert.training.config import MODELS, ExperimentConfig
-
-
-@pytest.fixture(scope="module")
-def served(imported_world, tmp_path_factory):
-    from kundenwert.serving.catalog import load_catalog
-    from kundenwert.serving.scoring import run_scoring
-    from kundenwert.training.run import run_training
-
-    _, folder = imported_world(3_000, 5)
-    home = tmp_path_factory.mktemp("kw-serve")
-    shutil.copy(folder / "kw.db", home / "kw.db")  # the shared world stays untouched
-    url = f"sqlite:///{home / 'kw.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KUNDENWERT_HOME", str(home))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = ExperimentConfig.model_validate(
-        {"models": {m: {"params": {"max_iter": 30}} for m in MODELS}, "data": {"max_train_cutoffs": 2}}
-    )
-    store = Store(url)
-    run_training(cfg, store=store)
-    run_scoring(store, load_catalog())
-    keys = {role: create_key(store.engine, role) for role in ROLES}
-    customers = store.read_table("customers", ["customer_id"])["customer_id"].tolist()
-    with TestClient(create_app(Store(url))) as client:
-        yield {"client": client, "keys": keys, "store": store, "customers": customers, "url": url}
-    mp.undo()
-
+from kundenwert.serving.keys import create_key, revoke_key
 
 ENDPOINTS = {
     # (method, path, body): roles allowed besides admin
@@ -167,3 +140,218 @@ def test_not_ready_until_scores_exist(tmp_path, imported_world) -> None:
         assert r.status_code == 503 and "kundenwert score" in r.json()["error"]
         assert c.get("/health/live").status_code == 200
         assert c.get("/v1/customers/00000001", headers={"X-API-Key": key}).status_code == 503
+
+
+def _suggested(served) -> list[tuple[str, str, str]]:
+    """(decision_id, action_id, channel) of every suggestion for every customer (one /v1/score)."""
+    c = served["client"]
+    r = c.post(
+        "/v1/score",
+        headers={"X-API-Key": served["keys"]["campaign"]},
+        json={"customer_ids": served["customers"]},
+    )
+    assert r.status_code == 200
+    return [
+        (x["decision_id"], s["action_id"], s["channel"])
+        for x in r.json()["results"]
+        for s in x["suggestions"]
+    ]
+
+
+def _events(suggested, n: int, prefix: str, seed: int) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    outcomes = ["sent", "opened", "clicked", "converted", "unsubscribed", "bounced"]
+    out = []
+    for i in range(n):
+        d, a, ch = rng.choice(suggested)
+        out.append(
+            {
+                "event_id": f"{prefix}-{i}",
+                "decision_id": d,
+                "action_id": a,
+                "channel": ch,
+                "outcome": rng.choice(outcomes),
+                "occurred_at": f"2026-11-{1 + i % 20:02d}T10:00:00Z",
+            }
+        )
+    return out
+
+
+def test_feedback_10000_events_with_30_percent_duplicates_sent_concurrently(served) -> None:
+    """13,000 events (10,000 distinct + 3,000 repeats with the same payload) in shuffled batches of
+    100 from 8 threads at once: exactly 10,000 stored, the answers add up, and every contact of a
+    (decision, action, channel) carries its furthest outcome."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    c, key = served["client"], served["keys"]["campaign"]
+    suggested = _suggested(served)
+    assert len(suggested) > 500
+    events = _events(suggested, 10_000, "load", seed=1)
+    rng = random.Random(2)
+    sent = events + [dict(e) for e in rng.sample(events, 3_000)]
+    rng.shuffle(sent)
+    batches = [sent[i : i + 100] for i in range(0, len(sent), 100)]
+
+    def post(batch):
+        r = c.post("/v1/feedback", headers={"X-API-Key": key}, json={"events": batch})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, batches))
+    assert sum(a["stored"] for a in answers) == 10_000 and sum(a["duplicates"] for a in answers) == 3_000
+    engine = sa.create_engine(served["url"])
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT count(*) FROM kw_feedback WHERE event_id LIKE 'load-%'")
+        ).scalar()
+        contacts = pd.read_sql(
+            sa.text(
+                "SELECT contact_id, outcome, direction, action_id FROM contacts WHERE contact_id LIKE 'kw-%'"
+            ),
+            conn,
+        )
+    assert stored == 10_000
+    from kundenwert.serving.feedback import OUTCOMES, STAGE, contact_id_of
+
+    want: dict[str, str] = {}
+    for e in events:  # the furthest outcome per contact
+        cid = contact_id_of(e["decision_id"], e["action_id"], e["channel"])
+        o = OUTCOMES[e["outcome"]]
+        if cid not in want or STAGE[o] > STAGE[want[cid]]:
+            want[cid] = o
+    got = dict(zip(contacts["contact_id"], contacts["outcome"], strict=True))
+    assert set(got) >= set(want) and {k: got[k] for k in want} == want
+    assert set(contacts["direction"]) == {"outbound"}
+
+
+def test_feedback_conflicts_and_unknown_decisions_are_refused_whole(served) -> None:
+    c, key = served["client"], served["keys"]["campaign"]
+    suggested = _suggested(served)
+    first = _events(suggested, 3, "conflict", seed=3)
+    assert c.post("/v1/feedback", headers={"X-API-Key": key}, json={"events": first}).json() == {
+        "stored": 3,
+        "duplicates": 0,
+    }
+    changed = [dict(first[0], outcome="converted" if first[0]["outcome"] != "converted" else "opened")]
+    fresh = _events(suggested, 1, "conflict-new", seed=4)
+    r = c.post("/v1/feedback", headers={"X-API-Key": key}, json={"events": fresh + changed})
+    assert r.status_code == 409 and "conflict-0" in r.text
+    engine = sa.create_engine(served["url"])
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM kw_feedback WHERE event_id = 'conflict-new-0'")
+            ).scalar()
+            == 0
+        )
+    wrong = [dict(first[1], event_id="x-1", decision_id="0" * 32)]
+    r = c.post("/v1/feedback", headers={"X-API-Key": key}, json={"events": wrong})
+    assert r.status_code == 422 and "unknown decision_id" in r.text
+    wrong = [dict(first[1], event_id="x-2", action_id="not_suggested")]
+    r = c.post("/v1/feedback", headers={"X-API-Key": key}, json={"events": wrong})
+    assert r.status_code == 422 and "did not suggest" in r.text
+    r = c.post(
+        "/v1/feedback", headers={"X-API-Key": key}, json={"events": [dict(first[1], outcome="teleported")]}
+    )
+    assert r.status_code == 422
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(served, port: int):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    env = {**os.environ, "KUNDENWERT_DATABASE_URL": served["url"], "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kundenwert.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode()[-2000:])
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the server did not get ready in 90 s")
+
+
+@pytest.mark.integration
+def test_a_killed_server_loses_no_acknowledged_feedback(served) -> None:
+    """A real server (uvicorn, SQLite store) gets feedback batches until it is killed with SIGKILL
+    mid-stream; after a restart every event of every batch that got a 2xx is stored, and
+    resending everything stores each event exactly once."""
+    import signal
+    import threading
+
+    import httpx
+
+    suggested = _suggested(served)
+    events = _events(suggested, 4_000, "kill", seed=7)
+    batches = [events[i : i + 25] for i in range(0, len(events), 25)]
+    port = _free_port()
+    proc = _start_server(served, port)
+    acknowledged: list[str] = []
+    headers = {"X-API-Key": served["keys"]["campaign"]}
+
+    def send() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as client:
+            for batch in batches:
+                try:
+                    r = client.post("/v1/feedback", json={"events": batch})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 200:
+                    acknowledged.extend(e["event_id"] for e in batch)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    while len(acknowledged) < 1_000 and sender.is_alive():
+        threading.Event().wait(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sender.join()
+    assert 1_000 <= len(acknowledged) < len(events)  # killed mid-stream
+
+    engine = sa.create_engine(served["url"])
+    with engine.connect() as conn:
+        stored = {
+            r[0]
+            for r in conn.execute(sa.text("SELECT event_id FROM kw_feedback WHERE event_id LIKE 'kill-%'"))
+        }
+    assert set(acknowledged) <= stored  # nothing acknowledged was lost
+
+    proc = _start_server(served, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+            answers = [client.post("/v1/feedback", json={"events": b}).json() for b in batches]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert sum(a["stored"] for a in answers) == len(events) - len(stored)
+    with engine.connect() as conn:
+        count = conn.execute(
+            sa.text("SELECT count(*) FROM kw_feedback WHERE event_id LIKE 'kill-%'")
+        ).scalar()
+    assert count == len(events)

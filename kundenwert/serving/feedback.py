@@ -1,0 +1,246 @@
+"""Feedback: what happened to each suggestion, stored once and written into the contact history.
+
+Each event has an ``event_id`` chosen by the sender. A batch is one transaction:
+
+- an event id seen before with the same payload is a duplicate and changes nothing;
+- an event id seen before with a different payload refuses the whole batch (nothing written,
+  the conflicting ids named);
+- new events are inserted with the database's insert-or-ignore, so two requests racing with the
+  same id store it once, and the batch commits before the answer: a 2xx means stored.
+
+Every new event moves the contact of its (decision, action, channel) in the ``contacts`` table:
+the first event creates it (outbound, not control, the action, the time of the event); later
+ones raise its outcome along none < opened < clicked < converted < bounced < unsubscribed. The
+next training reads those contacts like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import UTC, datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from kundenwert.errors import KundenwertError
+from kundenwert.features.store import TABLE_DEFS, Store
+
+OUTCOMES = {"sent": "none", "opened": "opened", "clicked": "clicked", "converted": "converted"}
+OUTCOMES |= {"unsubscribed": "unsubscribed", "bounced": "bounced"}
+STAGE = {
+    "none": 0,
+    "opened": 1,
+    "clicked": 2,
+    "responded": 3,
+    "converted": 4,
+    "bounced": 5,
+    "unsubscribed": 6,
+}
+
+_meta = sa.MetaData()
+EVENTS = sa.Table(
+    "kw_feedback",
+    _meta,
+    sa.Column("event_id", sa.String(128), primary_key=True),
+    sa.Column("payload_sha256", sa.String(64), nullable=False),
+    sa.Column("decision_id", sa.String(32), nullable=False, index=True),
+    sa.Column("action_id", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("occurred_at", sa.String(40), nullable=False),
+    sa.Column("received_at", sa.String(40), nullable=False),
+)
+
+
+class FeedbackConflict(KundenwertError):
+    """An event id already stored with a different payload."""
+
+    http_status = 409
+
+
+class FeedbackInvalid(KundenwertError):
+    """An event that does not belong to a known decision and suggestion."""
+
+    http_status = 422
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "crm-7781-opened",
+                    "decision_id": "5f0c2e4b9a0d4e53a6a1c9b7d2e8f013",
+                    "action_id": "retention_voucher",
+                    "channel": "email",
+                    "outcome": "opened",
+                    "occurred_at": "2026-11-22T09:15:00Z",
+                }
+            ]
+        },
+    )
+
+    event_id: str = Field(min_length=1, max_length=128, description="the sender's id: a repeat is a no-op")
+    decision_id: str = Field(min_length=32, max_length=32)
+    action_id: str
+    channel: str
+    outcome: str = Field(pattern="^(sent|opened|clicked|converted|unsubscribed|bounced)$")
+    occurred_at: datetime
+
+    def digest(self) -> str:
+        body = self.model_dump(mode="json", exclude={"event_id"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class FeedbackBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[Event] = Field(min_length=1, max_length=1_000)
+
+
+def _insert_ignore(engine: sa.Engine, table: sa.Table):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table).on_conflict_do_nothing()
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table).on_conflict_do_nothing()
+    raise KundenwertError(f"feedback needs SQLite or PostgreSQL, not {engine.dialect.name}")
+
+
+def contact_id_of(decision_id: str, action_id: str, channel: str) -> str:
+    return "kw-" + hashlib.sha1(f"{decision_id}|{action_id}|{channel}".encode()).hexdigest()[:24]
+
+
+_SQLITE_WRITER = threading.Lock()
+
+
+def record_feedback(store: Store, events: list[Event]) -> dict[str, int]:
+    """Store a batch (see the module doc); returns ``{"stored": n, "duplicates": m}``.
+
+    On SQLite, batches of one process are written one at a time (SQLite has one writer; a
+    transaction that read first and then writes cannot wait for another writer); PostgreSQL
+    runs them concurrently and the unique event id settles races."""
+    if store.engine.dialect.name == "sqlite":
+        with _SQLITE_WRITER:
+            return _record(store, events)
+    return _record(store, events)
+
+
+def _record(store: Store, events: list[Event]) -> dict[str, int]:
+    from kundenwert.serving.state import DECISIONS
+
+    engine = store.engine
+    _meta.create_all(engine)
+    seen: dict[str, str] = {}
+    for e in events:  # the same id twice inside one batch must agree too
+        if seen.setdefault(e.event_id, e.digest()) != e.digest():
+            raise FeedbackConflict(f"event {e.event_id!r} appears twice in the batch with different payloads")
+    unique = list({e.event_id: e for e in events}.values())
+    decisions = {e.decision_id for e in unique}
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    contacts = TABLE_DEFS["contacts"]
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(DECISIONS.c.decision_id, DECISIONS.c.customer_id, DECISIONS.c.suggestions).where(
+                DECISIONS.c.decision_id.in_(decisions)
+            )
+        ).all()
+        known = {
+            r.decision_id: (
+                r.customer_id,
+                {(s["action_id"], s["channel"]) for s in json.loads(r.suggestions)},
+            )
+            for r in rows
+        }
+        for e in unique:
+            if e.decision_id not in known:
+                raise FeedbackInvalid(f"event {e.event_id!r}: unknown decision_id {e.decision_id!r}")
+            if (e.action_id, e.channel) not in known[e.decision_id][1]:
+                raise FeedbackInvalid(
+                    f"event {e.event_id!r}: decision {e.decision_id} did not suggest {e.action_id} on {e.channel}"
+                )
+        before = {
+            r.event_id: r.payload_sha256
+            for r in conn.execute(
+                sa.select(EVENTS.c.event_id, EVENTS.c.payload_sha256).where(
+                    EVENTS.c.event_id.in_([e.event_id for e in unique])
+                )
+            )
+        }
+        conflicts = [e.event_id for e in unique if e.event_id in before and before[e.event_id] != e.digest()]
+        if conflicts:
+            raise FeedbackConflict(
+                f"event id(s) already stored with a different payload: {', '.join(conflicts[:20])}"
+            )
+        new = [e for e in unique if e.event_id not in before]
+        inserted = []
+        for e in new:  # insert-or-ignore: a racing request with the same id wins or loses cleanly
+            result = conn.execute(
+                _insert_ignore(engine, EVENTS).values(
+                    event_id=e.event_id,
+                    payload_sha256=e.digest(),
+                    decision_id=e.decision_id,
+                    action_id=e.action_id,
+                    channel=e.channel,
+                    outcome=e.outcome,
+                    occurred_at=e.occurred_at.isoformat(),
+                    received_at=now,
+                )
+            )
+            if result.rowcount == 1:
+                inserted.append(e)
+        # a racing duplicate that got in first: it must carry the same payload
+        lost = [e for e in new if e not in inserted]
+        if lost:
+            stored = dict(
+                conn.execute(
+                    sa.select(EVENTS.c.event_id, EVENTS.c.payload_sha256).where(
+                        EVENTS.c.event_id.in_([e.event_id for e in lost])
+                    )
+                ).all()
+            )
+            bad = [e.event_id for e in lost if stored.get(e.event_id) != e.digest()]
+            if bad:
+                raise FeedbackConflict(
+                    f"event id(s) already stored with a different payload: {', '.join(bad[:20])}"
+                )
+        for e in inserted:
+            _move_contact(conn, contacts, known[e.decision_id][0], e)
+    return {"stored": len(inserted), "duplicates": len(events) - len(inserted)}
+
+
+def _move_contact(conn, contacts: sa.Table, customer_id: str, e: Event) -> None:
+    cid = contact_id_of(e.decision_id, e.action_id, e.channel)
+    outcome = OUTCOMES[e.outcome]
+    at = pd.Timestamp(e.occurred_at)
+    at = at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")
+    row = conn.execute(
+        sa.select(contacts.c.outcome, contacts.c.contacted_at).where(contacts.c.contact_id == cid)
+    ).first()
+    if row is None:
+        conn.execute(
+            contacts.insert().values(
+                contact_id=cid,
+                customer_id=customer_id,
+                contacted_at=at.to_pydatetime(),
+                channel=e.channel,
+                direction="outbound",
+                action_id=e.action_id,
+                is_control=False,
+                outcome=outcome,
+            )
+        )
+        return
+    changes = {}
+    if STAGE.get(outcome, 0) > STAGE.get(row.outcome or "none", 0):
+        changes["outcome"] = outcome
+    if e.outcome == "sent" and at.to_pydatetime() < row.contacted_at:
+        changes["contacted_at"] = at.to_pydatetime()
+    if changes:
+        conn.execute(contacts.update().where(contacts.c.contact_id == cid).values(**changes))

@@ -1,0 +1,30 @@
+"""Campaign tools report what happened to each suggestion."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from kundenwert.serving.deps import allow, get_state
+from kundenwert.serving.feedback import FeedbackBatch, record_feedback
+from kundenwert.serving.state import ServingState
+
+router = APIRouter(prefix="/v1", tags=["campaigns"])
+
+
+class FeedbackResult(BaseModel):
+    stored: int
+    duplicates: int
+
+
+@router.post(
+    "/feedback",
+    response_model=FeedbackResult,
+    dependencies=[Depends(allow("campaign"))],
+    responses={409: {"description": "an event id already stored with a different payload"}},
+)
+def feedback(body: FeedbackBatch, state: Annotated[ServingState, Depends(get_state)]) -> FeedbackResult:
+    """Outcomes per decision, idempotent by ``event_id``; stored before the answer."""
+    return FeedbackResult(**record_feedback(state.store, body.events))
