@@ -20,7 +20,7 @@ from kundenwert.errors import KundenwertError
 from kundenwert.features.store import Store
 from kundenwert.serving.catalog import load_catalog
 from kundenwert.serving.keys import KeyRing
-from kundenwert.serving.routes import customers, feedback, health, scoring
+from kundenwert.serving.routes import admin, customers, feedback, health, marketing, scoring
 from kundenwert.serving.state import ServingState
 
 log = logging.getLogger("kundenwert.serving")
@@ -67,6 +67,6 @@ def create_app(store: Store | None = None, catalog_path: str | Path | None = Non
     async def our_errors(_request: Request, exc: KundenwertError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "http_status", 422))
 
-    for module in (health, customers, scoring, feedback):
+    for module in (health, customers, scoring, feedback, marketing, admin):
         app.include_router(module.router)
     return app

@@ -99,44 +99,25 @@ class ServingState:
         """(candidates with the funnel, consent) for ``ids``; customers without scores (never
         scored, or objecting: never profiled) get candidates only from consent: none kept."""
         now = now or pd.Timestamp.now(tz="UTC")
+        inputs = self.inputs_for(self.scores.reindex(pd.Index(ids, name="customer_id")), now)
+        out = arbitrate(
+            self.catalog, inputs, channels=channels, actions=actions, period=now.strftime("%Y-%m")
+        )
+        return out, inputs.consent
+
+    def inputs_for(self, customers: pd.DataFrame, now: pd.Timestamp | None = None) -> Inputs:
+        """Arbitration inputs for the customers (rows of ``scores``) with their live state now."""
+        now = now or pd.Timestamp.now(tz="UTC")
+        ids = [str(i) for i in customers.index]
         consent, pressure, ignored = self._live(ids, now)
-        scored = self.scores.reindex(pd.Index(ids, name="customer_id"))
-        inputs = Inputs(
-            customers=scored,
+        return Inputs(
+            customers=customers,
             consent=consent,
             pressure=pressure,
             ignored=ignored,
             propensity=self._propensity_of(ids),
             margins=self.margins,
         )
-        out = arbitrate(
-            self.catalog, inputs, channels=channels, actions=actions, period=now.strftime("%Y-%m")
-        )
-        return out, consent
-
-    def record(self, customer_id: str, kept: pd.DataFrame) -> str:
-        """Store the decision (what was suggested) and return its id."""
-        decision_id = uuid.uuid4().hex
-        suggestions = [
-            {
-                "action_id": r.action_id,
-                "channel": r.channel,
-                "score": round(float(r.score), 6),
-                "rank": int(r.rank),
-            }
-            for r in kept.itertuples()
-        ]
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                DECISIONS.insert().values(
-                    decision_id=decision_id,
-                    customer_id=customer_id,
-                    created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    score_run=self.run["run_id"],
-                    suggestions=json.dumps(suggestions),
-                )
-            )
-        return decision_id
 
     def record_many(self, kept: pd.DataFrame) -> dict[str, str]:
         """One decision per customer of a batch, written in one transaction."""

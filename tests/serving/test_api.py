@@ -15,48 +15,75 @@ from kundenwert.features.store import Store
 from kundenwert.serving.app import create_app
 from kundenwert.serving.keys import create_key, revoke_key
 
+# path -> (method, success status, roles allowed besides admin, body maker)
 ENDPOINTS = {
-    # (method, path, body): roles allowed besides admin
-    ("GET", "/v1/customers/{id}", None): {"sales", "data_science"},
-    ("GET", "/v1/customers/{id}/next-best-actions", None): {"sales", "data_science"},
-    ("POST", "/v1/score", "score"): {"campaign", "data_science"},
+    "/v1/customers/{id}": ("GET", 200, {"sales", "data_science"}, None),
+    "/v1/customers/{id}/next-best-actions": ("GET", 200, {"sales", "data_science"}, None),
+    "/v1/score": ("POST", 200, {"campaign", "data_science"}, lambda x: {"customer_ids": [x["cid"]]}),
+    "/v1/feedback": ("POST", 200, {"campaign"}, lambda x: {"events": [x["event"]]}),
+    "/v1/target-lists": (
+        "POST",
+        201,
+        {"marketing"},
+        lambda x: {"objective": "win_back", "channel": "email", "size": 5},
+    ),
+    "/v1/target-lists/{list}": ("GET", 200, {"marketing", "data_science"}, None),
+    "/v1/analytics/affinity-by-age-group": ("GET", 200, {"marketing", "data_science"}, None),
+    "/v1/analytics/kpis": ("GET", 200, {"marketing", "data_science"}, None),
+    "/v1/admin/reload": ("POST", 200, set(), lambda x: None),
 }
 PUBLIC = ["/health/live", "/health/ready", "/metrics"]
 
 
-def _call(client, method, path, body, key, cid):
+def _call(client, path, key, ctx):
+    method, _, _, body = ENDPOINTS[path]
     headers = {} if key is None else {"X-API-Key": key}
-    url = path.replace("{id}", cid)
+    url = path.replace("{id}", ctx["cid"]).replace("{list}", ctx["list"])
     if method == "GET":
         return client.get(url, headers=headers)
-    return client.post(url, headers=headers, json={"customer_ids": [cid]})
+    return client.post(url, headers=headers, json=body(ctx))
 
 
 def test_every_endpoint_and_role(served) -> None:
-    """200 for the roles allowed (and admin), 403 for every other valid key, 401 without a key, with
-    a wrong key and with a revoked one."""
+    """The success status for the roles allowed (and admin), 403 for every other valid key, 401
+    without a key, with a wrong key and with a revoked one; health and metrics are public."""
     c, keys = served["client"], served["keys"]
-    cid = served["customers"][0]
+    admin = {"X-API-Key": keys["admin"]}
+    made = c.post(
+        "/v1/target-lists", headers=admin, json={"objective": "win_back", "channel": "email", "size": 5}
+    )
+    d, a, ch = _suggested(served)[0]
+    ctx = {
+        "cid": served["customers"][0],
+        "list": made.json()["list_id"],
+        "event": {
+            "event_id": "roles-1",
+            "decision_id": d,
+            "action_id": a,
+            "channel": ch,
+            "outcome": "sent",
+            "occurred_at": "2026-11-20T10:00:00Z",
+        },
+    }
     seen = []
-    for (method, path, body), allowed in ENDPOINTS.items():
+    for path, (method, ok, allowed, _) in ENDPOINTS.items():
         for role, key in keys.items():
-            r = _call(c, method, path, body, key, cid)
-            want = 200 if role in allowed | {"admin"} else 403
+            r = _call(c, path, key, ctx)
+            want = ok if role in allowed | {"admin"} else 403
             assert r.status_code == want, (method, path, role, r.status_code, r.text[:200])
             seen.append(want)
         for bad in (None, "kw_nothere_x", keys["sales"][:-2] + "xx", "Bearer something"):
-            r = _call(c, method, path, body, bad, cid)
-            assert r.status_code == 401, (method, path, bad, r.status_code)
-    assert seen.count(403) >= 6 and seen.count(200) >= 9
+            assert _call(c, path, bad, ctx).status_code == 401, (path, bad)
+    assert seen.count(403) >= 20 and len(seen) == len(ENDPOINTS) * len(keys)
     for path in PUBLIC:
         assert c.get(path).status_code == 200, path
     # a revoked key stops working once the key ring is refreshed
     extra = create_key(served["store"].engine, "sales")
     c.app.state.keys.refresh()
-    assert _call(c, "GET", "/v1/customers/{id}", None, extra, cid).status_code == 200
+    assert _call(c, "/v1/customers/{id}", extra, ctx).status_code == 200
     assert revoke_key(served["store"].engine, extra.split("_")[1])
     c.app.state.keys.refresh()
-    assert _call(c, "GET", "/v1/customers/{id}", None, extra, cid).status_code == 401
+    assert _call(c, "/v1/customers/{id}", extra, ctx).status_code == 401
 
 
 def test_next_best_actions_are_recorded_and_explained(served) -> None:
@@ -355,3 +382,87 @@ def test_a_killed_server_loses_no_acknowledged_feedback(served) -> None:
             sa.text("SELECT count(*) FROM kw_feedback WHERE event_id LIKE 'kill-%'")
         ).scalar()
     assert count == len(events)
+
+
+def test_target_lists_respect_consent_filters_size_and_control(served) -> None:
+    from kundenwert.serving.live import consent_now
+
+    c, h = served["client"], {"X-API-Key": served["keys"]["marketing"]}
+    body = {
+        "name": "retention test",
+        "objective": "churn_prevention",
+        "channel": "email",
+        "filters": {"age_groups": ["25-34", "35-44", "45-54"], "min_clv": 1.0},
+        "size": 150,
+        "control_share": 0.2,
+    }
+    r = c.post("/v1/target-lists", headers=h, json=body)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    got = c.get(made["url"], headers=h).json()
+    members = pd.DataFrame(got["members"])
+    s = got["summary"]
+    assert s["customers"] == len(members) > 20 and len(members) <= 150
+    assert s["targeted"] + s["control"] == len(members) and 0.05 < s["control"] / len(members) < 0.4
+    target = members[members["group"] == "target"]
+    assert s["expected_responders"] == pytest.approx(target["propensity"].sum())
+    assert s["expected_value"] == pytest.approx(target["expected_value"].sum())
+    assert list(members["score"]) == sorted(members["score"], reverse=True)  # best first
+    assert set(members["action_id"]) == {"retention_voucher"} and members["customer_id"].is_unique
+    scores = served["client"].app.state.serving.scores.loc[members["customer_id"]]
+    assert set(scores["age_group"]) <= {"25-34", "35-44", "45-54"} and (scores["clv"] >= 1.0).all()
+    assert (scores["status"] == "active").all()
+    consent = consent_now(served["store"].read_table("consents"), pd.Timestamp.now(tz="UTC"))
+    assert consent.reindex(members["customer_id"])["email"].fillna(False).all()  # every one may get email
+    csv = c.get(made["url"], headers=h, params={"format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0].split(",")[:4] == ["position", "customer_id", "group", "action_id"]
+    assert len(csv.text.splitlines()) == len(members) + 1
+    # a budget instead of a size: the targeted cost stays within it
+    r = c.post("/v1/target-lists", headers=h, json={**body, "size": None, "budget": 2.0, "control_share": 0})
+    assert (
+        r.status_code == 201 and r.json()["summary"]["cost"] <= 2.0 and r.json()["summary"]["targeted"] == 40
+    )
+    # unclear requests are refused with the reason
+    r = c.post("/v1/target-lists", headers=h, json={"objective": "cross_sell", "channel": "email", "size": 5})
+    assert r.status_code == 422 and "category" in r.text
+    r = c.post("/v1/target-lists", headers=h, json={"objective": "win_back", "channel": "phone", "size": 5})
+    assert r.status_code == 422 and "no catalog action serves win_back on phone" in r.text
+    assert c.get("/v1/target-lists/nope", headers=h).status_code == 404
+
+
+def test_analytics(served) -> None:
+    c, h = served["client"], {"X-API-Key": served["keys"]["marketing"]}
+    rows = c.get("/v1/analytics/affinity-by-age-group", headers=h).json()["rows"]
+    assert rows and all(r["customers"] >= 20 for r in rows)
+    assert {r["category"] for r in rows} >= {"electronics", "fashion"}
+    k = c.get("/v1/analytics/kpis", headers=h, params={"days": 3650}).json()
+    offers = served["store"].read_table("offers", ["status", "amount"])
+    assert k["pending_offer_revenue"] == pytest.approx(offers.loc[offers["status"] == "open", "amount"].sum())
+    assert sum(k["customers"].values()) + k["customers_not_profiled"] == len(served["customers"])
+    assert sum(v["contacts"] for v in k["contacts_per_channel"].values()) > 1_000
+
+
+def test_reload_swaps_runs_and_keeps_serving_when_it_fails(served, monkeypatch) -> None:
+    from kundenwert.serving import state as S
+
+    c, h = served["client"], {"X-API-Key": served["keys"]["admin"]}
+    before = c.get("/health/ready").json()["score_run"]
+    r = c.post("/v1/admin/reload", headers=h)
+    assert r.status_code == 200 and r.json()["score_run"] == before
+    from kundenwert.errors import ConfigurationError
+
+    def broken(_engine):
+        raise ConfigurationError("the scores table is unreadable")
+
+    monkeypatch.setattr(S, "read_scores", broken)
+    r = c.post("/v1/admin/reload", headers=h)
+    assert r.status_code == 409 and "still serving run" in r.text
+    cid = served["customers"][0]
+    assert (
+        c.get(
+            f"/v1/customers/{cid}/next-best-actions", headers={"X-API-Key": served["keys"]["sales"]}
+        ).status_code
+        == 200
+    )
+    assert c.get("/health/ready").json()["score_run"] == before

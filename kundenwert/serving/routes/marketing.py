@@ -1,0 +1,110 @@
+"""Marketing: target lists and analytics."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, Query, Response
+
+from kundenwert.features.contract import MARKETING_CHANNELS
+from kundenwert.serving.deps import allow, get_state
+from kundenwert.serving.state import ServingState
+from kundenwert.serving.target_lists import (
+    TargetListRequest,
+    build_target_list,
+    load_target_list,
+    save_target_list,
+)
+
+router = APIRouter(prefix="/v1", tags=["marketing"])
+MIN_GROUP = 20  # analytics never show a group of fewer customers
+
+
+@router.post("/target-lists", status_code=201, dependencies=[Depends(allow("marketing"))])
+def create_target_list(body: TargetListRequest, state: Annotated[ServingState, Depends(get_state)]) -> dict:
+    """Build and store a list for an objective, a channel, filters and a size or budget."""
+    list_id, summary, members = build_target_list(body, state.catalog, state.inputs_for, state.scores)
+    created = save_target_list(state.store.engine, list_id, body, summary, members)
+    return {
+        "list_id": list_id,
+        "created_at": created,
+        "summary": summary,
+        "url": f"/v1/target-lists/{list_id}",
+    }
+
+
+@router.get(
+    "/target-lists/{list_id}",
+    dependencies=[Depends(allow("marketing", "data_science"))],
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
+)
+def get_target_list(
+    list_id: str,
+    state: Annotated[ServingState, Depends(get_state)],
+    format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
+):
+    meta, members = load_target_list(state.store.engine, list_id)
+    if format == "csv":
+        buf = io.StringIO()
+        members.to_csv(buf, index=False)
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="target-list-{list_id}.csv"'},
+        )
+    return {**meta, "members": members.to_dict("records")}
+
+
+@router.get("/analytics/affinity-by-age-group", dependencies=[Depends(allow("marketing", "data_science"))])
+def affinity_by_age(state: Annotated[ServingState, Depends(get_state)]) -> dict:
+    """Mean predicted affinity per category and age group and its lift against all customers
+    (groups of fewer than 20 customers left out)."""
+    from kundenwert.models.affinity import affinity_by_age_group
+
+    scores = state.scores
+    predicted = scores[[c for c in scores.columns if c.startswith("affinity_")]]
+    table = affinity_by_age_group(scores[["age_group"]], predicted=predicted)
+    table = table[table["customers"] >= MIN_GROUP]
+    rows = [
+        {"category": cat, "age_group": age, **{k: float(v) for k, v in r.items()}}
+        for (cat, age), r in table.iterrows()
+    ]
+    return {"score_run": state.run["run_id"], "rows": rows}
+
+
+@router.get("/analytics/kpis", dependencies=[Depends(allow("marketing", "data_science"))])
+def kpis(
+    state: Annotated[ServingState, Depends(get_state)],
+    days: Annotated[int, Query(ge=1, le=3650, description="contacts and responses of the last days")] = 90,
+) -> dict:
+    """Revenue in pending offers, customers by status, contacts and responses per channel."""
+    offers = state.store.read_table("offers", ["status", "amount"])
+    pending = float(offers.loc[offers["status"] == "open", "amount"].sum())
+    contacts = state.store.read_table(
+        "contacts", ["contacted_at", "channel", "direction", "is_control", "outcome"]
+    )
+    since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=days)
+    c = contacts[(contacts["contacted_at"] >= since) & (contacts["direction"] == "outbound")]
+    c = c[~c["is_control"].astype("boolean").fillna(False).to_numpy(dtype=bool)]
+    responded = c["outcome"].isin(["responded", "converted"]).to_numpy()
+    per_channel = {
+        ch: {
+            "contacts": int((c["channel"] == ch).sum()),
+            "responses": int(((c["channel"] == ch).to_numpy() & responded).sum()),
+        }
+        for ch in MARKETING_CHANNELS
+    }
+    status = state.scores["status"].value_counts()
+    return {
+        "pending_offer_revenue": pending,
+        "customers": {k: int(status.get(k, 0)) for k in ("active", "lapsed", "new")},
+        "customers_not_profiled": int(
+            len(state.store.read_table("customers", ["customer_id"])) - len(state.scores)
+        ),
+        "contacts_per_channel": per_channel,
+        "days": days,
+        "response_rate": float(responded.mean()) if len(c) else np.nan,
+    }
