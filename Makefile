@@ -15,12 +15,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Main job: a 20,000-customer sample world, imported into SQLite, summarised, every model
-## trained, backtested, tracked in MLflow (var/mlflow.db) and promoted where it passes its gates.
+## trained, backtested, tracked in MLflow (var/mlflow.db) and promoted where it passes its gates,
+## every customer scored, and the API serving on 127.0.0.1:8000 (demo keys printed; Ctrl-C stops).
 run: $(STAMP)
 	$(VENV)/bin/kundenwert sample var/sample --customers 20000 --seed 1
 	$(VENV)/bin/kundenwert import var/sample --mode replace
 	$(VENV)/bin/kundenwert summary
 	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/kundenwert train --report var/train-report.json
+	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/kundenwert score
+	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/kundenwert serve --demo --host 127.0.0.1 --port 8000
 
 ## PostgreSQL server binaries for the store tests (the tests start a private cluster).
 postgres:

@@ -317,6 +317,9 @@ def serve_cmd(
     actions: Annotated[
         Path | None, typer.Option(help="Action catalog TOML (default: actions/default.toml).")
     ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Create and print a key per role and example requests first.")
+    ] = False,
 ) -> None:
     """Run the API (FastAPI on uvicorn, one worker; OMP_NUM_THREADS=1 for scoring in requests)."""
     import os
@@ -326,7 +329,45 @@ def serve_cmd(
 
     from kundenwert.serving.app import create_app
 
+    if demo:
+        _print_demo(host, port)
+
     uvicorn.run(create_app(catalog_path=actions), host=host, port=port, workers=1, log_level="warning")
+
+
+def _print_demo(host: str, port: int) -> None:
+    """A key per role (name "demo") and requests to try, with a real customer of the store."""
+    from kundenwert.features.store import Store
+    from kundenwert.serving.keys import ROLES, create_key
+    from kundenwert.serving.scores_store import read_scores
+
+    store = Store()
+    scores, _, _ = read_scores(store.engine)
+    active = scores.index[scores["status"] == "active"]
+    cid = str(active[0] if len(active) else scores.index[0])
+    keys = {role: create_key(store.engine, role, "demo") for role in ROLES}
+    t = Table(title="demo API keys (shown once; stored as hashes)")
+    t.add_column("role")
+    t.add_column("key")
+    for role, key in keys.items():
+        t.add_row(role, key)
+    out.print(t)
+    base = f"http://{host}:{port}"
+    examples = [
+        f"curl -H 'X-API-Key: {keys['sales']}' '{base}/v1/customers/{cid}'",
+        f"curl -H 'X-API-Key: {keys['sales']}' '{base}/v1/customers/{cid}/next-best-actions?explain=true'",
+        f"curl -H 'X-API-Key: {keys['campaign']}' -H 'Content-Type: application/json' "
+        f'-d \'{{"customer_ids": ["{cid}"], "channels": ["email"]}}\' {base}/v1/score',
+        f"curl -H 'X-API-Key: {keys['marketing']}' -H 'Content-Type: application/json' "
+        f'-d \'{{"objective": "churn_prevention", "channel": "email", "size": 500}}\' '
+        f"{base}/v1/target-lists",
+        f"curl -H 'X-API-Key: {keys['marketing']}' {base}/v1/analytics/kpis",
+        f"open {base}/docs   # the OpenAPI documentation",
+    ]
+    out.print("\n[bold]try:[/]", highlight=False)
+    for line in examples:
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
+    out.print(f"\nserving on {base} (Ctrl-C stops it)", highlight=False)
 
 
 @app.command("experiments")
