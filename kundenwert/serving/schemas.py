@@ -7,6 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from kundenwert.features.contract import MARKETING_CHANNELS
 
 
+class Reason(BaseModel):
+    reason: str = Field(description='a plain sentence, e.g. "no purchase for 212 days"')
+    direction: str = Field(description="raises or lowers the score")
+
+
 class Suggestion(BaseModel):
     action_id: str
     title: str
@@ -18,6 +23,9 @@ class Suggestion(BaseModel):
     propensity: float
     value: float
     cost: float
+    reasons: list[Reason] = Field(
+        default_factory=list, description="the customer's top factors behind the score this action rests on"
+    )
 
 
 class Dropped(BaseModel):
@@ -103,4 +111,7 @@ class CustomerView(BaseModel):
     winback_chance: float | None = Field(description="lapsed customers")
     top_affinities: list[dict[str, object]]
     consent: ConsentView
+    reasons: dict[str, list[Reason]] = Field(
+        description="top SHAP factors: churn (active), winback (lapsed), value (everyone scored)"
+    )
     model_versions: dict[str, str]

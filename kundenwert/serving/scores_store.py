@@ -126,7 +126,9 @@ def read_scores(engine: sa.Engine) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         frame["open_complaint"] = frame["open_complaint"].astype(bool)
     propensity = _long(frame)
     scores = frame[[c for c in frame.columns if not c.startswith(("response" + SEP, "uplift" + SEP))]]
-    numbers = [c for c in scores.columns if c not in _TEXT and c != "open_complaint"]
+    numbers = [
+        c for c in scores.columns if c not in _TEXT and c != "open_complaint" and not c.startswith("reasons_")
+    ]
     scores = scores.astype({c: "float64" for c in numbers})  # an all-missing column reads back as None
     return scores, propensity.astype("float64"), run
 

@@ -31,6 +31,7 @@ def score_snapshot(
     models: dict[str, object],
     catalog: Catalog,
     objecting: pd.Index | None = None,
+    reasons: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scores, propensity) of the customers of snapshot ``X`` (indexed by ``customer_id``).
 
@@ -38,6 +39,9 @@ def score_snapshot(
     ``p_alive``, ``churn`` (active only), ``winback`` (lapsed only), ``affinity_<category>``.
     ``propensity``: per (customer_id, action_id, channel): ``response`` if contacted, and
     ``uplift`` when a formula of the catalog uses it (it costs a second pass).
+    ``reasons``: also ``reasons_churn`` (active), ``reasons_winback`` (lapsed) and ``reasons_value``
+    (everyone: what drives bringing any value in the CLV horizon): each customer's top three SHAP
+    factors as JSON sentences.
     ``models``: fitted ``clv``, ``churn``, ``winback``, ``affinity``, ``response`` estimators.
     """
     from kundenwert.models.btyd import BTYDModel
@@ -60,6 +64,11 @@ def score_snapshot(
     lapsed = (scores["status"] == "lapsed").to_numpy()
     scores["churn"] = np.where(active, models["churn"].predict_proba(X)[:, 1], np.nan)
     scores["winback"] = np.where(lapsed, models["winback"].predict_proba(X)[:, 1], np.nan)
+    if reasons:
+        everyone = np.ones(len(X), dtype=bool)
+        scores["reasons_churn"] = _reasons(models["churn"], X, active)
+        scores["reasons_winback"] = _reasons(models["winback"], X, lapsed)
+        scores["reasons_value"] = _reasons(getattr(models["clv"], "buy_", models["clv"]), X, everyone)
     affinity = models["affinity"].predict_frame(X)
     for c in affinity.columns:
         scores[c] = affinity[c].to_numpy()
@@ -68,6 +77,24 @@ def score_snapshot(
     )
     propensity = models["response"].predict_actions(X, pairs_of(catalog), uplift=uses_uplift)
     return scores, propensity
+
+
+def _reasons(model, X: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Top three SHAP reasons of ``rows`` of ``X`` as JSON text (None for the other rows)."""
+    import json
+
+    from kundenwert.models.explain import explain
+
+    out = np.full(len(X), None, dtype=object)
+    if not rows.any():
+        return out
+    ex = explain(model, X[rows], top_k=3)
+    texts = [
+        json.dumps([{"reason": r, "direction": d} for r, d in zip(g["reason"], g["direction"], strict=True)])
+        for _, g in ex.groupby("customer_id", sort=False)
+    ]
+    out[np.flatnonzero(rows)] = texts  # explain keeps the order of its rows
+    return out
 
 
 def status_at(frames: dict[str, pd.DataFrame], at, activity_window: int = 180) -> pd.Series:

@@ -145,6 +145,21 @@ class ServingState:
                 conn.execute(DECISIONS.insert(), rows)
         return ids
 
+    REASONS_OF_KIND = {"retention": "churn", "win_back": "winback"}
+
+    def reasons(self, customer_id: str, score: str) -> list[dict]:
+        """The stored top SHAP reasons of one score (churn, winback, value) of a customer."""
+        column = f"reasons_{score}"
+        if customer_id not in self.scores.index or column not in self.scores.columns:
+            return []
+        text = self.scores.at[customer_id, column]
+        return json.loads(text) if isinstance(text, str) else []
+
+    def reasons_for(self, customer_id: str, kind: str) -> list[dict]:
+        """The reasons behind an action of ``kind``: churn risk for retention, win-back chance for
+        win-back, otherwise what drives the customer's value."""
+        return self.reasons(customer_id, self.REASONS_OF_KIND.get(kind, "value"))
+
     def profile(self, customer_id: str) -> dict | None:
         """The scores of one customer (None when not scored)."""
         if customer_id not in self.scores.index:
@@ -152,6 +167,8 @@ class ServingState:
         row = self.scores.loc[customer_id]
         out = {}
         for k, v in row.items():
+            if str(k).startswith("reasons_"):
+                continue
             v = v.item() if isinstance(v, np.generic) else v  # JSON-ready Python values
             out[k] = None if isinstance(v, float) and np.isnan(v) else v
         return out

@@ -56,6 +56,7 @@ def decisions_of(
                         propensity=float(r.propensity),
                         value=float(r.value),
                         cost=float(r.cost),
+                        reasons=state.reasons_for(cid, a.kind),
                     )
                 )
         funnel = None
@@ -132,5 +133,6 @@ def customer(customer_id: str, state: Annotated[ServingState, Depends(get_state)
         winback_chance=_num(p.get("winback")),
         top_affinities=[{"category": k, "probability": float(v)} for k, v in affinities[:3]],
         consent=consent_view,
+        reasons={k: state.reasons(customer_id, k) for k in ("churn", "winback", "value")},
         model_versions=state.run["models"],
     )
