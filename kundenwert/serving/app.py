@@ -8,6 +8,7 @@ sending traffic to a half-ready instance.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,34 @@ from kundenwert.serving.routes import admin, customers, feedback, health, market
 from kundenwert.serving.state import ServingState
 
 log = logging.getLogger("kundenwert.serving")
+
+
+class _Metrics:
+    """Request count and latency per route template (never a customer id in a label), as a plain
+    ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs a task and a stream per request."""
+
+    def __init__(self, app, requests, latency) -> None:
+        self.app, self.requests, self.latency = app, requests, latency
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = route.path if route is not None else "other"
+            self.latency.labels(path).observe(time.perf_counter() - start)
+            self.requests.labels(path, str(status["code"])).inc()
 
 
 def create_app(store: Store | None = None, catalog_path: str | Path | None = None) -> FastAPI:
@@ -53,15 +82,7 @@ def create_app(store: Store | None = None, catalog_path: str | Path | None = Non
     requests = Counter("kundenwert_requests", "HTTP requests", ["route", "status"], registry=registry)
     latency = Histogram("kundenwert_request_seconds", "request latency", ["route"], registry=registry)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = route.path if route is not None else "other"  # the template: no customer ids in labels
-        latency.labels(path).observe(time.perf_counter() - start)
-        requests.labels(path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_Metrics, requests=requests, latency=latency)
 
     @app.exception_handler(KundenwertError)
     async def our_errors(_request: Request, exc: KundenwertError) -> JSONResponse:
@@ -69,4 +90,8 @@ def create_app(store: Store | None = None, catalog_path: str | Path | None = Non
 
     for module in (health, customers, scoring, feedback, marketing, admin):
         app.include_router(module.router)
+    if os.environ.get("KUNDENWERT_BENCH_ENDPOINTS") == "1":
+        from kundenwert.serving.routes import bench
+
+        app.include_router(bench.router)
     return app

@@ -1,4 +1,5 @@
-"""Dependencies of the routes: the serving state and the caller's role."""
+"""Dependencies of the routes: the serving state and the caller's role. They are ``async``: they
+do no I/O, and a plain ``def`` would cost a thread-pool hop on every request."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from kundenwert.serving.keys import Caller
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key from `kundenwert keys create`")
 
 
-def get_state(request: Request):
+async def get_state(request: Request):
     state = request.app.state.serving
     if state is None:
         raise HTTPException(503, detail="models are not loaded yet")
     return state
 
 
-def caller(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> Caller:
+async def caller(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> Caller:
     found = request.app.state.keys.verify(key)
     if found is None:
         raise HTTPException(
@@ -32,7 +33,7 @@ def allow(*roles: str):
     """A dependency that lets only ``roles`` (and admin) through: 403 for any other valid key."""
     permitted = {*roles, "admin"}
 
-    def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if who.role not in permitted:
             raise HTTPException(
                 403, detail=f"role {who.role!r} may not do this; allowed: {', '.join(sorted(permitted))}"

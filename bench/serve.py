@@ -1,0 +1,144 @@
+"""Benchmark: the next-best-action endpoint under load against a bare endpoint with the same auth
+and validation and a constant answer (the reference, same app, same run; ``shared/benchmarks.md``):
+wrk on loopback, one thread, 32 connections, 10 s, the server uvicorn (uvloop, httptools) with one
+worker and OMP_NUM_THREADS=1. Customer ids rotate over the scored customers.
+
+    python bench/serve.py [--db var/kundenwert.db] [--duration 10] [--connections 32]
+
+Needs a scored store (``make run``, or ``kundenwert score``) and ``wrk`` (Debian package wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import table  # noqa: E402
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk(base: str, path: str, key: str, ids: list[str], duration: int, connections: int, work: Path) -> dict:
+    script = work / "rotate.lua"
+    listed = ",".join(f'"{i}"' for i in ids)
+    script.write_text(
+        f"ids = {{{listed}}}\ni = 0\n"
+        "request = function()\n  i = i % #ids + 1\n"
+        f'  local path = string.gsub("{path}", "{{id}}", ids[i])\n  return wrk.format("GET", path)\nend\n'
+    )
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            "-H",
+            f"X-API-Key: {key}",
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = done.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"\s50%\s+([\d.]+\w+)", out).group(1))
+    p99 = _ms(re.search(r"\s99%\s+([\d.]+\w+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rate, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--db", default="var/kundenwert.db")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install -y wrk)")
+    db = Path(args.db).resolve()
+    env = {
+        **os.environ,
+        "KUNDENWERT_DATABASE_URL": f"sqlite:///{db}",
+        "KUNDENWERT_BENCH_ENDPOINTS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    from kundenwert.features.store import Store
+    from kundenwert.serving.keys import create_key
+    from kundenwert.serving.scores_store import read_scores
+
+    store = Store(f"sqlite:///{db}")
+    scores, _, run = read_scores(store.engine)
+    ids = [str(i) for i in scores.index[:2000]]
+    key = create_key(store.engine, "sales", "bench")
+    port = _port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kundenwert.cli", "serve", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        base = f"http://127.0.0.1:{port}"
+        work = Path(tempfile.mkdtemp(prefix="kw-bench-serve-"))
+        routes = {
+            "bare (same auth and validation, constant answer)": "/v1/bench/customers/{id}/bare?limit=3",
+            "next best actions": "/v1/customers/{id}/next-best-actions?limit=3",
+        }
+        results = {}
+        for name, path in routes.items():
+            wrk(base, path, key, ids[:50], 2, args.connections, work)  # warm-up
+            results[name] = wrk(base, path, key, ids, args.duration, args.connections, work)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    bare = results["bare (same auth and validation, constant answer)"]
+    rows = [
+        [
+            name,
+            f"{r['rps']:,.0f}",
+            f"{r['p50']:.1f}",
+            f"{r['p99']:.1f}",
+            r["non2xx"],
+            f"{r['rps'] / bare['rps']:.2f}",
+        ]
+        for name, r in results.items()
+    ]
+    print(
+        f"\n### API under load: wrk -t1 -c{args.connections} -d{args.duration}s, {len(scores):,} scored customers, {os.cpu_count()} cores\n"
+    )
+    print(table(["endpoint", "requests/s", "p50 ms", "p99 ms", "non-2xx", "throughput vs bare"], rows))
+
+
+if __name__ == "__main__":
+    main()
