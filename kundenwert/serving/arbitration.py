@@ -136,23 +136,52 @@ class _Wide:
         mine = values.index.get_level_values("customer_id").isin(ids)
         self.table = values[mine].unstack(levels).reindex(ids) if mine.any() else None
 
+    @property
+    def table(self) -> pd.DataFrame | None:
+        return self._table
+
+    @table.setter
+    def table(self, table: pd.DataFrame | None) -> None:
+        """Kept as one float array per key: a lookup per candidate column costs no pandas call."""
+        self._table = table
+        self._columns: dict = {}
+        if table is not None:
+            block = table.to_numpy(dtype="float64", na_value=np.nan)
+            filled = np.where(np.isnan(block), self.default, block)
+            self._columns = {key: filled[:, j] for j, key in enumerate(table.columns)}
+
     def get(self, key) -> np.ndarray:
-        if self.table is None or key not in self.table.columns:
-            return np.full(self.n, self.default, dtype="float64")
-        v = self.table[key].to_numpy(dtype="float64", na_value=np.nan)
-        return np.where(np.isnan(v), self.default, v)
+        found = self._columns.get(key)
+        return found if found is not None else np.full(self.n, self.default, dtype="float64")
 
 
-def _score_values(action: Action, customers: pd.DataFrame, margins: dict[str, float], extra: dict) -> dict:
+def _score_values(action: Action, columns: _Columns, margins: dict[str, float], extra: dict) -> dict:
     values: dict[str, object] = {f"margin_{c}": m for c, m in margins.items()}
     values.update(action.params)
     for name in action.formula("value").names | action.formula("propensity").names:
         if name in values or name in extra:
             continue
-        if name in customers.columns:
-            values[name] = customers[name].to_numpy(dtype="float64", na_value=np.nan)
+        found = columns.get(name)
+        if found is not None:
+            values[name] = found
     values.update(extra)
     return values
+
+
+class _Columns:
+    """The customers' numeric columns as float arrays, converted once per call."""
+
+    def __init__(self, customers: pd.DataFrame) -> None:
+        self.frame, self._cache = customers, {}
+
+    def get(self, name: str) -> np.ndarray | None:
+        if name not in self._cache:
+            self._cache[name] = (
+                self.frame[name].to_numpy(dtype="float64", na_value=np.nan)
+                if name in self.frame.columns
+                else None
+            )
+        return self._cache[name]
 
 
 def _fail(reason: np.ndarray, detail: np.ndarray, mask: np.ndarray, code: str, text: str = "") -> None:
@@ -203,6 +232,7 @@ def arbitrate(
     ignored = _Wide(inputs.ignored, "ignored_in_a_row", ["action_id"], ids, 0.0)
     pair = ["action_id", "channel"]
     propensities = {k: _Wide(inputs.propensity, k, pair, ids, np.nan) for k in ("response", "uplift")}
+    numeric = _Columns(cust)
     parts = []
     for action in chosen:
         value_formula, propensity_formula = action.formula("value"), action.formula("propensity")
@@ -226,6 +256,7 @@ def arbitrate(
             out = np.isnan(s) | (s < (-np.inf if lo is None else lo)) | (s > (np.inf if hi is None else hi))
             _fail(el_reason, el_detail, out, "score_out_of_range", f"{score} outside [{lo}, {hi}]")
 
+        control = None
         for channel, cost in action.channels.items():
             if channels is not None and channel not in channels:
                 continue
@@ -275,7 +306,7 @@ def arbitrate(
                 )
 
             extra = {k: propensities[k].get((action.id, channel)) for k in ("response", "uplift")}
-            values = _score_values(action, cust, inputs.margins, extra)
+            values = _score_values(action, numeric, inputs.margins, extra)
             with np.errstate(invalid="ignore", divide="ignore"):
                 propensity = np.broadcast_to(propensity_formula(values), (n,)).astype("float64")
                 value = np.broadcast_to(value_formula(values), (n,)).astype("float64")
@@ -283,7 +314,8 @@ def arbitrate(
                 score = expected * action.lever - cost
             _fail(reason, detail, ~np.isfinite(score), "no_score")
             _fail(reason, detail, score <= 0, "not_worth_it")
-            control = in_control_group(np.asarray(ids), action.id, action.control_share, period)
+            if control is None:  # one draw per action, whatever the channel
+                control = in_control_group(np.asarray(ids), action.id, action.control_share, period)
             _fail(reason, detail, control, "control_group", f"{action.control_share:.0%} held out")
             parts.append(
                 (action.id, channel, float(cost), propensity, value, expected, score, reason, detail)
