@@ -332,7 +332,15 @@ def serve_cmd(
     if demo:
         _print_demo(host, port)
 
-    uvicorn.run(create_app(catalog_path=actions), host=host, port=port, workers=1, log_level="warning")
+    # no access log: request paths carry customer ids, which do not belong in logs
+    uvicorn.run(
+        create_app(catalog_path=actions),
+        host=host,
+        port=port,
+        workers=1,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def _print_demo(host: str, port: int) -> None:
