@@ -117,38 +117,31 @@ def _column(frame: pd.DataFrame, name: str, index: pd.Index, default) -> np.ndar
 
 class _Wide:
     """One column of a keyed input (e.g. ``contacts_7d`` per customer and channel), pivoted once to
-    customers x keys, so each candidate column is an array lookup, not a reindex."""
+    customers x keys and kept as one float array per key, so each candidate column is an array
+    lookup, not a reindex."""
 
     def __init__(
         self, frame: pd.DataFrame | None, column: str, levels: list[str], ids: pd.Index, default: float
     ):
         self.n, self.default = len(ids), default
+        self._columns: dict = {}
         if frame is None or frame.empty:
-            self.table = None
             return
         if isinstance(frame.columns, pd.MultiIndex):  # already wide: (metric, *levels) columns
-            self.table = frame[column].reindex(ids) if column in frame.columns.get_level_values(0) else None
-            return
-        if column not in frame.columns:
-            self.table = None
-            return
-        values = frame[column]
-        mine = values.index.get_level_values("customer_id").isin(ids)
-        self.table = values[mine].unstack(levels).reindex(ids) if mine.any() else None
-
-    @property
-    def table(self) -> pd.DataFrame | None:
-        return self._table
-
-    @table.setter
-    def table(self, table: pd.DataFrame | None) -> None:
-        """Kept as one float array per key: a lookup per candidate column costs no pandas call."""
-        self._table = table
-        self._columns: dict = {}
-        if table is not None:
-            block = table.to_numpy(dtype="float64", na_value=np.nan)
-            filled = np.where(np.isnan(block), self.default, block)
-            self._columns = {key: filled[:, j] for j, key in enumerate(table.columns)}
+            if column not in frame.columns.get_level_values(0):
+                return
+            table = frame[column].reindex(ids)
+        else:
+            if column not in frame.columns:
+                return
+            values = frame[column]
+            mine = values.index.get_level_values("customer_id").isin(ids)
+            if not mine.any():
+                return
+            table = values[mine].unstack(levels).reindex(ids)
+        block = table.to_numpy(dtype="float64", na_value=np.nan)
+        filled = np.where(np.isnan(block), default, block)
+        self._columns = {key: filled[:, j] for j, key in enumerate(table.columns)}
 
     def get(self, key) -> np.ndarray:
         found = self._columns.get(key)
