@@ -69,6 +69,8 @@ def create_app(store: Store | None = None, catalog_path: str | Path | None = Non
             app.state.load_error = str(exc)
             log.warning("not ready: %s", exc)  # no personal data: a configuration message
         yield
+        if app.state.serving is not None:
+            app.state.serving.close()
         app.state.store.dispose()
 
     app = FastAPI(

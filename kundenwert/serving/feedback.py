@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kundenwert.errors import KundenwertError
 from kundenwert.features.store import TABLE_DEFS, Store
+from kundenwert.serving.decisions import DECISIONS, WRITER
 
 OUTCOMES = {"sent": "none", "opened": "opened", "clicked": "clicked", "converted": "converted"}
 OUTCOMES |= {"unsubscribed": "unsubscribed", "bounced": "bounced"}
@@ -117,9 +117,6 @@ def contact_id_of(decision_id: str, action_id: str, channel: str) -> str:
     return "kw-" + hashlib.sha1(f"{decision_id}|{action_id}|{channel}".encode()).hexdigest()[:24]
 
 
-_SQLITE_WRITER = threading.Lock()
-
-
 def record_feedback(store: Store, events: list[Event]) -> dict[str, int]:
     """Store a batch (see the module doc); returns ``{"stored": n, "duplicates": m}``.
 
@@ -127,14 +124,12 @@ def record_feedback(store: Store, events: list[Event]) -> dict[str, int]:
     transaction that read first and then writes cannot wait for another writer); PostgreSQL
     runs them concurrently and the unique event id settles races."""
     if store.engine.dialect.name == "sqlite":
-        with _SQLITE_WRITER:
+        with WRITER:
             return _record(store, events)
     return _record(store, events)
 
 
 def _record(store: Store, events: list[Event]) -> dict[str, int]:
-    from kundenwert.serving.state import DECISIONS
-
     engine = store.engine
     _meta.create_all(engine)
     seen: dict[str, str] = {}

@@ -10,11 +10,15 @@ action that was clicked, responded, converted, unsubscribed or bounced.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from kundenwert.features.consent import consent_state
-from kundenwert.features.contract import MARKETING_CHANNELS
+from kundenwert.features.contract import ALL_CHANNELS, MARKETING_CHANNELS
+from kundenwert.serving.arbitration import LiveOne
 
 DAY = pd.Timedelta(days=1)
 IGNORED = ("none", "opened")
@@ -88,3 +92,141 @@ def ignored_offers(contacts: pd.DataFrame, now, response_window: int = 14) -> pd
     frame = frame[after_last_answer & frame["ignored"].to_numpy()]
     out = frame.groupby(keys, sort=False).size().rename("ignored_in_a_row").to_frame()
     return out
+
+
+# ---------------------------------------------------------------------------------- one customer
+# The same rules as above on one customer's rows, in plain Python: what a single request needs
+# (pandas costs milliseconds per call; these cost microseconds). A test holds both equal on every
+# customer of a world.
+
+_US_PER_DAY = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _us(value) -> int:
+    """A stored instant as integer microseconds (SQLite keeps them so; PostgreSQL gives datetimes)."""
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // timedelta(microseconds=1)
+    return int(value)
+
+
+def live_of_rows(
+    consents: list[tuple],
+    contacts: list[tuple],
+    now_us: int,
+    channels: list[str],
+    action_ids: list[str],
+    response_window: int = 14,
+) -> LiveOne:
+    """The live state of one customer from their rows: ``consents`` as (channel, granted,
+    recorded_at, double_opt_in), ``contacts`` as (contacted_at, channel, direction, action_id,
+    is_control, outcome); instants in microseconds."""
+    latest: dict[str, tuple] = {}
+    for row in sorted((r for r in consents if _us(r[2]) <= now_us), key=lambda r: _us(r[2])):
+        latest[row[0]] = row  # the latest record per channel wins
+    star = latest.get(ALL_CHANNELS)
+    objection = star is not None and not star[1]  # granted false or missing
+    permitted = [
+        not objection and (r := latest.get(ch)) is not None and bool(r[1]) and (ch != "email" or bool(r[3]))
+        for ch in channels
+    ]
+    position = {ch: j for j, ch in enumerate(channels)}
+    c7, c30 = [0.0] * len(channels), [0.0] * len(channels)
+    since = [np.inf] * len(channels)
+    matured_before = now_us - response_window * _US_PER_DAY
+    per_action: dict[str, int] = {}
+    for at, channel, _direction, action_id, _control, outcome in sorted(
+        (r for r in contacts if _us(r[0]) <= now_us and r[2] == "outbound" and not r[4]),
+        key=lambda r: _us(r[0]),
+    ):
+        at = _us(at)
+        j = position.get(channel)
+        if j is not None:
+            age = (now_us - at) / _US_PER_DAY
+            c7[j] += age < 7
+            c30[j] += age < 30
+            since[j] = min(since[j], age)
+        if action_id is None:
+            continue
+        if outcome is not None and outcome not in IGNORED:  # answered: the count starts again
+            per_action[action_id] = 0
+        elif at <= matured_before:
+            per_action[action_id] = per_action.get(action_id, 0) + 1
+    return LiveOne(
+        objection=objection,
+        consent=permitted,
+        contacts_7d=c7,
+        contacts_30d=c30,
+        days_since_last=since,
+        ignored=[float(per_action.get(a, 0)) for a in action_ids],
+    )
+
+
+class RawStatement:
+    """A Core statement compiled once for the engine's driver and run on a raw DBAPI cursor: a
+    request's few small statements cost a third of what they cost through the Connection layer
+    (measured: 0.05 vs 0.12 ms for a customer's two reads on SQLite). Values come back as the
+    driver gives them (SQLite: integers for booleans and instants)."""
+
+    def __init__(self, engine: sa.Engine, stmt) -> None:
+        compiled = stmt.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        self.names = compiled.positiontup  # None for drivers with named parameters
+        self.engine = engine
+
+    def params(self, values: dict):
+        return tuple(values[n] for n in self.names) if self.names is not None else values
+
+
+class LiveReader:
+    """One customer's consent and contact rows, read fast for a request: two statements on an
+    index through a pooled raw connection (any thread may call)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        from kundenwert.features.store import TABLE_DEFS
+
+        self.engine = engine
+        consents, contacts, customers = (TABLE_DEFS[t] for t in ("consents", "contacts", "customers"))
+        who = sa.bindparam("customer_id")
+        self._consents = RawStatement(
+            engine,
+            sa.select(
+                consents.c.channel, consents.c.granted, consents.c.recorded_at, consents.c.double_opt_in
+            ).where(consents.c.customer_id == who),
+        )
+        self._contacts = RawStatement(
+            engine,
+            sa.select(
+                contacts.c.contacted_at,
+                contacts.c.channel,
+                contacts.c.direction,
+                contacts.c.action_id,
+                contacts.c.is_control,
+                contacts.c.outcome,
+            ).where(contacts.c.customer_id == who),  # sorted by time in live_of_rows, as in batch
+        )
+        self._exists = RawStatement(
+            engine, sa.select(customers.c.customer_id).where(customers.c.customer_id == who)
+        )
+
+    def _run(self, *statements: RawStatement, customer_id: str) -> list[list[tuple]]:
+        values = {"customer_id": customer_id}
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            out = []
+            for st in statements:
+                cur.execute(st.sql, st.params(values))
+                out.append(cur.fetchall())
+            cur.close()
+            return out
+        finally:
+            conn.close()  # back to the pool (rolled back there)
+
+    def rows(self, customer_id: str) -> tuple[list[tuple], list[tuple]]:
+        """(consent rows, contact rows) of one customer, in ``live_of_rows``' shape."""
+        consents, contacts = self._run(self._consents, self._contacts, customer_id=customer_id)
+        return consents, contacts
+
+    def exists(self, customer_id: str) -> bool:
+        return bool(self._run(self._exists, customer_id=customer_id)[0])

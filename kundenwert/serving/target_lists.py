@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kundenwert.errors import KundenwertError
 from kundenwert.features.contract import MARKETING_CHANNELS
-from kundenwert.serving.arbitration import arbitrate, in_control_group
+from kundenwert.serving.arbitration import in_control_group
 
 OBJECTIVE_KINDS = {"churn_prevention": "retention", "win_back": "win_back", "cross_sell": "cross_sell"}
 
@@ -152,18 +152,16 @@ def _filtered(scores: pd.DataFrame, f: Filters) -> pd.DataFrame:
 
 
 def build_target_list(
-    request: TargetListRequest, catalog, inputs_for, scores: pd.DataFrame
+    request: TargetListRequest, catalog, decide, scores: pd.DataFrame
 ) -> tuple[str, dict, pd.DataFrame]:
-    """(list id, summary, members) for ``request``; ``inputs_for(ids)`` gives arbitration inputs."""
+    """(list id, summary, members) for ``request``; ``decide(ids, channels=, actions=)`` gives
+    arbitration's ``Decisions`` with the customers' live state."""
     action_ids = actions_for(request, catalog)
     pool = _filtered(scores, request.filters)
     list_id = uuid.uuid4().hex
     if len(pool):
-        inputs = inputs_for(pool)
-        now = pd.Timestamp.now(tz="UTC")
-        cand = arbitrate(
-            catalog, inputs, channels=[request.channel], actions=action_ids, period=now.strftime("%Y-%m")
-        )
+        ids = [str(i) for i in pool.index]
+        cand = decide(ids, channels=[request.channel], actions=action_ids).frame()
         # the action's own control group is the list's business: both kinds of candidates count
         ok = cand[cand["reason"].isin(["", "control_group"])]
         best = ok.sort_values("score", ascending=False, kind="stable").drop_duplicates("customer_id")

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from kundenwert.features.store import Store
 from kundenwert.serving.app import create_app
 from kundenwert.serving.keys import create_key, revoke_key
+from kundenwert.serving.schemas import CustomerDecision, ScoreResponse
 
 # path -> (method, success status, roles allowed besides admin, body maker)
 ENDPOINTS = {
@@ -96,6 +97,7 @@ def test_next_best_actions_are_recorded_and_explained(served) -> None:
         )
         assert r.status_code == 200
         body = r.json()
+        assert CustomerDecision.model_validate(body).model_dump() == body  # the documented shape
         assert body["model_versions"] and body["funnel"] is not None
         assert all(d["reason"] and d["explanation"] for d in body["funnel"])
         if body["suggestions"]:
@@ -110,6 +112,7 @@ def test_next_best_actions_are_recorded_and_explained(served) -> None:
                 s["rank"] for s in body["suggestions"] if s["channel"] == body["suggestions"][0]["channel"]
             ]
             assert ranks == sorted(ranks) and ranks[0] == 1
+            c.app.state.serving.decisions.flush()
             with engine.connect() as conn:
                 row = conn.execute(
                     sa.text("SELECT customer_id, suggestions FROM kw_decisions WHERE decision_id = :d"),
@@ -159,6 +162,7 @@ def test_bad_requests_name_the_problem(served) -> None:
     ids = served["customers"][:50] + ["no-such-customer"]
     r = c.post("/v1/score", headers=h, json={"customer_ids": ids, "channels": ["email"], "limit": 2})
     body = r.json()
+    assert ScoreResponse.model_validate(body).model_dump() == body
     assert r.status_code == 200 and body["unknown_customer_ids"] == ["no-such-customer"]
     assert [x["customer_id"] for x in body["results"]] == served["customers"][:50]
     assert all(s["channel"] == "email" for x in body["results"] for s in x["suggestions"])

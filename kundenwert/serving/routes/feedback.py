@@ -27,4 +27,5 @@ class FeedbackResult(BaseModel):
 )
 def feedback(body: FeedbackBatch, state: Annotated[ServingState, Depends(get_state)]) -> FeedbackResult:
     """Outcomes per decision, idempotent by ``event_id``; stored before the answer."""
+    state.decisions.flush()  # decisions of the last milliseconds are committed first
     return FeedbackResult(**record_feedback(state.store, body.events))

@@ -26,7 +26,7 @@ MIN_GROUP = 20  # analytics never show a group of fewer customers
 @router.post("/target-lists", status_code=201, dependencies=[Depends(allow("marketing"))])
 def create_target_list(body: TargetListRequest, state: Annotated[ServingState, Depends(get_state)]) -> dict:
     """Build and store a list for an objective, a channel, filters and a size or budget."""
-    list_id, summary, members = build_target_list(body, state.catalog, state.inputs_for, state.scores)
+    list_id, summary, members = build_target_list(body, state.catalog, state.decide, state.scores)
     created = save_target_list(state.store.engine, list_id, body, summary, members)
     return {
         "list_id": list_id,

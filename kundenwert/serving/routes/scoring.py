@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Response
 
 from kundenwert.serving.deps import allow, get_state
-from kundenwert.serving.routes.customers import _check_channels, decisions_of
+from kundenwert.serving.routes.customers import _check_channels, decisions_of, json_response
 from kundenwert.serving.schemas import ScoreRequest, ScoreResponse
 from kundenwert.serving.state import ServingState
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["campaigns"])
 @router.post(
     "/score", response_model=ScoreResponse, dependencies=[Depends(allow("campaign", "data_science"))]
 )
-def score(body: ScoreRequest, state: Annotated[ServingState, Depends(get_state)]) -> ScoreResponse:
+def score(body: ScoreRequest, state: Annotated[ServingState, Depends(get_state)]) -> Response:
     _check_channels(body.channels)
     unknown_actions = sorted(set(body.actions or []) - set(state.catalog.ids))
     if unknown_actions:
@@ -25,6 +25,6 @@ def score(body: ScoreRequest, state: Annotated[ServingState, Depends(get_state)]
     ids = list(dict.fromkeys(body.customer_ids))
     known = state.known(ids)
     found = [i for i in ids if i in known]
-    candidates, _ = state.decide(found, channels=body.channels, actions=body.actions)
-    results = decisions_of(state, candidates, found, body.limit, body.explain, record=True)
-    return ScoreResponse(results=results, unknown_customer_ids=[i for i in ids if i not in known])
+    decisions = state.decide(found, channels=body.channels, actions=body.actions)
+    results = decisions_of(state, decisions, found, body.limit, body.explain, record=True)
+    return json_response({"results": results, "unknown_customer_ids": [i for i in ids if i not in known]})

@@ -1,0 +1,113 @@
+"""The decision log: every answer with suggestions is recorded (``kw_decisions``) so that
+feedback can refer to it and analysts can see what was offered.
+
+A request does not wait for its decision's commit: ``DecisionLog.add`` queues the row and one
+background thread writes what has queued in one transaction, at most ``interval`` seconds later
+(group commit). A commit per request cost more than the rest of a next-best-action decision
+together (about 0.15 ms of CPU and three pages written to the WAL each time); in batches each
+decision costs a few microseconds. The price: a crash loses the decisions of its last few
+milliseconds; feedback quoting such an id is refused as unknown (422), never stored against a
+wrong decision. ``flush`` waits until everything queued so far is committed: feedback calls it
+first, so an event sent right after its decision always finds it.
+
+On SQLite the writer shares ``WRITER`` with the feedback transactions of this process (SQLite
+has one writer; a transaction that read first cannot wait for another).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import sqlalchemy as sa
+
+log = logging.getLogger("kundenwert.serving")
+
+WRITER = threading.Lock()
+
+_meta = sa.MetaData()
+DECISIONS = sa.Table(
+    "kw_decisions",
+    _meta,
+    sa.Column("decision_id", sa.String(32), primary_key=True),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("score_run", sa.String(32), nullable=False),
+    sa.Column("suggestions", sa.Text, nullable=False),  # JSON: [{action_id, channel, score, rank}]
+)
+
+
+class DecisionLog:
+    """Queued decision rows, written in batches by one thread (see the module doc)."""
+
+    def __init__(self, engine: sa.Engine, interval: float = 0.02, batch: int = 5_000) -> None:
+        from kundenwert.serving.live import RawStatement
+
+        _meta.create_all(engine)
+        self.engine, self.interval, self.batch = engine, interval, batch
+        self._insert = RawStatement(engine, DECISIONS.insert())
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = WRITER if engine.dialect.name == "sqlite" else threading.Lock()
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="kundenwert-decisions", daemon=True)
+        self._thread.start()
+
+    def add(self, rows: list[dict]) -> None:
+        for r in rows:
+            self._queue.put(r)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Return once every row added before this call is committed."""
+        done = threading.Event()
+        self._queue.put(done)
+        if not done.wait(timeout):
+            raise TimeoutError("the decision log did not commit in time")
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            time.sleep(self.interval)  # let a batch gather
+            items = [first]
+            while len(items) < self.batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in items
+            rows = [i for i in items if isinstance(i, dict)]
+            if rows:
+                self._write(rows)
+            for i in items:
+                if isinstance(i, threading.Event):
+                    i.set()
+            if stop:
+                return
+
+    def _write(self, rows: list[dict]) -> None:
+        for attempt in range(3):
+            try:
+                with self._lock:
+                    conn = self.engine.raw_connection()
+                    try:
+                        cur = conn.cursor()
+                        cur.executemany(self._insert.sql, [self._insert.params(r) for r in rows])
+                        conn.commit()
+                        cur.close()
+                    finally:
+                        conn.close()
+                self.written += len(rows)
+                return
+            except Exception as exc:  # noqa: BLE001  the thread must live on; no personal data logged
+                if attempt == 2:
+                    log.error("could not record %d decisions: %s", len(rows), type(exc).__name__)
+                    return
+                time.sleep(0.05 * (attempt + 1))
