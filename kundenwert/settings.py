@@ -22,6 +22,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the store; default sqlite:///<home>/kundenwert.db.",
     )
 
+    reload_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How often the service looks for a new scoring run and swaps to it (0: never).",
+    )
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -252,6 +252,23 @@ def load_champion(model: str, alias: str = "champion") -> tuple[object, str]:
     return estimator, str(version.version)
 
 
+def load_version(model: str, version: str) -> object:
+    """The fitted estimator of one registered version (through skops, as ``load_champion``):
+    the service loads exactly the versions its scoring run used. ``ConfigurationError`` when the
+    registry does not hold it."""
+    import mlflow
+
+    name = REGISTERED.format(model)
+    model_uri(model)  # names the known models when this one is not
+    with _tracking():
+        try:
+            return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        except mlflow.exceptions.MlflowException as exc:
+            raise ConfigurationError(
+                f"cannot load {name} version {version} from {tracking_uri()}: {str(exc)[:200]}"
+            ) from None
+
+
 def describe_versions(model: str) -> list[dict]:
     """Every registered version of a model with its aliases and its run's metrics."""
     import mlflow

@@ -648,3 +648,26 @@ def load_frames(
     Rows come in storage order: nothing computed from them depends on row order.
     """
     return store.read_tables(tables, columns, ordered=False)
+
+
+def spec_from_store(store, config: SnapshotConfig | None = None) -> SnapshotSpec:
+    """``spec_for`` of everything in the store, from three small queries instead of the tables:
+    what scoring a few customers needs to give them the columns the models were trained on."""
+    import sqlalchemy as sa
+
+    from kundenwert.features.store import ATTRIBUTE_DEFS, TABLE_DEFS
+
+    purchases, contacts = TABLE_DEFS["purchases"], TABLE_DEFS["contacts"]
+    with store.engine.connect() as conn:
+        cats = conn.execute(
+            sa.select(purchases.c.category).where(purchases.c.category.is_not(None)).distinct()
+        ).scalars()
+        cats = tuple(sorted(cats))
+        outbound = conn.execute(
+            sa.select(contacts.c.channel)
+            .where(contacts.c.direction == "outbound", contacts.c.channel.is_not(None))
+            .distinct()
+        ).scalars()
+        chans = tuple(sorted(set(MARKETING_CHANNELS) | set(outbound)))
+        attrs = tuple(sorted(conn.execute(sa.select(ATTRIBUTE_DEFS.c.name)).scalars()))
+    return SnapshotSpec(config=config or SnapshotConfig(), categories=cats, channels=chans, attributes=attrs)

@@ -247,9 +247,9 @@ class Store:
     ) -> pd.DataFrame:
         """The rows of some customers only (``customer_id`` in ``customer_ids``), typed as
         ``read_table`` gives them; what a request needs (through the customer index)."""
-        if name not in TABLE_DEFS or "customer_id" not in TABLE_DEFS[name].c:
+        table = CUSTOMER_ATTRIBUTES if name == "customer_attributes" else TABLE_DEFS.get(name)
+        if table is None or "customer_id" not in table.c:
             raise ConfigurationError(f"{name!r} is not a table with a customer_id")
-        table = TABLE_DEFS[name]
         cols = [table.c[c] for c in columns] if columns else list(table.c)
         ids = list(dict.fromkeys(str(i) for i in customer_ids))
         parts = []
@@ -258,7 +258,8 @@ class Store:
                 chunk = ids[start : start + 5_000]
                 stmt = sa.select(*cols).where(table.c.customer_id.in_(chunk))
                 parts.append(_read_select(conn, stmt, [c.name for c in cols]))
-        return _typed(name, pd.concat(parts, ignore_index=True), self.dialect)
+        frame = pd.concat(parts, ignore_index=True)
+        return frame if name == "customer_attributes" else _typed(name, frame, self.dialect)
 
     def read_tables(
         self,
@@ -332,6 +333,25 @@ class Store:
             )
             with self.engine.connect() as conn:
                 attrs = self._read_attributes(conn, long_df)
+            out["customers"] = out["customers"].join(attrs, on="customer_id")
+        return out
+
+    def read_tables_for_customers(
+        self,
+        names: Sequence[str],
+        customer_ids: Sequence[str],
+        columns: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, pd.DataFrame]:
+        """``read_tables`` for some customers only (customers with their attributes): what
+        scoring a few customers online needs, through the customer indexes."""
+        columns = columns or {}
+        out = {name: self.read_for_customers(name, customer_ids, columns.get(name)) for name in names}
+        if "customers" in out:
+            with self.engine.connect() as conn:
+                long = self.read_for_customers(
+                    "customer_attributes", customer_ids, ["customer_id", "name", "number", "text"]
+                )
+                attrs = self._read_attributes(conn, long)
             out["customers"] = out["customers"].join(attrs, on="customer_id")
         return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -55,20 +56,99 @@ class _Metrics:
             self.requests.labels(path, str(status["code"])).inc()
 
 
-def create_app(store: Store | None = None, catalog_path: str | Path | None = None) -> FastAPI:
-    """The service on ``store`` (default: the configured store) with the action catalog."""
+class Reloader:
+    """Swaps the service to the latest scoring run: on ``POST /v1/admin/reload`` and every
+    ``reload_seconds`` when the store holds a newer run. The new run, its models (the versions
+    it was scored with) and their verification are built aside while requests go on; any
+    failure leaves the old run serving and is reported by ``/health/ready``."""
+
+    def __init__(self, app: FastAPI, catalog_path: str | Path | None) -> None:
+        self.app, self.catalog_path = app, catalog_path
+        self._lock = threading.Lock()  # one reload at a time
+        self.last: dict[str, object] = {"at": None, "ok": None, "error": None}
+
+    def start(self) -> None:
+        """The first load at startup; not ready (503) until it succeeds."""
+        try:
+            self.app.state.serving = ServingState(self.app.state.store, load_catalog(self.catalog_path))
+            self.app.state.load_error = None
+        except KundenwertError as exc:
+            self.app.state.load_error = str(exc)
+            log.warning("not ready: %s", exc)  # no personal data: a configuration message
+
+    def reload(self) -> tuple[str | None, str | None]:
+        """(previous run, current run); raises ``KundenwertError`` when the new run fails."""
+        with self._lock:
+            state = self.app.state.serving
+            if state is None:
+                self.start()
+                now = self.app.state.serving
+                self._note(self.app.state.load_error)
+                if now is None:
+                    raise KundenwertError(self.app.state.load_error or "not ready")
+                return None, now.run["run_id"]
+            before = state.run["run_id"]
+            try:
+                state.load()
+            except KundenwertError as exc:
+                self._note(str(exc))
+                raise
+            self._note(None)
+            return before, state.run["run_id"]
+
+    def _note(self, error: str | None) -> None:
+        self.last = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "ok": error is None,
+            "error": error,
+        }
+
+    def newer_run_waiting(self) -> bool:
+        from kundenwert.serving.scores_store import latest_run
+
+        latest = latest_run(self.app.state.store.engine)
+        state = self.app.state.serving
+        if latest is None:
+            return False
+        return state is None or latest["run_id"] != state.run["run_id"]
+
+    async def every(self, seconds: float) -> None:
+        import asyncio
+
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                if await asyncio.to_thread(self.newer_run_waiting):
+                    await asyncio.to_thread(self.reload)
+                    log.info("now serving the latest scoring run")
+            except KundenwertError as exc:
+                log.warning("scheduled reload failed, the old run keeps serving: %s", exc)
+            except Exception as exc:  # noqa: BLE001  the schedule must survive a bad moment
+                log.error("scheduled reload failed: %s", type(exc).__name__)
+
+
+def create_app(
+    store: Store | None = None, catalog_path: str | Path | None = None, reload_seconds: float | None = None
+) -> FastAPI:
+    """The service on ``store`` (default: the configured store) with the action catalog;
+    ``reload_seconds`` (default: the settings' ``reload_seconds``) schedules the reload."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        import asyncio
+
+        from kundenwert.settings import get_settings
+
         app.state.store = store or Store()
         app.state.keys = KeyRing(app.state.store.engine)
         app.state.serving, app.state.load_error = None, None
-        try:
-            app.state.serving = ServingState(app.state.store, load_catalog(catalog_path))
-        except KundenwertError as exc:
-            app.state.load_error = str(exc)
-            log.warning("not ready: %s", exc)  # no personal data: a configuration message
+        app.state.reloader = reloader = Reloader(app, catalog_path)
+        await asyncio.to_thread(reloader.start)
+        seconds = get_settings().reload_seconds if reload_seconds is None else reload_seconds
+        schedule = asyncio.create_task(reloader.every(seconds)) if seconds > 0 else None
         yield
+        if schedule is not None:
+            schedule.cancel()
         if app.state.serving is not None:
             app.state.serving.close()
         app.state.store.dispose()

@@ -452,6 +452,25 @@ class Decisions:
     rank: np.ndarray
     details: list[str]
 
+    @staticmethod
+    def concat(parts: list[Decisions], customer_ids: list[str]) -> Decisions:
+        """Several ``Decisions`` of the same pairs as one, rows in ``customer_ids`` order."""
+        ids = np.concatenate([p.customer_ids for p in parts])
+        where = {cid: i for i, cid in enumerate(ids)}
+        order = np.array([where[c] for c in customer_ids], dtype=np.intp)
+        rows = {
+            name: np.concatenate([getattr(p, name) for p in parts])[order]
+            for name in ("customer_ids", "propensity", "value", "score", "reason", "detail", "rank")
+        }
+        first = parts[0]
+        return Decisions(
+            action_ids=first.action_ids,
+            channels=first.channels,
+            cost=first.cost,
+            details=first.details,
+            **rows,
+        )
+
     def frame(self) -> pd.DataFrame:
         """One row per (customer, action, channel), pair by pair (``COLUMNS``)."""
         n, k = self.reason.shape

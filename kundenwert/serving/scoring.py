@@ -9,6 +9,8 @@ on the same snapshot (it needs no labels).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 
@@ -32,6 +34,7 @@ def score_snapshot(
     catalog: Catalog,
     objecting: pd.Index | None = None,
     reasons: bool = True,
+    fit_p_alive: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scores, propensity) of the customers of snapshot ``X`` (indexed by ``customer_id``).
 
@@ -43,6 +46,7 @@ def score_snapshot(
     (everyone: what drives bringing any value in the CLV horizon): each customer's top three SHAP
     factors as JSON sentences.
     ``models``: fitted ``clv``, ``churn``, ``winback``, ``affinity``, ``response`` estimators.
+    ``fit_p_alive``: fit BG/NBD on these customers for P(alive) (needs many; else unknown).
     """
     from kundenwert.models.btyd import BTYDModel
 
@@ -56,10 +60,10 @@ def score_snapshot(
     for c in FACTS:
         scores[c] = X[c].to_numpy(dtype="float64", na_value=np.nan)
     scores["clv"] = models["clv"].predict(X)
-    try:
-        scores["p_alive"] = BTYDModel().fit(X).predict(X)["p_alive"].to_numpy(dtype="float64")
-    except ModelFitError:
-        scores["p_alive"] = np.nan  # too few repeat buyers for BG/NBD: shown as unknown
+    scores["p_alive"] = np.nan  # unknown: too few repeat buyers, or too few customers to fit
+    if fit_p_alive:
+        with contextlib.suppress(ModelFitError):
+            scores["p_alive"] = BTYDModel().fit(X).predict(X)["p_alive"].to_numpy(dtype="float64")
     active = (scores["status"] == "active").to_numpy()
     lapsed = (scores["status"] == "lapsed").to_numpy()
     scores["churn"] = np.where(active, models["churn"].predict_proba(X)[:, 1], np.nan)
@@ -181,3 +185,37 @@ def run_scoring(store, catalog: Catalog, at=None, progress=None) -> dict:
         "pairs": len(pairs_of(catalog)),
         "models": versions,
     }
+
+
+def score_customers(
+    store,
+    customer_ids: list[str],
+    models: dict[str, object],
+    catalog: Catalog,
+    spec,
+    at,
+    reasons: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``score_snapshot`` for some customers only, read through the customer indexes: the
+    online scoring of customers the current run does not hold (registered since). ``spec``: the
+    column sets of the whole store (``spec_from_store``), so the models get their training
+    columns. Objecting customers are not scored; P(alive) needs a BG/NBD fit over many customers
+    and is left unknown here."""
+    from kundenwert.features.snapshot import FEATURE_COLUMNS, snapshot_shard
+    from kundenwert.serving.live import consent_now
+
+    tables = ("customers", "purchases", "contacts", "consents", "complaints", "offers")
+    frames = store.read_tables_for_customers(tables, customer_ids, FEATURE_COLUMNS)
+    t = pd.Timestamp(at)
+    X = snapshot_shard(frames, t, spec)
+    consent = consent_now(frames["consents"], t)
+    objecting = consent.index[consent["objection"].to_numpy()]
+    X = X[~X.index.isin(objecting)]
+    if X.empty:  # nobody to score: not registered before ``at``, or objecting
+        return pd.DataFrame(index=X.index), pd.DataFrame(
+            columns=["response"],
+            index=pd.MultiIndex.from_tuples([], names=["customer_id", "action_id", "channel"]),
+        )
+    return score_snapshot(
+        X, status_at(frames, t), models, catalog, objecting, reasons=reasons, fit_p_alive=False
+    )

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -32,7 +33,7 @@ from kundenwert.serving.live import (
     live_of_rows,
 )
 from kundenwert.serving.scores_store import read_scores
-from kundenwert.serving.scoring import category_margins
+from kundenwert.serving.scoring import category_margins, score_customers
 
 
 class NotFound(LookupError):
@@ -40,39 +41,79 @@ class NotFound(LookupError):
 
 
 @dataclass(frozen=True)
-class Run:
-    """One scoring run as served: swapped as a whole, so a request sees the old or the new."""
+class Block:
+    """Scored customers with their candidates: the whole run, or a few scored online."""
 
     scores: pd.DataFrame
-    info: dict
-    margins: dict[str, float]
     candidates: Candidates
     reason_texts: dict[str, np.ndarray]  # score -> JSON text per customer, in candidates' order
 
-
-class ServingState:
-    """Scores, catalog and the store; ``decide`` answers for many customers, ``decide_one`` for one."""
-
-    def __init__(self, store: Store, catalog: Catalog) -> None:
-        self.store, self.catalog = store, catalog
-        self.reader = LiveReader(store.engine)
-        self.decisions = DecisionLog(store.engine)
-        self.load()
-
-    def load(self) -> None:
-        """Read the current scoring run and work out its candidates; swapped in at once."""
-        scores, propensity, info = read_scores(self.store.engine)
-        margins = category_margins(self.store.read_table("purchases", ["amount", "margin", "category"]))
-        self.catalog.check_names(sorted(margins))
-        wide = propensity.unstack(["action_id", "channel"])
-        candidates = Candidates(self.catalog, scores, wide, margins)
+    @classmethod
+    def build(cls, catalog: Catalog, scores: pd.DataFrame, propensity: pd.DataFrame, margins) -> Block:
+        candidates = Candidates(catalog, scores, propensity, margins)
         candidates.after(pd.Timestamp.now(tz="UTC").strftime("%Y-%m"))  # not in a request
         texts = {
             c.removeprefix("reasons_"): scores[c].to_numpy(dtype=object)
             for c in scores.columns
             if str(c).startswith("reasons_")
         }
-        self.current = Run(scores, info, margins, candidates, texts)
+        return cls(scores, candidates, texts)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One scoring run as served, with the models that made it: swapped as a whole, so a
+    request sees the old or the new."""
+
+    info: dict
+    margins: dict[str, float]
+    main: Block
+    models: dict[str, object]
+    spec: object  # SnapshotSpec of the store: the columns the models were trained on
+    online: dict = field(default_factory=dict)  # customer -> (time scored, Block or None)
+
+    @property
+    def cutoff(self) -> pd.Timestamp:
+        return pd.Timestamp(self.info["cutoff"])
+
+
+ONLINE_TTL = 600.0  # seconds an online score is reused before it is computed again
+ONLINE_KEPT = 10_000
+
+
+class ServingState:
+    """Scores, models, catalog and the store; ``decide`` answers for many customers,
+    ``decide_one`` for one. Customers the current run does not hold (registered since) are
+    scored online with the run's own models and kept for ``ONLINE_TTL`` seconds."""
+
+    def __init__(self, store: Store, catalog: Catalog) -> None:
+        self.store, self.catalog = store, catalog
+        self.reader = LiveReader(store.engine)
+        self.decisions = DecisionLog(store.engine)
+        self._models: dict[tuple[str, str], object] = {}
+        self.load()
+
+    def load(self) -> None:
+        """Read the current scoring run, load its models (exactly the versions it used), verify
+        them and work out the candidates; swapped in at once. Any failure raises and leaves the
+        serving run as it was."""
+        from kundenwert.experiments.registry import load_version
+        from kundenwert.features.snapshot import spec_from_store
+
+        scores, propensity, info = read_scores(self.store.engine)
+        margins = category_margins(self.store.read_table("purchases", ["amount", "margin", "category"]))
+        self.catalog.check_names(sorted(margins))
+        models = {}
+        for name, version in sorted(info["models"].items()):
+            key = (name, str(version))
+            if key not in self._models:
+                self._models[key] = load_version(name, str(version))
+            models[name] = self._models[key]
+        main = Block.build(self.catalog, scores, propensity.unstack(["action_id", "channel"]), margins)
+        run = Run(info, margins, main, models, spec_from_store(self.store))
+        verify(self.store, self.catalog, run)
+        self.current = run
+        self._models = {k: m for k, m in self._models.items() if models.get(k[0]) is m}
         settle_heap()
 
     def close(self) -> None:
@@ -81,7 +122,8 @@ class ServingState:
 
     @property
     def scores(self) -> pd.DataFrame:
-        return self.current.scores
+        """The run's precomputed scores (online scores not included)."""
+        return self.current.main.scores
 
     @property
     def run(self) -> dict:
@@ -99,12 +141,56 @@ class ServingState:
         return consent_now(self.store.read_for_customers("consents", ids), now)
 
     def known(self, ids: list[str]) -> set[str]:
-        found = {i for i in ids if i in self.current.scores.index}
+        main = self.current.main.candidates
+        found = {i for i in ids if main.position(i) is not None}
         rest = [i for i in ids if i not in found]
         if rest:
             customers = self.store.read_for_customers("customers", rest, ["customer_id"])
             found |= set(customers["customer_id"].astype(str))
         return found
+
+    # ------------------------------------------------------------------ scores, online if need be
+
+    def online_at(self, now: pd.Timestamp | None = None) -> pd.Timestamp:
+        """When an online score looks from: the run's cutoff moved on by the time since it ran
+        (on live data: now; on a sample world, whose clock stopped, just after its end)."""
+        run = self.current
+        now = now or pd.Timestamp.now(tz="UTC")
+        return run.cutoff + (now - pd.Timestamp(run.info["scored_at"]))
+
+    def blocks(self, ids: list[str], online: bool = True) -> dict[str, Block | None]:
+        """The block holding each customer's scores: the run's, or one scored online now (None:
+        not registered, objecting (never profiled) or ``online`` is off)."""
+        run = self.current
+        out: dict[str, Block | None] = {}
+        todo = []
+        clock = time.monotonic()
+        for cid in ids:
+            if run.main.candidates.position(cid) is not None:
+                out[cid] = run.main
+                continue
+            hit = run.online.get(cid)
+            if hit is not None and clock - hit[0] < ONLINE_TTL:
+                out[cid] = hit[1]
+            elif online:
+                todo.append(cid)
+            else:
+                out[cid] = None
+        if todo:
+            scores, propensity = score_customers(
+                self.store, todo, run.models, self.catalog, run.spec, self.online_at()
+            )
+            block = Block.build(self.catalog, scores, propensity, run.margins) if len(scores) else None
+            if len(run.online) + len(todo) > ONLINE_KEPT:
+                run.online.clear()
+            for cid in todo:
+                found = block if block is not None and block.candidates.position(cid) is not None else None
+                run.online[cid] = (clock, found)
+                out[cid] = found
+        return out
+
+    def is_scored(self, customer_id: str) -> bool:
+        return self.blocks([customer_id], online=False).get(customer_id) is not None
 
     def _live_frames(self, cands: Candidates, ids: list[str], now: pd.Timestamp) -> Live:
         consents = self.store.read_for_customers("consents", ids)
@@ -129,20 +215,33 @@ class ServingState:
         channels: list[str] | None = None,
         actions: list[str] | None = None,
         now: pd.Timestamp | None = None,
+        online: bool = True,
     ) -> Decisions:
-        """The funnel for ``ids`` with their live state now; customers without scores (never
-        scored, or objecting: never profiled) keep no suggestion."""
+        """The funnel for ``ids`` with their live state now. Customers the run does not hold
+        are scored online (``online``); those without scores (objecting: never profiled) keep
+        no suggestion."""
         now = now or pd.Timestamp.now(tz="UTC")
-        cands = self.current.candidates
-        live = self._live_frames(cands, ids, now)
-        return decide(cands, ids, live, period=now.strftime("%Y-%m"), channels=channels, actions=actions)
+        period = now.strftime("%Y-%m")
+        main = self.current.main
+        held = self.blocks(ids, online=online)
+        groups: dict[int, tuple[Block, list[str]]] = {}
+        for cid in ids:
+            block = held.get(cid) or main  # no block: the main block's no-scores row
+            groups.setdefault(id(block), (block, []))[1].append(cid)
+        parts = []
+        for block, members in groups.values():
+            cands = block.candidates
+            live = self._live_frames(cands, members, now)
+            parts.append(decide(cands, members, live, period=period, channels=channels, actions=actions))
+        return parts[0] if len(parts) == 1 else Decisions.concat(parts, ids)
 
     def decide_one(
         self, customer_id: str, channels: list[str] | None = None, now: pd.Timestamp | None = None
     ) -> Decisions:
         """The funnel for one customer: the same rules as ``decide`` on their rows, read fast."""
         now = now or pd.Timestamp.now(tz="UTC")
-        cands = self.current.candidates
+        block = self.blocks([customer_id]).get(customer_id) or self.current.main
+        cands = block.candidates
         consents, contacts = self.reader.rows(customer_id)
         live = live_of_rows(consents, contacts, now.value // 1000, cands.channels, cands.action_id_list)
         return decide_one(cands, customer_id, live, period=now.strftime("%Y-%m"), channels=channels)
@@ -169,13 +268,11 @@ class ServingState:
     REASONS_OF_KIND = {"retention": "churn", "win_back": "winback"}
 
     def reasons(self, customer_id: str, score: str) -> list[dict]:
-        """The stored top SHAP reasons of one score (churn, winback, value) of a customer."""
-        run = self.current
-        texts = run.reason_texts.get(score)
-        row = run.candidates.position(customer_id)
-        if texts is None or row is None:
+        """The top SHAP reasons of one score (churn, winback, value) of a scored customer."""
+        block = self.blocks([customer_id], online=False).get(customer_id)
+        if block is None or score not in block.reason_texts:
             return []
-        text = texts[row]
+        text = block.reason_texts[score][block.candidates.position(customer_id)]
         return json.loads(text) if isinstance(text, str) else []
 
     def reasons_for(self, customer_id: str, kind: str) -> list[dict]:
@@ -184,11 +281,11 @@ class ServingState:
         return self.reasons(customer_id, self.REASONS_OF_KIND.get(kind, "value"))
 
     def profile(self, customer_id: str) -> dict | None:
-        """The scores of one customer (None when not scored)."""
-        scores = self.current.scores
-        if customer_id not in scores.index:
+        """The scores of one customer, online if the run does not hold them (None: not scored)."""
+        block = self.blocks([customer_id]).get(customer_id)
+        if block is None:
             return None
-        row = scores.loc[customer_id]
+        row = block.scores.loc[customer_id]
         out = {}
         for k, v in row.items():
             if str(k).startswith("reasons_"):
@@ -210,3 +307,52 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+VERIFY_PROBES = 20
+
+
+def verify(store: Store, catalog: Catalog, run: Run) -> None:
+    """The run's models, loaded, must reproduce the run's stored scores: a few of its customers
+    are scored again from the store at the run's cutoff and compared (CLV, churn, win-back,
+    affinities, response per action and channel). A model that does not load, does not fit the
+    store's columns or answers differently is refused (``ConfigurationError``), so a reload
+    keeps the old run serving."""
+    from kundenwert.errors import ConfigurationError
+
+    stored = run.main.scores
+    if stored.empty:
+        return
+    step = max(1, len(stored) // VERIFY_PROBES)
+    probes = [str(i) for i in stored.index[::step][:VERIFY_PROBES]]
+    try:
+        again, propensity = score_customers(
+            store, probes, run.models, catalog, run.spec, run.cutoff, reasons=False
+        )
+    except Exception as exc:  # noqa: BLE001  any failure of a model is a failed verification
+        raise ConfigurationError(
+            f"model verification failed: scoring {len(probes)} customers again raised "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    both = [i for i in probes if i in again.index]
+    columns = [
+        c for c in stored.columns if c in ("clv", "churn", "winback") or str(c).startswith("affinity_")
+    ]
+    for c in columns:
+        a = stored.loc[both, c].to_numpy(dtype="float64")
+        b = again.loc[both, c].to_numpy(dtype="float64")
+        same = np.isclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True)
+        if len(both) < max(1, len(probes) // 2) or same.mean() < 0.9:
+            raise ConfigurationError(
+                f"model verification failed: {c} of {int(same.sum())} of {len(both)} probe customers "
+                f"matches the stored run ({len(probes)} probes)"
+            )
+    main = run.main.candidates
+    rows = main.positions(both)
+    mine = Candidates(catalog, again.loc[both], propensity, run.margins)
+    a, b = main.propensity[rows], mine.propensity[: len(both)]
+    same = np.isclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True)
+    if same.mean() < 0.9:
+        raise ConfigurationError(
+            f"model verification failed: response propensities match for {same.mean():.0%} of probes"
+        )

@@ -14,13 +14,12 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 def reload(request: Request) -> dict:
     """Read the latest scoring run and the keys again. The new state is built aside and swapped in
     at once; if it cannot be loaded the old one keeps serving and the answer says why."""
-    state = request.app.state.serving
     request.app.state.keys.refresh()
-    if state is None:
-        raise HTTPException(503, detail="not ready: nothing to reload yet")
-    before = state.run["run_id"]
+    state = request.app.state.serving
+    before = state.run["run_id"] if state is not None else None
     try:
-        state.load()
+        before, now = request.app.state.reloader.reload()
     except KundenwertError as exc:
-        raise HTTPException(409, detail=f"reload failed, still serving run {before}: {exc}") from None
-    return {"score_run": state.run["run_id"], "previous_run": before, "models": state.run["models"]}
+        still = f"still serving run {before}" if before else "still not ready"
+        raise HTTPException(409, detail=f"reload failed, {still}: {exc}") from None
+    return {"score_run": now, "previous_run": before, "models": request.app.state.serving.run["models"]}

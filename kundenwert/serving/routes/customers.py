@@ -35,7 +35,7 @@ def decisions_of(
     the tests check them against the schema)."""
     d = decisions
     catalog, models = state.catalog, state.run["models"]
-    scored = state.current.candidates.position
+    scored = state.is_scored
     out = []
     for i, cid in enumerate(ids):
         keep = np.flatnonzero((d.reason[i] == 0) & (d.rank[i] <= limit))
@@ -77,7 +77,7 @@ def decisions_of(
             {
                 "customer_id": cid,
                 "decision_id": None,
-                "scored": scored(cid) is not None,
+                "scored": scored(cid),
                 "suggestions": suggestions,
                 "funnel": funnel,
                 "model_versions": models,
@@ -121,7 +121,7 @@ async def next_best_actions(
     a thread-pool hop would cost more than it saves."""
     channels = [channel] if channel else None
     _check_channels(channels)
-    if state.current.candidates.position(customer_id) is None and not state.reader.exists(customer_id):
+    if state.current.main.candidates.position(customer_id) is None and not state.reader.exists(customer_id):
         raise HTTPException(404, detail=f"no customer {customer_id!r} in the store")
     decisions = state.decide_one(customer_id, channels=channels)
     return json_response(decisions_of(state, decisions, [customer_id], limit, explain, record=True)[0])

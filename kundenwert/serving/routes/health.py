@@ -19,7 +19,12 @@ def ready(request: Request, response: Response) -> dict[str, object]:
     if state is None:
         response.status_code = 503
         return {"status": "loading", "error": request.app.state.load_error}
-    return {"status": "ready", "score_run": state.run["run_id"], "models": state.run["models"]}
+    return {
+        "status": "ready",
+        "score_run": state.run["run_id"],
+        "models": state.run["models"],
+        "last_reload": request.app.state.reloader.last,
+    }
 
 
 @router.get("/metrics", response_class=Response)
