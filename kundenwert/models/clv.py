@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
 from kundenwert.models.metrics import value_metrics
-from kundenwert.models.tabular import BoostedSnapshotModel, _fit
+from kundenwert.models.tabular import BoostedSnapshotModel, _fit, predict_binned
 
 
 def _more_purchases(columns) -> dict[str, int]:
@@ -82,8 +82,9 @@ class CLVModel(RegressorMixin, BoostedSnapshotModel):
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         """``p_value`` (P(any value)), ``value_if_any`` and ``clv`` (their product), indexed like X."""
         check_is_fitted(self, "value_")
-        p = self.buy_.predict_proba(X)[:, 1]
-        value = self.value_.predict(self.encoder_.transform(X))
+        Z = self.encoder_.transform(X)  # one encoding for both models
+        p = self.buy_.proba_encoded(Z)[:, 1]
+        value = predict_binned(self.value_, Z)
         return pd.DataFrame({"p_value": p, "value_if_any": value, "clv": p * value}, index=X.index)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

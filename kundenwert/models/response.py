@@ -101,14 +101,19 @@ class ResponseModel(BoostedSnapshotModel):
         return self.predict_frame(X)["uplift"].to_numpy()
 
     def predict_actions(
-        self, X: pd.DataFrame, pairs: list[tuple[str, str]], uplift: bool = True
+        self,
+        X: pd.DataFrame,
+        pairs: list[tuple[str, str]],
+        uplift: bool = True,
+        rows: dict[tuple[str, str], np.ndarray] | None = None,
     ) -> pd.DataFrame:
         """``response`` (if contacted) and ``uplift`` of every (action_id, channel) in ``pairs`` for
         every customer of a snapshot ``X`` (indexed by customer id): the numbers of
         ``predict_frame`` on one treated contact row per customer and pair, with ``X`` encoded and
         binned once and only the channel, action and arm columns set per pair. ``uplift=False``
-        skips the second (not contacted) pass. Long frame indexed by (customer_id, action_id,
-        channel)."""
+        skips the second (not contacted) pass. ``rows``: per pair, a mask of the customers to
+        score for it (the others are left out of the result; default: everyone). Long frame
+        indexed by (customer_id, action_id, channel)."""
         check_is_fitted(self, "model_")
         if not pairs:
             raise ValueError("name at least one (action_id, channel) pair")
@@ -119,26 +124,34 @@ class ResponseModel(BoostedSnapshotModel):
         varying = [names.index(c) for c in ("action_id", "channel", "treated") if c in names]
         # the bins of the varying columns for each (action, channel, arm): bin one small row each
         arms = (1.0, 0.0) if uplift else (1.0,)
-        rows = np.repeat(Z[:1], len(pairs) * len(arms), axis=0)
+        probes = np.repeat(Z[:1], len(pairs) * len(arms), axis=0)
         for i, ((action, channel), arm) in enumerate((p, a) for p in pairs for a in arms):
             for column, value in (("action_id", action), ("channel", channel), ("treated", arm)):
                 if column in names:
-                    rows[i, names.index(column)] = self._code(column, value)
-        bins = self.model_.bin(rows)[:, varying]
-        response, lift = [], []
-        for i in range(len(pairs)):
-            Zb[:, varying] = bins[i * len(arms)]
-            contacted = self.model_.proba_binned(Zb)[:, 1]
+                    probes[i, names.index(column)] = self._code(column, value)
+        bins = self.model_.bin(probes)[:, varying]
+        response, lift, who = [], [], []
+        ids = np.asarray(X.index)
+        for i, pair in enumerate(pairs):
+            mask = None if rows is None else rows.get(pair)
+            part = Zb if mask is None else Zb[mask]
+            who.append(ids if mask is None else ids[mask])
+            if not len(part):
+                response.append(np.empty(0))
+                lift.append(np.empty(0))
+                continue
+            part[:, varying] = bins[i * len(arms)]
+            contacted = self.model_.proba_binned(part)[:, 1]
             response.append(contacted)
             if uplift:
-                Zb[:, varying] = bins[i * len(arms) + 1]
-                lift.append(contacted - self.model_.proba_binned(Zb)[:, 1])
-        ids = np.asarray(X.index)
+                part[:, varying] = bins[i * len(arms) + 1]
+                lift.append(contacted - self.model_.proba_binned(part)[:, 1])
+        sizes = [len(w) for w in who]
         index = pd.MultiIndex.from_arrays(
             [
-                np.tile(ids, len(pairs)),
-                np.repeat([a for a, _ in pairs], len(ids)),
-                np.repeat([c for _, c in pairs], len(ids)),
+                np.concatenate(who) if who else ids[:0],
+                np.repeat([a for a, _ in pairs], sizes),
+                np.repeat([c for _, c in pairs], sizes),
             ],
             names=["customer_id", "action_id", "channel"],
         )

@@ -166,6 +166,43 @@ def _fail(code: np.ndarray, detail: np.ndarray, mask: np.ndarray, reason: str, t
     detail[new] = text
 
 
+def eligibility(
+    actions: list[Action], customers: pd.DataFrame, details: _Details | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reason code, detail number) per customer x action of the eligibility rules, in funnel
+    order (0: eligible): status, customer type, open complaint, score ranges. Needs only the
+    customers' scores, not the response model: batch scoring asks the response model only about
+    the pairs a customer is eligible for."""
+    d = details or _Details()
+    ids = customers.index
+    n = len(ids)
+    codes = np.zeros((n, len(actions)), dtype=np.int8)
+    texts = np.zeros((n, len(actions)), dtype=np.int16)
+    status = _column(customers, "status", ids, "new").astype(str)
+    ctype = _column(customers, "customer_type", ids, "consumer").astype(str)
+    complaint = _column(customers, "open_complaint", ids, False).astype(bool)
+    for i, action in enumerate(actions):
+        code, detail = codes[:, i], texts[:, i]  # views
+        el = action.eligibility
+        _fail(code, detail, ~np.isin(status, el.status), "status", d(f"{'/'.join(el.status)} only"))
+        _fail(
+            code,
+            detail,
+            ~np.isin(ctype, el.customer_types),
+            "customer_type",
+            d(f"{'/'.join(el.customer_types)} only"),
+        )
+        if el.complaint == "required":
+            _fail(code, detail, ~complaint, "complaint_required")
+        elif el.complaint == "forbidden":
+            _fail(code, detail, complaint, "complaint_forbidden")
+        for score, (lo, hi) in el.scores.items():
+            s = _column(customers, score, ids, np.nan).astype("float64")
+            out = np.isnan(s) | (s < (-np.inf if lo is None else lo)) | (s > (np.inf if hi is None else hi))
+            _fail(code, detail, out, "score_out_of_range", d(f"{score} outside [{lo}, {hi}]"))
+    return codes, texts
+
+
 class Candidates:
     """The part of a decision that does not change between requests, for every customer of
     ``customers`` and every (action, channel) pair of the catalog: eligibility, propensity,
@@ -223,35 +260,11 @@ class Candidates:
             [d(f"{self.actions[i].control_share:.0%} held out") for i, _ in pairs], dtype=np.int16
         )
         # eligibility per (customer, action), the last row: no scores
-        a_n = len(self.actions)
-        self.eligibility = np.zeros((n + 1, a_n), dtype=np.int8)
-        self.eligibility_detail = np.zeros((n + 1, a_n), dtype=np.int16)
-        self.eligibility[n] = CODE["no_score"]
-        self.eligibility_detail[n] = d("not scored")
-        status = _column(customers, "status", ids, "new").astype(str)
-        ctype = _column(customers, "customer_type", ids, "consumer").astype(str)
-        complaint = _column(customers, "open_complaint", ids, False).astype(bool)
-        for i, action in enumerate(self.actions):
-            code, detail = self.eligibility[:n, i], self.eligibility_detail[:n, i]  # views
-            el = action.eligibility
-            _fail(code, detail, ~np.isin(status, el.status), "status", d(f"{'/'.join(el.status)} only"))
-            _fail(
-                code,
-                detail,
-                ~np.isin(ctype, el.customer_types),
-                "customer_type",
-                d(f"{'/'.join(el.customer_types)} only"),
-            )
-            if el.complaint == "required":
-                _fail(code, detail, ~complaint, "complaint_required")
-            elif el.complaint == "forbidden":
-                _fail(code, detail, complaint, "complaint_forbidden")
-            for score, (lo, hi) in el.scores.items():
-                s = _column(customers, score, ids, np.nan).astype("float64")
-                out = (
-                    np.isnan(s) | (s < (-np.inf if lo is None else lo)) | (s > (np.inf if hi is None else hi))
-                )
-                _fail(code, detail, out, "score_out_of_range", d(f"{score} outside [{lo}, {hi}]"))
+        code, detail = eligibility(self.actions, customers, d)
+        self.eligibility = np.vstack([code, np.full((1, len(self.actions)), CODE["no_score"], np.int8)])
+        self.eligibility_detail = np.vstack(
+            [detail, np.full((1, len(self.actions)), d("not scored"), np.int16)]
+        )
         # propensity, value and score per (customer, pair); the last row: none
         keys = [(self.actions[i].id, ch) for i, ch in pairs]
         model = {m: pivot(propensity, m, ids, keys, np.nan) for m in ("response", "uplift")}

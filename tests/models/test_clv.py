@@ -87,3 +87,11 @@ def test_too_few_buyers_is_a_clear_error(world) -> None:
         CLVModel().fit(X, np.r_[np.ones(5), np.zeros(95)])
     with pytest.raises(ValueError, match="missing values"):
         CLVModel().fit(X, np.r_[np.ones(99), np.nan])
+
+
+def test_the_value_through_bins_equals_the_regressors_own(world) -> None:
+    from kundenwert.models.tabular import predict_binned
+
+    m = world["model"]
+    Z = m.encoder_.transform(world["X"])
+    np.testing.assert_allclose(predict_binned(m.value_, Z), m.value_.predict(Z), rtol=1e-12, atol=0)

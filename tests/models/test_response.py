@@ -123,3 +123,21 @@ def test_scoring_every_action_equals_one_contact_row_each(world) -> None:
     a = got.xs(("retention_voucher", "sms"), level=("action_id", "channel"))["response"]
     b = got.xs(("xsell_fashion", "mail"), level=("action_id", "channel"))["response"]
     assert not np.allclose(a, b)  # the pair matters
+
+
+def test_scoring_only_some_customers_per_pair(world) -> None:
+    """``rows`` leaves out the customers a pair is not for; the others get the same numbers."""
+    m = world["model"]
+    X = world["Xt"].droplevel("contact_id").drop(columns=["channel", "action_id", "treated"])
+    X = X[~X.index.duplicated()].iloc[:300]
+    pairs = [("retention_voucher", "sms"), ("xsell_fashion", "mail"), ("newsletter", "email")]
+    every = m.predict_actions(X, pairs)
+    mask = np.arange(len(X)) % 3 == 0
+    some = m.predict_actions(X, pairs, rows={pairs[0]: mask, pairs[2]: np.zeros(len(X), dtype=bool)})
+    first = some.xs(pairs[0], level=("action_id", "channel"))
+    assert list(first.index) == list(X.index[mask])
+    np.testing.assert_allclose(
+        first["response"], every.xs(pairs[0], level=("action_id", "channel")).loc[first.index, "response"]
+    )
+    assert len(some.xs(pairs[1], level=("action_id", "channel"))) == len(X)  # no mask: everyone
+    assert pairs[2][0] not in some.index.get_level_values("action_id")

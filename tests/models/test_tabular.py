@@ -196,3 +196,14 @@ def test_estimator_contract(Model) -> None:
         Model().predict(
             pd.DataFrame({"frequency": [1.0], "recency": [1.0], "T": [2.0], "monetary_value": [1.0]})
         )
+
+
+@pytest.mark.parametrize("name", ["churn", "winback"])
+def test_predictions_through_bins_equal_the_boosters_own(world, fitted, name) -> None:
+    """proba_encoded goes through the booster's bins (faster): the numbers of the booster's own
+    predict_proba on raw values, missing values and all, calibrated the same way."""
+    m = fitted[name]
+    Z = m.encoder_.transform(world["test"][world["features"]])
+    assert np.isnan(Z).any()  # missing values are part of the comparison
+    own = m._calibrated(m.booster_.predict_proba(Z)[:, 1])
+    np.testing.assert_allclose(m.proba_encoded(Z), own, rtol=1e-12, atol=0)

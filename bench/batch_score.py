@@ -1,0 +1,130 @@
+"""Benchmark: batch scoring of a large customer base for every action and channel of the catalog,
+against the models' bare predictions on the same rows (the reference, same run;
+``shared/benchmarks.md``).
+
+The rows: the snapshot of a scored store (``make run``: 20,000 customers) drawn with replacement
+up to ``--customers`` rows (1,000,000 by default), so the features have the store's distribution.
+The models: the registry's champions.
+
+- **kundenwert**: ``score_snapshot`` (CLV, P(alive) from a BG/NBD fit on these rows, churn for
+  active, win-back for lapsed, every category's affinity, the response propensity of every
+  (action, channel) pair of the catalog) and ``Candidates`` (eligibility, value and score of every
+  customer x pair: what arbitration ranks).
+- **bare**: each model's own prediction on the same rows: ``clv.predict(X)``, churn and win-back
+  ``predict_proba(X)``, each affinity classifier's ``predict_proba(X)`` and the response model's
+  ``predict_proba`` on the contact rows of every pair (X with the pair's action, channel and
+  ``treated``), one pair at a time.
+
+    python bench/batch_score.py [--db var/kundenwert.db] [--customers 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import peak_rss_gb, table  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--db", default="var/kundenwert.db")
+    ap.add_argument("--customers", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    import numpy as np
+    import pandas as pd
+
+    from kundenwert.features.snapshot import load_frames, snapshot
+    from kundenwert.features.store import Store
+    from kundenwert.serving.arbitration import Candidates
+    from kundenwert.serving.catalog import load_catalog
+    from kundenwert.serving.scoring import (
+        as_of,
+        category_margins,
+        load_champions,
+        pairs_of,
+        score_snapshot,
+        status_at,
+    )
+
+    store = Store(f"sqlite:///{Path(args.db).resolve()}")
+    frames = load_frames(store)
+    t = as_of(frames)
+    catalog = load_catalog()
+    margins = category_margins(frames["purchases"])
+    models, versions = load_champions()
+    base = snapshot(frames, t)
+    base_status = status_at(frames, t).reindex(base.index).fillna("new")
+    rng = np.random.default_rng(args.seed)
+    pick = rng.integers(0, len(base), args.customers)
+    ids = pd.Index([f"b{i:08d}" for i in range(args.customers)], name="customer_id")
+    X = base.iloc[pick].set_axis(ids)
+    status = pd.Series(base_status.to_numpy()[pick], index=ids)
+    pairs = pairs_of(catalog)
+    del frames, base
+    print(f"{len(X):,} customers x {len(pairs)} (action, channel) pairs, {X.shape[1]} features", flush=True)
+
+    # the reference: every model's own prediction on the same rows
+    bare: dict[str, float] = {}
+    t0 = time.perf_counter()
+    models["clv"].predict(X)
+    bare["clv"] = time.perf_counter() - t0
+    for name in ("churn", "winback"):
+        t0 = time.perf_counter()
+        models[name].predict_proba(X)
+        bare[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for m in models["affinity"].models_.values():
+        m.predict_proba(X)
+    bare["affinity"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for action, channel in pairs:
+        models["response"].predict_proba(X.assign(action_id=action, channel=channel, treated=True))
+    bare["response"] = time.perf_counter() - t0
+    print("bare: " + ", ".join(f"{k} {v:.1f} s" for k, v in bare.items()), flush=True)
+
+    # kundenwert's batch scoring of the same rows
+    t0 = time.perf_counter()
+    scores, propensity = score_snapshot(X, status, models, catalog, reasons=False)
+    t_models = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cands = Candidates(catalog, scores, propensity, margins)
+    t_cands = time.perf_counter() - t0
+    ours = t_models + t_cands
+    reference = sum(bare.values())
+    kept = int((cands.before[:-1] == 0).sum())
+    print(
+        f"\n### Batch scoring: {len(X):,} customers x {len(pairs)} pairs "
+        f"({len(X) * len(pairs):,} customer-pair scores), models {versions}, {os.cpu_count()} cores\n"
+    )
+    rows = [
+        ["bare model predictions (reference)", f"{reference:.1f}", f"{len(X) / reference:,.0f}", "1.00"],
+        [
+            "kundenwert: models (score_snapshot)",
+            f"{t_models:.1f}",
+            f"{len(X) / t_models:,.0f}",
+            f"{reference / t_models:.2f}",
+        ],
+        [
+            "kundenwert: + candidates for every pair",
+            f"{ours:.1f}",
+            f"{len(X) / ours:,.0f}",
+            f"{reference / ours:.2f}",
+        ],
+    ]
+    print(table(["", "seconds", "customers/s", "throughput vs bare"], rows))
+    print(
+        f"\nbare by model: {', '.join(f'{k} {v:.1f} s' for k, v in bare.items())}; "
+        f"candidates {t_cands:.1f} s ({kept:,} customer-pairs eligible); peak memory {peak_rss_gb():.1f} GB"
+    )
+
+
+if __name__ == "__main__":
+    main()
