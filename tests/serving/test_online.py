@@ -169,3 +169,28 @@ def test_a_new_run_is_picked_up_on_schedule_and_a_bad_one_refused(served, tmp_pa
         cid = served["customers"][0]
         r = c.get(f"/v1/customers/{cid}/next-best-actions", headers={"X-API-Key": served["keys"]["sales"]})
         assert r.status_code == 200
+
+
+def test_verification_compares_the_pairs_scored_again_and_refuses_wrong_propensities(served) -> None:
+    """A run scored before the response model was asked only about eligible pairs holds more
+    propensities than a new scoring gives: still verified on the pairs both hold. Propensities
+    the models do not give are refused."""
+    import copy
+    import dataclasses
+
+    from kundenwert.errors import ConfigurationError
+    from kundenwert.serving.state import verify
+
+    state = served["client"].app.state.serving
+    run = state.current
+
+    def with_propensity(values):
+        cands = copy.copy(run.main.candidates)
+        cands.propensity = values
+        return dataclasses.replace(run, main=dataclasses.replace(run.main, candidates=cands))
+
+    held = run.main.candidates.propensity
+    assert np.isnan(held).any()  # ineligible pairs are not scored
+    verify(state.store, state.catalog, with_propensity(np.where(np.isnan(held), 0.5, held)))
+    with pytest.raises(ConfigurationError, match="response propensities"):
+        verify(state.store, state.catalog, with_propensity(held * 1.5))
