@@ -91,7 +91,11 @@ class ServingState:
         self.reader = LiveReader(store.engine)
         self.decisions = DecisionLog(store.engine)
         self._models: dict[tuple[str, str], object] = {}
-        self.load()
+        try:
+            self.load()
+        except BaseException:
+            self.decisions.close()  # no writer thread left behind by a state that never served
+            raise
 
     def load(self) -> None:
         """Read the current scoring run, load its models (exactly the versions it used), verify

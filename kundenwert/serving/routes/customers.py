@@ -8,6 +8,7 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import REASON_OF_CODE, Decisions
@@ -121,10 +122,19 @@ async def next_best_actions(
     a thread-pool hop would cost more than it saves."""
     channels = [channel] if channel else None
     _check_channels(channels)
-    if state.current.main.candidates.position(customer_id) is None and not state.reader.exists(customer_id):
+    if state.current.main.candidates.position(customer_id) is not None:
+        decisions = state.decide_one(customer_id, channels=channels)
+        return json_response(decisions_of(state, decisions, [customer_id], limit, explain, record=True)[0])
+    # not in the run: a new customer is scored online (models and SHAP: far more than a
+    # millisecond), so off the event loop
+    return json_response(await run_in_threadpool(_not_in_run, state, customer_id, channels, limit, explain))
+
+
+def _not_in_run(state: ServingState, customer_id: str, channels, limit: int, explain: bool) -> dict:
+    if not state.reader.exists(customer_id):
         raise HTTPException(404, detail=f"no customer {customer_id!r} in the store")
     decisions = state.decide_one(customer_id, channels=channels)
-    return json_response(decisions_of(state, decisions, [customer_id], limit, explain, record=True)[0])
+    return decisions_of(state, decisions, [customer_id], limit, explain, record=True)[0]
 
 
 def _num(v) -> float | None:
