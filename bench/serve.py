@@ -154,10 +154,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     bare = results["bare (same auth and validation, constant answer)"]
-    templates = {
-        "bare (same auth and validation, constant answer)": "/v1/bench/customers/{customer_id}/bare",
-        "next best actions": "/v1/customers/{customer_id}/next-best-actions",
-    }
+    templates = {name: path.split("?")[0].replace("{id}", "{customer_id}") for name, path in routes.items()}
     rows = [
         [
             name,

@@ -261,10 +261,10 @@ class Candidates:
         )
         # eligibility per (customer, action), the last row: no scores
         code, detail = eligibility(self.actions, customers, d)
-        self.eligibility = np.vstack([code, np.full((1, len(self.actions)), CODE["no_score"], np.int8)])
-        self.eligibility_detail = np.vstack(
-            [detail, np.full((1, len(self.actions)), d("not scored"), np.int16)]
-        )
+        code = np.vstack([code, np.full((1, len(self.actions)), CODE["no_score"], np.int8)])
+        detail = np.vstack([detail, np.full((1, len(self.actions)), d("not scored"), np.int16)])
+        # the rules before the contact policy (eligibility) per pair, ready to copy
+        self.before, self.before_detail = code[:, self.pair_action], detail[:, self.pair_action]
         # propensity, value and score per (customer, pair); the last row: none
         keys = [(self.actions[i].id, ch) for i, ch in pairs]
         model = {m: pivot(propensity, m, ids, keys, np.nan) for m in ("response", "uplift")}
@@ -283,10 +283,6 @@ class Candidates:
         self.worth = np.zeros((n + 1, k), dtype=np.int8)
         self.worth[~np.isfinite(self.score)] = CODE["no_score"]
         self.worth[(self.worth == 0) & (self.score <= 0)] = CODE["not_worth_it"]
-        # the rules before the contact policy (eligibility) per pair, ready to copy
-        self.before = self.eligibility[:, self.pair_action]
-        self.before_detail = self.eligibility_detail[:, self.pair_action]
-        del self.eligibility, self.eligibility_detail
         self._after: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._selections: dict = {}
         self._positions = dict(zip(ids, range(n), strict=True))
@@ -441,9 +437,6 @@ class LiveOne(NamedTuple):
     contacts_30d: list[float]
     days_since_last: list[float]
     ignored: list[float]
-
-    def arrays(self) -> Live:
-        return Live(*(np.array([v]) for v in self))
 
 
 @dataclass(frozen=True)

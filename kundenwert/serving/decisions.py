@@ -50,7 +50,6 @@ class DecisionLog:
         self._insert = RawStatement(engine, DECISIONS.insert())
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = WRITER if engine.dialect.name == "sqlite" else threading.Lock()
-        self.written = 0
         self._thread = threading.Thread(target=self._run, name="kundenwert-decisions", daemon=True)
         self._thread.start()
 
@@ -104,7 +103,6 @@ class DecisionLog:
                         cur.close()
                     finally:
                         conn.close()
-                self.written += len(rows)
                 return
             except Exception as exc:  # noqa: BLE001  the thread must live on; no personal data logged
                 if attempt == 2:

@@ -229,6 +229,4 @@ def score_customers(
             columns=["response"],
             index=pd.MultiIndex.from_tuples([], names=["customer_id", "action_id", "channel"]),
         )
-    return score_snapshot(
-        X, status_at(frames, t), models, catalog, objecting, reasons=reasons, fit_p_alive=False
-    )
+    return score_snapshot(X, status_at(frames, t), models, catalog, reasons=reasons, fit_p_alive=False)

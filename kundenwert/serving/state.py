@@ -36,10 +36,6 @@ from kundenwert.serving.scores_store import read_scores
 from kundenwert.serving.scoring import category_margins, score_customers
 
 
-class NotFound(LookupError):
-    """A customer the store does not know."""
-
-
 @dataclass(frozen=True)
 class Block:
     """Scored customers with their candidates: the whole run, or a few scored online."""
