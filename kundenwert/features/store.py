@@ -130,6 +130,114 @@ IMPORTS = sa.Table(
     sa.Column("mode", sa.String(10), nullable=False),
     sa.Column("rows", sa.Text(), nullable=False, comment="rows written per table, JSON"),
 )
+
+# ------------------------------------------------------------------------------- the live change log
+# Every change to a customer's consents or contacts leaves their id in ``kw_live_changes``, written
+# by triggers in the database itself: whoever writes (an import, the service's feedback, a CRM job
+# with its own SQL) cannot forget to. A service keeps customers' live rows in memory and asks, per
+# request, only for the newest ``seq`` (one index probe); when it moved, it drops the customers
+# named since. A bulk write (``Store.write``) does not log row by row (triggers tripled the time
+# of a million-row insert, measured): it logs one row with no customer, "any may have changed".
+# Sequence order is commit order: SQLite has one writer; on PostgreSQL every logging transaction
+# first takes one advisory lock, held to its commit.
+LIVE_TABLES = ("consents", "contacts")
+LIVE_CHANGES = sa.Table(
+    "kw_live_changes",
+    metadata,
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("customer_id", sa.String(MAX_ID_LENGTH), nullable=True, comment="NULL: any customer"),
+    sqlite_autoincrement=True,  # a seq is never used twice, even after pruning
+)
+LIVE_CHANGES_KEPT = 100_000  # the newest entries kept by pruning
+_PG_LOCK = 0x6B77_6C69  # advisory lock id of the change log ("kwli")
+
+
+def _sqlite_triggers(table: str) -> list[str]:
+    log = "INSERT INTO kw_live_changes(customer_id) VALUES"
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS kw_live_{table}_insert AFTER INSERT ON {table} "
+        f"BEGIN {log} (NEW.customer_id); END",
+        f"CREATE TRIGGER IF NOT EXISTS kw_live_{table}_update AFTER UPDATE ON {table} "
+        f"BEGIN {log} (NEW.customer_id); INSERT INTO kw_live_changes(customer_id) "
+        "SELECT OLD.customer_id WHERE OLD.customer_id IS NOT NEW.customer_id; END",
+        f"CREATE TRIGGER IF NOT EXISTS kw_live_{table}_delete AFTER DELETE ON {table} "
+        f"BEGIN {log} (OLD.customer_id); END",
+    ]
+
+
+_PG_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION kw_live_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('kundenwert.bulk_write', true) = 'on' THEN
+        RETURN NULL;  -- Store.write logs once for the whole transaction
+    END IF;
+    PERFORM pg_advisory_xact_lock({_PG_LOCK});  -- sequence order = commit order
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO kw_live_changes(customer_id) VALUES (OLD.customer_id);
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.customer_id IS DISTINCT FROM OLD.customer_id) THEN
+        INSERT INTO kw_live_changes(customer_id) VALUES (NEW.customer_id);
+    END IF;
+    RETURN NULL;
+END $$"""
+
+
+def _install_live_triggers(engine: Engine) -> None:
+    """Create the change log's triggers where they are missing (idempotent, no lock when present)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            for table in LIVE_TABLES:
+                for ddl in _sqlite_triggers(table):
+                    conn.exec_driver_sql(ddl)
+        elif engine.dialect.name == "postgresql":
+            present = set(
+                conn.execute(sa.text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars()
+            )
+            missing = [t for t in LIVE_TABLES if f"kw_live_{t}" not in present]
+            if missing:
+                conn.exec_driver_sql(_PG_FUNCTION)
+                for t in missing:
+                    conn.exec_driver_sql(
+                        f"CREATE TRIGGER kw_live_{t} AFTER INSERT OR UPDATE OR DELETE ON {t} "
+                        "FOR EACH ROW EXECUTE FUNCTION kw_live_change()"
+                    )
+        # other databases: no triggers; a service on them reads live rows on every request
+
+
+@contextmanager
+def _logged_once(conn: Connection, touched: bool) -> Iterator[None]:
+    """A bulk write logs one "any customer" change instead of one per row (see LIVE_CHANGES).
+    On SQLite the triggers are dropped and created again inside the transaction (one writer: no
+    other write can slip in between); on PostgreSQL a transaction-local setting silences them."""
+    dialect = conn.dialect.name
+    if not touched or dialect not in ("sqlite", "postgresql"):
+        yield
+        return
+    if dialect == "sqlite":
+        for table in LIVE_TABLES:
+            for op in ("insert", "update", "delete"):
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS kw_live_{table}_{op}")
+    else:
+        conn.exec_driver_sql("SET LOCAL kundenwert.bulk_write = 'on'")
+    yield
+    if dialect == "sqlite":
+        for table in LIVE_TABLES:
+            for ddl in _sqlite_triggers(table):
+                conn.exec_driver_sql(ddl)
+    else:
+        conn.exec_driver_sql("SET LOCAL kundenwert.bulk_write = 'off'")
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")  # held briefly: to the commit
+    conn.execute(LIVE_CHANGES.insert().values(customer_id=None))
+    _prune_live_changes(conn)
+
+
+def _prune_live_changes(conn: Connection, keep: int = LIVE_CHANGES_KEPT) -> None:
+    top = sa.select(sa.func.max(LIVE_CHANGES.c.seq)).scalar_subquery()
+    conn.execute(LIVE_CHANGES.delete().where(LIVE_CHANGES.c.seq <= top - keep))
+
+
 # Children before parents: the order to delete in.
 _DELETE_ORDER = ("customer_attributes", "attribute_definitions", *reversed(TABLE_ORDER))
 
@@ -183,12 +291,19 @@ class Store:
         self.split_rows = 100_000  # unordered columnar reads split tables from this many rows
         try:
             metadata.create_all(self.engine)
+            _install_live_triggers(self.engine)
         except sa.exc.OperationalError as exc:
             raise StoreError(f"cannot open the store at {self.engine.url!r}: {exc.orig}") from None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def prune_live_changes(self, keep: int = LIVE_CHANGES_KEPT) -> None:
+        """Delete all but the newest ``keep`` entries of the change log (a service that fell
+        further behind drops its whole live cache, so nothing it needs is pruned)."""
+        with self.engine.begin() as conn:
+            _prune_live_changes(conn, keep)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -473,8 +588,9 @@ class Store:
                 # lookups would only repeat that. The PRAGMA must come before the transaction.
                 conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 conn.commit()
+            touched = mode == "replace" or any(t in tables for t in LIVE_TABLES)
             try:
-                with conn.begin():
+                with conn.begin(), _logged_once(conn, touched):
                     self._write(conn, tables, mode, written)
             finally:
                 if self.dialect == "sqlite":

@@ -112,12 +112,20 @@ class Reloader:
             return False
         return state is None or latest["run_id"] != state.run["run_id"]
 
+    def prune(self) -> None:
+        """Keep the store's live change log short (feedback adds to it; imports prune too)."""
+        from kundenwert.serving.decisions import WRITER
+
+        with WRITER:
+            self.app.state.store.prune_live_changes()
+
     async def every(self, seconds: float) -> None:
         import asyncio
 
         while True:
             await asyncio.sleep(seconds)
             try:
+                await asyncio.to_thread(self.prune)
                 if await asyncio.to_thread(self.newer_run_waiting):
                     await asyncio.to_thread(self.reload)
                     log.info("now serving the latest scoring run")

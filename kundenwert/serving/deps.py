@@ -13,11 +13,16 @@ from kundenwert.serving.keys import Caller
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key from `kundenwert keys create`")
 
 
-async def get_state(request: Request):
+def serving_of(request: Request):
+    """The serving state; 503 until the models are loaded."""
     state = request.app.state.serving
     if state is None:
         raise HTTPException(503, detail="models are not loaded yet")
     return state
+
+
+async def get_state(request: Request):
+    return serving_of(request)
 
 
 async def caller(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> Caller:

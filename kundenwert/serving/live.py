@@ -10,7 +10,11 @@ action that was clicked, responded, converted, unsubscribed or bounced.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -110,36 +114,59 @@ def _us(value) -> int:
     return int(value)
 
 
-def live_of_rows(
-    consents: list[tuple],
-    contacts: list[tuple],
-    now_us: int,
-    channels: list[str],
-    action_ids: list[str],
-    response_window: int = 14,
+class Prepared(NamedTuple):
+    """One customer's live rows ready for ``live_of_prepared``: consents as (recorded_at,
+    channel, granted, double_opt_in), contacts that count (outbound, not held out) as
+    (contacted_at, channel, action_id, outcome), instants in microseconds, each sorted by time."""
+
+    consents: list[tuple]
+    contacts: list[tuple]
+
+
+def prepare_rows(consents: list[tuple], contacts: list[tuple]) -> Prepared:
+    """``consents`` as (channel, granted, recorded_at, double_opt_in), ``contacts`` as
+    (contacted_at, channel, direction, action_id, is_control, outcome), as ``LiveReader`` reads
+    them; sorted stably, as the batch rules sort."""
+    return Prepared(
+        sorted(((_us(r[2]), r[0], r[1], r[3]) for r in consents), key=_first),
+        sorted(
+            ((_us(r[0]), r[1], r[3], r[5]) for r in contacts if r[2] == "outbound" and not r[4]), key=_first
+        ),
+    )
+
+
+def _first(row: tuple):
+    return row[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(channels: tuple[str, ...]) -> dict[str, int]:
+    return {ch: j for j, ch in enumerate(channels)}
+
+
+def live_of_prepared(
+    rows: Prepared, now_us: int, channels: list[str], action_ids: list[str], response_window: int = 14
 ) -> LiveOne:
-    """The live state of one customer from their rows: ``consents`` as (channel, granted,
-    recorded_at, double_opt_in), ``contacts`` as (contacted_at, channel, direction, action_id,
-    is_control, outcome); instants in microseconds."""
+    """The live state of one customer at ``now_us`` (rows after it do not count yet)."""
     latest: dict[str, tuple] = {}
-    for row in sorted((r for r in consents if _us(r[2]) <= now_us), key=lambda r: _us(r[2])):
-        latest[row[0]] = row  # the latest record per channel wins
+    for row in rows.consents:
+        if row[0] > now_us:
+            break
+        latest[row[1]] = row  # the latest record per channel wins
     star = latest.get(ALL_CHANNELS)
-    objection = star is not None and not star[1]  # granted false or missing
+    objection = star is not None and not star[2]  # granted false or missing
     permitted = [
-        not objection and (r := latest.get(ch)) is not None and bool(r[1]) and (ch != "email" or bool(r[3]))
+        not objection and (r := latest.get(ch)) is not None and bool(r[2]) and (ch != "email" or bool(r[3]))
         for ch in channels
     ]
-    position = {ch: j for j, ch in enumerate(channels)}
+    position = _positions(tuple(channels))
     c7, c30 = [0.0] * len(channels), [0.0] * len(channels)
     since = [np.inf] * len(channels)
     matured_before = now_us - response_window * _US_PER_DAY
     per_action: dict[str, int] = {}
-    for at, channel, _direction, action_id, _control, outcome in sorted(
-        (r for r in contacts if _us(r[0]) <= now_us and r[2] == "outbound" and not r[4]),
-        key=lambda r: _us(r[0]),
-    ):
-        at = _us(at)
+    for at, channel, action_id, outcome in rows.contacts:
+        if at > now_us:
+            break
         j = position.get(channel)
         if j is not None:
             age = (now_us - at) / _US_PER_DAY
@@ -203,7 +230,7 @@ class LiveReader:
                 contacts.c.action_id,
                 contacts.c.is_control,
                 contacts.c.outcome,
-            ).where(contacts.c.customer_id == who),  # sorted by time in live_of_rows, as in batch
+            ).where(contacts.c.customer_id == who),  # sorted by time in prepare_rows, as in batch
         )
         self._exists = RawStatement(
             engine, sa.select(customers.c.customer_id).where(customers.c.customer_id == who)
@@ -224,9 +251,114 @@ class LiveReader:
             conn.close()  # back to the pool (rolled back there)
 
     def rows(self, customer_id: str) -> tuple[list[tuple], list[tuple]]:
-        """(consent rows, contact rows) of one customer, in ``live_of_rows``' shape."""
+        """(consent rows, contact rows) of one customer, as ``prepare_rows`` takes them."""
         consents, contacts = self._run(self._consents, self._contacts, customer_id=customer_id)
         return consents, contacts
 
     def exists(self, customer_id: str) -> bool:
         return bool(self._run(self._exists, customer_id=customer_id)[0])
+
+
+class LiveCache:
+    """Customers' consent and contact rows kept in memory between requests, never stale: each
+    call first asks the store's change log (``kw_live_changes``, filled by triggers on every
+    write to consents and contacts, whoever writes) for its newest ``seq``, one index probe; when
+    it moved, the customers named since are dropped (all of them after a bulk import, or when
+    more than ``catch_up`` changes came in). A change committed before the call is therefore
+    always seen. Rows of a customer not held are read through ``reader``'s statements.
+
+    One dedicated connection (not the pool's: no checkout and rollback per request), used under a
+    lock; any thread may call. On a database without the change log's triggers every call reads.
+    """
+
+    def __init__(self, reader: LiveReader, capacity: int = 200_000, catch_up: int = 10_000) -> None:
+        from kundenwert.features.store import LIVE_CHANGES
+
+        self.reader, self.capacity, self.catch_up = reader, capacity, catch_up
+        engine = reader.engine
+        self.enabled = engine.dialect.name in ("sqlite", "postgresql")
+        self._top = RawStatement(engine, sa.select(sa.func.max(LIVE_CHANGES.c.seq)))
+        self._since = RawStatement(
+            engine,
+            sa.select(LIVE_CHANGES.c.customer_id).where(LIVE_CHANGES.c.seq > sa.bindparam("seen")),
+        )
+        self._lock = threading.Lock()
+        self._conn = self._cur = None
+        self._rows: dict[str, Prepared] = {}
+        self._seen: int | None = None
+        self.hits = self.misses = self.clears = 0
+
+    def rows(self, customer_id: str) -> Prepared:
+        """The live rows of one customer as they are in the store now, prepared."""
+        if not self.enabled:
+            return prepare_rows(*self.reader.rows(customer_id))
+        with self._lock:
+            for attempt in (0, 1):
+                try:
+                    return self._rows_of(customer_id)
+                except Exception:
+                    self._forget()  # a broken connection: start again from nothing
+                    if attempt:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _rows_of(self, customer_id: str) -> Prepared:
+        cur = self._cursor()
+        cur.execute(self._top.sql, self._top.params({}))
+        top = cur.fetchall()[0][0]  # all: a statement left unfinished keeps its read snapshot open
+        if top != self._seen:
+            self._catch_up(cur, top)
+        hit = self._rows.get(customer_id)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        values = {"customer_id": customer_id}
+        out = []
+        for st in (self.reader._consents, self.reader._contacts):
+            cur.execute(st.sql, st.params(values))
+            out.append(cur.fetchall())
+        if len(self._rows) >= self.capacity:
+            self._rows.clear()
+        hit = self._rows[customer_id] = prepare_rows(out[0], out[1])
+        return hit
+
+    def _catch_up(self, cur, top: int | None) -> None:
+        seen = self._seen
+        if seen is None or top is None or top < seen or top - seen > self.catch_up:
+            self._clear()
+        else:
+            cur.execute(self._since.sql, self._since.params({"seen": seen}))
+            changed = [r[0] for r in cur.fetchall()]
+            if any(c is None for c in changed):  # a bulk write: anyone may have changed
+                self._clear()
+            else:
+                for c in changed:
+                    self._rows.pop(c, None)
+        self._seen = top
+
+    def _clear(self) -> None:
+        if self._rows:
+            self.clears += 1
+        self._rows.clear()
+
+    def _cursor(self):
+        if self._cur is None:
+            conn = self.reader.engine.raw_connection()
+            conn.detach()  # ours for good: the pool neither counts nor resets it
+            if self.reader.engine.dialect.name == "postgresql":
+                conn.dbapi_connection.autocommit = True  # no transaction left open between requests
+            self._conn, self._cur = conn, conn.cursor()
+        return self._cur
+
+    def _forget(self) -> None:
+        conn, self._conn, self._cur = self._conn, None, None
+        self._rows.clear()
+        self._seen = None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._forget()

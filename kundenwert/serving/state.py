@@ -3,9 +3,9 @@
 The precomputed scores of the current scoring run (``kundenwert score``) and the catalog are held
 in memory, with everything about a decision that does not change between requests worked out once
 per run (``Candidates``: eligibility, propensity, value, score). Consent, contact pressure and
-ignored offers are read from the store at the moment of each request, so a consent withdrawn a
-second ago counts: for one customer through ``LiveReader`` (two indexed reads, plain Python), for
-a batch through pandas. Every answer with suggestions is recorded as a decision (``kw_decisions``)
+ignored offers are as the store holds them at the moment of each request, so a consent withdrawn
+a second ago counts: for one customer from ``LiveCache`` (rows held in memory, dropped when the
+store's change log names the customer; plain Python), for a batch read through pandas. Every answer with suggestions is recorded as a decision (``kw_decisions``)
 so that feedback can refer to it.
 """
 
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from kundenwert.features.store import Store
@@ -26,11 +28,12 @@ from kundenwert.serving.arbitration import EXPLAINED, Candidates, Decisions, Liv
 from kundenwert.serving.catalog import Catalog
 from kundenwert.serving.decisions import DecisionLog
 from kundenwert.serving.live import (
+    LiveCache,
     LiveReader,
     consent_now,
     contact_pressure,
     ignored_offers,
-    live_of_rows,
+    live_of_prepared,
 )
 from kundenwert.serving.scores_store import read_scores
 from kundenwert.serving.scoring import category_margins, score_customers
@@ -73,6 +76,7 @@ class Run:
         return pd.Timestamp(self.info["cutoff"])
 
 
+NO_REASONS = orjson.Fragment(b"[]")
 ONLINE_TTL = 600.0  # seconds an online score is reused before it is computed again
 ONLINE_KEPT = 10_000
 
@@ -85,6 +89,7 @@ class ServingState:
     def __init__(self, store: Store, catalog: Catalog) -> None:
         self.store, self.catalog = store, catalog
         self.reader = LiveReader(store.engine)
+        self.live = LiveCache(self.reader)
         self.decisions = DecisionLog(store.engine)
         self._models: dict[tuple[str, str], object] = {}
         try:
@@ -119,6 +124,7 @@ class ServingState:
     def close(self) -> None:
         """Commit the queued decisions and stop the writer."""
         self.decisions.close()
+        self.live.close()
 
     @property
     def scores(self) -> pd.DataFrame:
@@ -189,9 +195,6 @@ class ServingState:
                 out[cid] = found
         return out
 
-    def is_scored(self, customer_id: str) -> bool:
-        return self.blocks([customer_id], online=False).get(customer_id) is not None
-
     def _live_frames(self, cands: Candidates, ids: list[str], now: pd.Timestamp) -> Live:
         consents = self.store.read_for_customers("consents", ids)
         contacts = self.store.read_for_customers(
@@ -236,15 +239,22 @@ class ServingState:
         return parts[0] if len(parts) == 1 else Decisions.concat(parts, ids)
 
     def decide_one(
-        self, customer_id: str, channels: list[str] | None = None, now: pd.Timestamp | None = None
+        self,
+        customer_id: str,
+        channels: list[str] | None = None,
+        now: pd.Timestamp | None = None,
+        block: Block | None = None,
     ) -> Decisions:
-        """The funnel for one customer: the same rules as ``decide`` on their rows, read fast."""
-        now = now or pd.Timestamp.now(tz="UTC")
-        block = self.blocks([customer_id]).get(customer_id) or self.current.main
+        """The funnel for one customer: the same rules as ``decide`` on their rows, read fast
+        (``block``: the one holding the customer, when the caller knows it)."""
+        now_us = time.time_ns() // 1000 if now is None else pd.Timestamp(now).value // 1000
+        block = block or self.blocks([customer_id]).get(customer_id) or self.current.main
         cands = block.candidates
-        consents, contacts = self.reader.rows(customer_id)
-        live = live_of_rows(consents, contacts, now.value // 1000, cands.channels, cands.action_id_list)
-        return decide_one(cands, customer_id, live, period=now.strftime("%Y-%m"), channels=channels)
+        rows = self.live.rows(customer_id)
+        live = live_of_prepared(rows, now_us, cands.channels, cands.action_id_list)
+        month = datetime.fromtimestamp(now_us / 1e6, UTC)
+        period = f"{month.year:04d}-{month.month:02d}"  # pandas' strftime costs 10 us
+        return decide_one(cands, customer_id, live, period=period, channels=channels)
 
     def record(self, suggestions: dict[str, list[dict]]) -> dict[str, str]:
         """One decision per customer with suggestions, queued for the decision log (``flush`` it
@@ -253,11 +263,11 @@ class ServingState:
         run_id = self.run["run_id"]
         rows = [
             {
-                "decision_id": uuid.uuid4().hex,
+                "decision_id": decision_id(),
                 "customer_id": cid,
                 "created_at": now,
                 "score_run": run_id,
-                "suggestions": json.dumps(items),
+                "suggestions": orjson.dumps(items).decode(),
             }
             for cid, items in suggestions.items()
             if items
@@ -265,7 +275,17 @@ class ServingState:
         self.decisions.add(rows)
         return {r["customer_id"]: r["decision_id"] for r in rows}
 
+    # the reasons behind an action of a kind: churn risk for retention, win-back chance for
+    # win-back, otherwise what drives the customer's value
     REASONS_OF_KIND = {"retention": "churn", "win_back": "winback"}
+
+    def reasons_text(self, block: Block | None, customer_id: str, score: str) -> orjson.Fragment:
+        """The top SHAP reasons of one score of a customer of ``block`` as the stored JSON text,
+        to embed in an answer as it is."""
+        if block is None or score not in block.reason_texts:
+            return NO_REASONS
+        text = block.reason_texts[score][block.candidates.position(customer_id)]
+        return orjson.Fragment(text) if isinstance(text, str) else NO_REASONS
 
     def reasons(self, customer_id: str, score: str) -> list[dict]:
         """The top SHAP reasons of one score (churn, winback, value) of a scored customer."""
@@ -274,11 +294,6 @@ class ServingState:
             return []
         text = block.reason_texts[score][block.candidates.position(customer_id)]
         return json.loads(text) if isinstance(text, str) else []
-
-    def reasons_for(self, customer_id: str, kind: str) -> list[dict]:
-        """The reasons behind an action of ``kind``: churn risk for retention, win-back chance for
-        win-back, otherwise what drives the customer's value."""
-        return self.reasons(customer_id, self.REASONS_OF_KIND.get(kind, "value"))
 
     def profile(self, customer_id: str) -> dict | None:
         """The scores of one customer, online if the run does not hold them (None: not scored)."""
@@ -293,6 +308,16 @@ class ServingState:
             v = v.item() if isinstance(v, np.generic) else v  # JSON-ready Python values
             out[k] = None if isinstance(v, float) and np.isnan(v) else v
         return out
+
+
+_IDS = random.Random(os.urandom(32))  # seeded once from the OS: no system call per decision
+
+
+def decision_id() -> str:
+    """32 hex digits: the time in microseconds, then 72 random bits. Time-ordered, so the
+    decision log's key index grows at its end instead of taking random inserts. Unique, not
+    secret: feedback quoting an id is only taken from a key with the campaign role."""
+    return f"{time.time_ns() // 1000:014x}{_IDS.getrandbits(72):018x}"
 
 
 def explain_reason(code: str) -> str:

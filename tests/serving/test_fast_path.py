@@ -23,7 +23,7 @@ def test_one_customer_at_a_time_decides_as_the_batch(served, shift_days) -> None
         np.testing.assert_array_equal(one.detail[0], batch.detail[i], err_msg=cid)
         np.testing.assert_array_equal(one.rank[0], batch.rank[i], err_msg=cid)
         np.testing.assert_array_equal(one.score[0], batch.score[i], err_msg=cid)
-        reasons |= set(one.reason[0].tolist())
+        reasons |= set(one.reason[0])
     # the comparison covered the live rules, not only consent
     from kundenwert.serving.arbitration import CODE
 
