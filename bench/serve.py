@@ -1,13 +1,14 @@
 """Benchmark: the next-best-action endpoint under load against a bare endpoint with the same auth
 and validation and a constant answer (the reference, same app, same run; ``shared/benchmarks.md``):
-wrk on loopback, one thread, 32 connections, 10 s per round, three rounds alternating between the
+wrk on loopback, one thread, 32 connections, 10 s per round, five rounds alternating between the
 two routes (the median is kept: this machine's speed drifts from minute to minute); the server is
-``kundenwert serve`` (uvicorn, asyncio loop, httptools, one worker, OMP_NUM_THREADS=1). Customer ids
-rotate over 2,000 scored customers. Also reported: the mean time inside the app per request, from
-the service's own latency histogram.
+``kundenwert serve`` (uvicorn, asyncio loop, httptools, one worker, OMP_NUM_THREADS=1), pinned to
+core 0 and wrk to core 1 (``--no-pin``: wherever the OS puts them). Customer ids rotate over 2,000
+scored customers. Also reported: the mean time inside the app per request, from the service's own
+latency histogram.
 
-    python bench/serve.py [--db var/kundenwert.db] [--duration 10] [--connections 32] [--rounds 3]
-                          [--batch-customers 1000000]
+    python bench/serve.py [--db var/kundenwert.db] [--duration 10] [--connections 32] [--rounds 5]
+                          [--no-pin] [--batch-customers 1000000]
 
 Then, as the issue asks of this benchmark, it scores ``--batch-customers`` customers for every
 action in batch against the models' bare predictions (``bench/batch_score.py``; 0 skips it;
@@ -44,7 +45,16 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def wrk(base: str, path: str, key: str, ids: list[str], duration: int, connections: int, work: Path) -> dict:
+def wrk(
+    base: str,
+    path: str,
+    key: str,
+    ids: list[str],
+    duration: int,
+    connections: int,
+    work: Path,
+    pin: list[str],
+) -> dict:
     script = work / "rotate.lua"
     listed = ",".join(f'"{i}"' for i in ids)
     script.write_text(
@@ -54,6 +64,7 @@ def wrk(base: str, path: str, key: str, ids: list[str], duration: int, connectio
     )
     done = subprocess.run(
         [
+            *pin,
             "wrk",
             "-t1",
             f"-c{connections}",
@@ -93,13 +104,22 @@ def main() -> None:
     ap.add_argument("--db", default="var/kundenwert.db")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per endpoint (median kept)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per endpoint (median kept)")
+    ap.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the OS place server and wrk (default: server on core 0, wrk on core 1, with taskset)",
+    )
     ap.add_argument(
         "--batch-customers", type=int, default=1_000_000, help="batch scoring bench size (0: skip)"
     )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
+    # One worker is one core: pinned, the server and the load generator do not take turns on the
+    # same core (unpinned, the bare route's rate jumped between 1,100 and 2,700 req/s from run to run)
+    pinned = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    pin_server, pin_wrk = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if pinned else ([], [])
     db = Path(args.db).resolve()
     env = {
         **os.environ,
@@ -118,7 +138,7 @@ def main() -> None:
     key = create_key(store.engine, "sales", "bench")
     port = _port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "kundenwert.cli", "serve", "--port", str(port)],
+        [*pin_server, sys.executable, "-m", "kundenwert.cli", "serve", "--port", str(port)],
         env=env,
         stderr=subprocess.PIPE,
     )
@@ -139,12 +159,12 @@ def main() -> None:
             "next best actions": "/v1/customers/{id}/next-best-actions?limit=3",
         }
         for path in routes.values():
-            wrk(base, path, key, ids[:50], 2, args.connections, work)  # warm-up
+            wrk(base, path, key, ids[:50], 2, args.connections, work, pin_wrk)  # warm-up
         # alternating rounds, the median of each: this machine's speed drifts between minutes
         runs: dict[str, list[dict]] = {name: [] for name in routes}
         for _ in range(args.rounds):
             for name, path in routes.items():
-                runs[name].append(wrk(base, path, key, ids, args.duration, args.connections, work))
+                runs[name].append(wrk(base, path, key, ids, args.duration, args.connections, work, pin_wrk))
         results = {
             name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] | {"all": [r["rps"] for r in rs]}
             for name, rs in runs.items()
@@ -169,7 +189,8 @@ def main() -> None:
         for name, r in results.items()
     ]
     print(
-        f"\n### API under load: wrk -t1 -c{args.connections} -d{args.duration}s x {args.rounds} rounds, {len(scores):,} scored customers, {os.cpu_count()} cores\n"
+        f"\n### API under load: wrk -t1 -c{args.connections} -d{args.duration}s x {args.rounds} rounds, {len(scores):,} scored customers, {os.cpu_count()} cores, "
+        f"{'server on core 0, wrk on core 1' if pinned else 'not pinned'}\n"
     )
     print(
         table(
