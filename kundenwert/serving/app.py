@@ -112,12 +112,18 @@ class Reloader:
             return False
         return state is None or latest["run_id"] != state.run["run_id"]
 
-    def prune(self) -> None:
-        """Keep the store's live change log short (feedback adds to it; imports prune too)."""
+    def maintain(self, seconds: float) -> None:
+        """Between reloads: keep the store's live change log short (feedback adds to it; imports
+        prune too) and work out the control draws of the month the next ticks fall in."""
+        import pandas as pd
+
         from kundenwert.serving.decisions import WRITER
 
         with WRITER:
             self.app.state.store.prune_live_changes()
+        state = self.app.state.serving
+        if state is not None:
+            state.warm(pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=2 * seconds))
 
     async def every(self, seconds: float) -> None:
         import asyncio
@@ -125,7 +131,7 @@ class Reloader:
         while True:
             await asyncio.sleep(seconds)
             try:
-                await asyncio.to_thread(self.prune)
+                await asyncio.to_thread(self.maintain, seconds)
                 if await asyncio.to_thread(self.newer_run_waiting):
                     await asyncio.to_thread(self.reload)
                     log.info("now serving the latest scoring run")

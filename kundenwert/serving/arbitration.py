@@ -308,14 +308,17 @@ class Candidates:
     def after(self, period: str) -> tuple[np.ndarray, np.ndarray]:
         """(code, detail) per customer and pair of the rules after the contact policy:
         ``no_score``, ``not_worth_it``, then ``period``'s control group. Worked out once per
-        period (only the latest is kept)."""
+        period; kept with the latest other one (the service works out the coming month ahead,
+        so the first request of a month does not)."""
         found = self._after.get(period)
         if found is None:
             control = self.control(period)[:, self.pair_action] & (self.worth == 0)
             code = np.where(control, CODE["control_group"], self.worth).astype(np.int8)
             detail = np.where(control, self.control_detail, 0).astype(np.int16)
-            self._after = {period: (code, detail)}
             found = code, detail
+            latest = max(self._after, default=None)  # the month in use, when this one is the next
+            kept = {} if latest is None else {latest: self._after[latest]}
+            self._after = {**kept, period: found}  # one swap: readers see old or new
         return found
 
     def selection(self, channels: list[str] | None, actions: list[str] | None) -> _Selection:

@@ -121,6 +121,11 @@ class ServingState:
         self._models = {k: m for k, m in self._models.items() if models.get(k[0]) is m}
         settle_heap()
 
+    def warm(self, at: pd.Timestamp) -> None:
+        """Work out the control draws of ``at``'s month now, off the event loop (0.25 s for
+        20,000 customers), so the first request of that month finds them."""
+        self.current.main.candidates.after(at.strftime("%Y-%m"))
+
     def close(self) -> None:
         """Commit the queued decisions and stop the writer."""
         self.decisions.close()

@@ -194,3 +194,17 @@ def test_verification_compares_the_pairs_scored_again_and_refuses_wrong_propensi
     verify(state.store, state.catalog, with_propensity(np.where(np.isnan(held), 0.5, held)))
     with pytest.raises(ConfigurationError, match="response propensities"):
         verify(state.store, state.catalog, with_propensity(held * 1.5))
+
+
+def test_the_coming_months_control_draw_is_worked_out_ahead(served) -> None:
+    """The schedule works out next month's control groups before the month begins; this
+    month's stay, so both months' requests find theirs."""
+    state = served["client"].app.state.serving
+    cands = state.current.main.candidates
+    now = pd.Timestamp.now(tz="UTC")
+    this, coming = now.strftime("%Y-%m"), (now + pd.offsets.MonthBegin(1)).strftime("%Y-%m")
+    held = cands.after(this)
+    state.warm(now + pd.offsets.MonthBegin(1))
+    assert set(cands._after) == {this, coming}
+    assert cands.after(this) is held  # not worked out again
+    assert not np.array_equal(cands.after(coming)[0], held[0])  # a new draw, not a copy
