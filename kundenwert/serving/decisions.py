@@ -17,6 +17,7 @@ has one writer; a transaction that read first cannot wait for another).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -41,6 +42,14 @@ DECISIONS = sa.Table(
     sa.Column("score_run", sa.String(32), nullable=False),
     sa.Column("suggestions", sa.Text, nullable=False),  # JSON: [{action_id, channel, score, rank}]
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _multi_insert(n: int) -> str:
+    one = "(" + ", ".join("?" * len(DECISIONS.columns)) + ")"
+    return f"INSERT INTO kw_decisions ({', '.join(c.name for c in DECISIONS.columns)}) VALUES " + ", ".join(
+        [one] * n
+    )
 
 
 class DecisionLog:
@@ -97,6 +106,18 @@ class DecisionLog:
             if stop:
                 return
 
+    _COLUMNS = tuple(c.name for c in DECISIONS.columns)
+    _PER_STATEMENT = 150  # 750 parameters: under SQLite's oldest limit of 999
+
+    def _insert_sqlite(self, cur, rows: list[dict]) -> None:
+        """Many rows per INSERT: ``executemany`` steps once per row, and every step hands the GIL
+        over and back (measured: next-best-action throughput 0.58x of the bare route unpinned
+        with per-row steps; see the issue note)."""
+        names = self._COLUMNS
+        for start in range(0, len(rows), self._PER_STATEMENT):
+            chunk = rows[start : start + self._PER_STATEMENT]
+            cur.execute(_multi_insert(len(chunk)), [r[n] for r in chunk for n in names])
+
     def _write(self, rows: list[dict]) -> None:
         for attempt in range(3):
             try:
@@ -104,7 +125,10 @@ class DecisionLog:
                     conn = self.engine.raw_connection()
                     try:
                         cur = conn.cursor()
-                        cur.executemany(self._insert.sql, [self._insert.params(r) for r in rows])
+                        if self.engine.dialect.name == "sqlite":
+                            self._insert_sqlite(cur, rows)
+                        else:
+                            cur.executemany(self._insert.sql, [self._insert.params(r) for r in rows])
                         conn.commit()
                         cur.close()
                     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import arbitrate
@@ -123,7 +124,6 @@ def test_pressure_and_ignored_offers_follow_the_contract() -> None:
 
 
 def test_scores_round_trip_through_the_store_and_a_failed_write_leaves_the_last_run(world, tmp_path) -> None:
-    import sqlalchemy as sa
 
     from kundenwert.serving import scores_store as S
 
@@ -155,3 +155,29 @@ def test_scores_round_trip_through_the_store_and_a_failed_write_leaves_the_last_
     assert S.latest_run(engine)["run_id"] == first  # still the complete one
     tables = set(sa.inspect(engine).get_table_names())
     assert tables == {"kw_score_runs", run["table_name"]}
+
+
+def test_the_decision_log_writes_every_row_of_large_batches(store) -> None:
+    """Queued decisions end in ``kw_decisions`` as given, also when one commit holds more rows
+    than one SQLite statement takes (many rows per INSERT there)."""
+    from kundenwert.serving.decisions import DECISIONS, DecisionLog
+    from kundenwert.serving.state import decision_id
+
+    log = DecisionLog(store.engine)
+    rows = [
+        {
+            "decision_id": decision_id(),
+            "customer_id": f"C{i}",
+            "created_at": "2026-11-22T18:00:00.000+00:00",
+            "score_run": "run",
+            "suggestions": f'[{{"rank": {i}}}]',
+        }
+        for i in range(401)
+    ]
+    log.add(rows[:7])
+    log.add(rows[7:])
+    log.close()
+    with store.engine.connect() as conn:
+        stored = [dict(r) for r in conn.execute(sa.select(DECISIONS)).mappings()]
+    assert sorted(stored, key=lambda r: r["decision_id"]) == sorted(rows, key=lambda r: r["decision_id"])
+    assert len({r["decision_id"] for r in rows}) == len(rows)
