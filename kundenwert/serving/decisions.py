@@ -44,12 +44,13 @@ DECISIONS = sa.Table(
 )
 
 
+_COLUMNS = tuple(c.name for c in DECISIONS.columns)
+
+
 @functools.lru_cache(maxsize=256)
 def _multi_insert(n: int) -> str:
-    one = "(" + ", ".join("?" * len(DECISIONS.columns)) + ")"
-    return f"INSERT INTO kw_decisions ({', '.join(c.name for c in DECISIONS.columns)}) VALUES " + ", ".join(
-        [one] * n
-    )
+    one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+    return f"INSERT INTO kw_decisions ({', '.join(_COLUMNS)}) VALUES " + ", ".join([one] * n)
 
 
 class DecisionLog:
@@ -106,14 +107,13 @@ class DecisionLog:
             if stop:
                 return
 
-    _COLUMNS = tuple(c.name for c in DECISIONS.columns)
     _PER_STATEMENT = 150  # 750 parameters: under SQLite's oldest limit of 999
 
     def _insert_sqlite(self, cur, rows: list[dict]) -> None:
         """Many rows per INSERT: ``executemany`` steps once per row, and every step hands the GIL
         over and back (measured: next-best-action throughput 0.58x of the bare route unpinned
         with per-row steps; see the issue note)."""
-        names = self._COLUMNS
+        names = _COLUMNS
         for start in range(0, len(rows), self._PER_STATEMENT):
             chunk = rows[start : start + self._PER_STATEMENT]
             cur.execute(_multi_insert(len(chunk)), [r[n] for r in chunk for n in names])

@@ -236,22 +236,33 @@ class LiveReader:
             engine, sa.select(customers.c.customer_id).where(customers.c.customer_id == who)
         )
 
-    def _run(self, *statements: RawStatement, customer_id: str) -> list[list[tuple]]:
+    @staticmethod
+    def _fetch(cur, statements: tuple[RawStatement, ...], customer_id: str) -> list[list[tuple]]:
         values = {"customer_id": customer_id}
+        out = []
+        for st in statements:
+            cur.execute(st.sql, st.params(values))
+            out.append(cur.fetchall())
+        return out
+
+    def _run(self, *statements: RawStatement, customer_id: str) -> list[list[tuple]]:
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
-            out = []
-            for st in statements:
-                cur.execute(st.sql, st.params(values))
-                out.append(cur.fetchall())
+            out = self._fetch(cur, statements, customer_id)
             cur.close()
             return out
         finally:
             conn.close()  # back to the pool (rolled back there)
 
+    def rows_on(self, cur, customer_id: str) -> tuple[list[tuple], list[tuple]]:
+        """(consent rows, contact rows) of one customer read on ``cur``, as ``prepare_rows``
+        takes them."""
+        consents, contacts = self._fetch(cur, (self._consents, self._contacts), customer_id)
+        return consents, contacts
+
     def rows(self, customer_id: str) -> tuple[list[tuple], list[tuple]]:
-        """(consent rows, contact rows) of one customer, as ``prepare_rows`` takes them."""
+        """``rows_on`` a pooled connection."""
         consents, contacts = self._run(self._consents, self._contacts, customer_id=customer_id)
         return consents, contacts
 
@@ -313,14 +324,10 @@ class LiveCache:
             self.hits += 1
             return hit
         self.misses += 1
-        values = {"customer_id": customer_id}
-        out = []
-        for st in (self.reader._consents, self.reader._contacts):
-            cur.execute(st.sql, st.params(values))
-            out.append(cur.fetchall())
+        fresh = prepare_rows(*self.reader.rows_on(cur, customer_id))
         if len(self._rows) >= self.capacity:
             self._rows.clear()
-        hit = self._rows[customer_id] = prepare_rows(out[0], out[1])
+        hit = self._rows[customer_id] = fresh
         return hit
 
     def _catch_up(self, cur, top: int | None) -> None:

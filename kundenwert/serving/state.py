@@ -5,8 +5,9 @@ in memory, with everything about a decision that does not change between request
 per run (``Candidates``: eligibility, propensity, value, score). Consent, contact pressure and
 ignored offers are as the store holds them at the moment of each request, so a consent withdrawn
 a second ago counts: for one customer from ``LiveCache`` (rows held in memory, dropped when the
-store's change log names the customer; plain Python), for a batch read through pandas. Every answer with suggestions is recorded as a decision (``kw_decisions``)
-so that feedback can refer to it.
+store's change log names the customer; plain Python), for a batch read through pandas. Every
+answer with suggestions is recorded as a decision (``kw_decisions``) so that feedback can refer
+to it.
 """
 
 from __future__ import annotations
