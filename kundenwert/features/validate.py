@@ -448,7 +448,9 @@ def validate_table(
         issues.append(ContractIssue(name, int(idx) + 1, column, _raw_value(raw, column, int(idx)), rule))
 
     unknown = [c for c in raw.column_names if c not in table.column_names]
-    attributes, kinds, attr_issues = (None, {}, [])
+    attributes: pd.DataFrame | None = None
+    kinds: dict[str, str] = {}
+    attr_issues: list[ContractIssue] = []
     extra = pd.DataFrame(index=df.index)
     if unknown and name == "customers":
         attributes, kinds, attr_issues = _custom_attributes(raw, unknown, ctx, df["customer_id"])
