@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from kundenwert.features.contract import ALL_CHANNELS, MARKETING_CHANNELS, TABLES, age_group
-from kundenwert.features.validate import missing_column
+from kundenwert.features.parsing import missing_column
 
 DAY = pd.Timedelta(days=1)
 RESPONSES = ("responded", "converted")
