@@ -76,8 +76,7 @@ def score_snapshot(
         "lapsed": (scores["status"] == "lapsed").to_numpy(),
     }
     for spec in specs:  # each model for its population only
-        if spec.stores.predict is not None:
-            _store_scores(scores, spec, models[spec.name], X, populations[spec.stores.population])
+        _store_scores(scores, spec, models[spec.name], X, populations[spec.stores.population])
     scores["p_alive"] = np.nan  # unknown: too few repeat buyers, or too few customers to fit
     if fit_p_alive:
         with contextlib.suppress(ModelFitError):
@@ -88,11 +87,11 @@ def score_snapshot(
             scores[f"reasons_{spec.stores.reasons}"] = _reasons(
                 explained, X, populations[spec.stores.population]
             )
-    per_action = [s for s in specs if s.stores.per_action is not None]
+    per_action = [(s, s.stores.per_action) for s in specs if s.stores.per_action is not None]
     if len(per_action) != 1:
         raise ConfigurationError(
             "exactly one model spec must store per-action propensities (Stored.per_action); "
-            f"found: {', '.join(s.name for s in per_action) or 'none'}"
+            f"found: {', '.join(s.name for s, _ in per_action) or 'none'}"
         )
     uses_uplift = any(
         "uplift" in a.formula(f).names for a in catalog.actions for f in ("value", "propensity")
@@ -106,21 +105,18 @@ def score_snapshot(
     position = {a.id: i for i, a in enumerate(catalog.actions)}
     pairs = pairs_of(catalog)
     rows = {(a, ch): eligible[:, position[a]] == 0 for a, ch in pairs}
-    (spec,) = per_action
-    propensity = spec.stores.per_action(models[spec.name], X, pairs, uplift=uses_uplift, rows=rows)
+    ((spec, predict_actions),) = per_action
+    propensity = predict_actions(models[spec.name], X, pairs, uplift=uses_uplift, rows=rows)
     return scores, propensity
 
 
 def _store_scores(scores: pd.DataFrame, spec: ModelSpec, model, X: pd.DataFrame, rows: np.ndarray) -> None:
     """The columns ``spec.stores`` says into ``scores``: the model's scores of ``rows``, missing
     for the other rows (a frame of scores is stored column by column)."""
-    stored = spec.stores
-    if rows.all():
-        out = stored.predict(model, X)
-    elif rows.any():
-        out = stored.predict(model, X[rows])
-    else:
-        out = None
+    stored, predict = spec.stores, spec.stores.predict
+    if predict is None:
+        return
+    out = predict(model, X if rows.all() else X[rows]) if rows.any() else None
     if isinstance(out, pd.DataFrame):
         for c in out.columns:
             values = np.full(len(X), np.nan)

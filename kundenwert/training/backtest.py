@@ -39,7 +39,7 @@ class ModelResult:
     name: str
     model: object
     metrics: dict[str, float]
-    gates: dict[str, dict[str, float | bool]]
+    gates: dict[str, dict[str, float | bool | str]]
     data: dict[str, object] = field(default_factory=dict)
     test: tuple | None = field(default=None, repr=False)  # (X, y) of the test cutoffs, not logged
 

@@ -15,9 +15,11 @@ from kundenwert.experiments import registry
 from kundenwert.models.specs import gate_metric, get_spec, lower_is_better
 
 
-def check_gates(metrics: dict[str, float], gates: dict[str, float]) -> dict[str, dict[str, float | bool]]:
+def check_gates(
+    metrics: dict[str, float], gates: dict[str, float]
+) -> dict[str, dict[str, float | bool | str]]:
     """Each gate ``min_<metric>`` / ``max_<metric>`` with the measured value and whether it passed."""
-    out = {}
+    out: dict[str, dict[str, float | bool | str]] = {}
     for gate, bound in gates.items():
         kind, metric = gate_metric(gate)
         value = float(metrics.get(metric, np.nan))
