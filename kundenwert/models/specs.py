@@ -3,9 +3,10 @@
 A model is one ``ModelSpec`` in ``SPECS``: its estimator, which label it learns (column, horizon,
 population), the metrics its backtest reports and how they are computed, the primary metric and
 its direction, default gates, the pyfunc method, the types skops may load, its diagnostic plots
-and what a scoring run stores from it. Nothing else in kundenwert names a model: training,
-the registry, the plots, scoring and the CLI read the specs. Adding a model means adding one
-spec (``register_spec``; ``registered`` for a block, as the tests do).
+and what a scoring run stores from it. Training, config validation, the registry, the plots,
+scoring and the CLI name no model: they read the specs. Adding a model means adding one spec
+(``register_spec``; ``registered`` for a block, as the tests do); serving reads the score columns
+a spec stores by their names (``clv``, ``churn``, ...), as the action catalog's formulas do.
 
 Reading the specs is cheap: estimators are named by ``"module:Class"`` and imported when first
 used, and the callables import what they need when called.
