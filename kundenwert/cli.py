@@ -204,7 +204,7 @@ def train_cmd(
     ] = None,
     models: Annotated[
         str | None,
-        typer.Option(help="Comma-separated: clv,churn,winback,affinity,response (default: enabled)."),
+        typer.Option(help="Comma-separated model names (default: the enabled ones)."),
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write every metric and gate as JSON here.")] = None,
 ) -> None:
@@ -385,12 +385,12 @@ def _print_demo(host: str, port: int) -> None:
 def experiments_cmd() -> None:
     """Registered versions per model: aliases, gates and test metrics."""
     from kundenwert.experiments.registry import describe_versions
-    from kundenwert.training.config import MODELS
+    from kundenwert.models.specs import SPECS
 
     t = Table(title="registered models")
     for c in ("model", "version", "aliases", "gates", "metrics"):
         t.add_column(c)
-    for model in MODELS:
+    for model in SPECS:
         for v in describe_versions(model):
             metrics = ", ".join(f"{k} {x:.3f}" for k, x in v["metrics"].items() if k in _SHOWN)
             gates = {"True": "passed", "False": "failed"}.get(str(v["gates_passed"]), "-")
@@ -403,28 +403,13 @@ def experiments_cmd() -> None:
 @app.command("promote")
 @friendly
 def promote_cmd(
-    model: Annotated[str, typer.Argument(help="clv, churn, winback, affinity or response")],
+    model: Annotated[str, typer.Argument(help="The model, as `kundenwert experiments` lists it.")],
     version: Annotated[int, typer.Argument(help="The registered version to make champion.")],
 ) -> None:
     """Make a version the champion by hand; only a version whose gates passed may be."""
-    import mlflow
+    from kundenwert.training.promotion import promote_by_hand
 
-    from kundenwert.errors import ConfigurationError
-    from kundenwert.experiments.registry import REGISTERED, describe_versions, model_uri, tracking_uri
-
-    model_uri(model)  # names the known models when this one is not
-    found = {v["version"]: v for v in describe_versions(model)}
-    if version not in found:
-        raise ConfigurationError(
-            f"kundenwert-{model} has no version {version}; versions: {sorted(found) or 'none'}"
-        )
-    if str(found[version]["gates_passed"]) != "True":
-        raise ConfigurationError(
-            f"kundenwert-{model} version {version} failed its gates and cannot be champion"
-        )
-    mlflow.MlflowClient(tracking_uri()).set_registered_model_alias(
-        REGISTERED.format(model), "champion", str(version)
-    )
+    promote_by_hand(model, version)
     out.print(f"kundenwert-{model} version {version} is now the champion")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kundenwert.training.backtest import ModelResult, Progress, report, train_models
 from kundenwert.training.config import ExperimentConfig
+from kundenwert.training.promotion import promote
 
 
 def run_training(
@@ -19,7 +20,7 @@ def run_training(
     progress: Progress | None = None,
 ) -> tuple[dict[str, ModelResult], dict[str, dict]]:
     """Train, backtest, log, register and promote; the results and the promotion decisions."""
-    from kundenwert.experiments.registry import log_and_register, promote
+    from kundenwert.experiments.registry import log_and_register
     from kundenwert.features.snapshot import load_frames
     from kundenwert.features.store import Store
 
