@@ -16,22 +16,20 @@ import pytest
 from kundenwert.errors import ModelFitError
 from kundenwert.experiments import registry as R
 from kundenwert.models.specs import get_spec
-from kundenwert.training.backtest import TrainingData, train_models
+from kundenwert.training.backtest import TrainingData
 from kundenwert.training.config import MODELS, ExperimentConfig
 from kundenwert.training.promotion import promote
 
 
 @pytest.fixture(scope="module")
-def logged(imported_world, tmp_path_factory):
+def logged(imported_world, trained_small, small_config, tmp_path_factory):
     frames, _ = imported_world(3_000, 5)
     home = tmp_path_factory.mktemp("kw-home")
     mp = pytest.MonkeyPatch()
     mp.setenv("KUNDENWERT_HOME", str(home))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = ExperimentConfig.model_validate(
-        {"models": {m: {"params": {"max_iter": 30}} for m in MODELS}, "data": {"max_train_cutoffs": 2}}
-    )
-    results = train_models(frames, cfg)
+    cfg = small_config
+    results = trained_small
     data = TrainingData(frames, cfg)
     ts, _ = data.table(cfg.labels.horizon, cfg.labels)
     X = ts[[c for c in ts.columns if not c.startswith("label_")]]
