@@ -423,7 +423,7 @@ class SqliteBackend(Backend):
         database = engine.url.database
         if not database or database == ":memory:":
             return None
-        from kundenwert.features.arrow_reader import read_columnar
+        from kundenwert.db.arrow_reader import read_columnar
 
         queries: dict[str, list[str]] = {}
         with engine.connect() as conn:

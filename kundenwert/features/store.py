@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -93,11 +94,17 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    @contextmanager
+    def _reading(self, what: str, table: str | None = None) -> Iterator[Connection]:
+        """A connection to read on; driver errors leave as our ``StoreError`` classes (one line)."""
+        with map_exceptions(what, table), self.engine.connect() as conn:
+            yield conn
+
     # ----------------------------------------------------------------------------------- reading
 
     def counts(self) -> dict[str, int]:
         """Rows per contract table (and the custom attribute values)."""
-        with self.engine.connect() as conn:
+        with self._reading("counting rows") as conn:
             out = {
                 n: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
                 for n, t in TABLE_DEFS.items()
@@ -108,11 +115,11 @@ class Store:
         return out
 
     def is_empty(self) -> bool:
-        with self.engine.connect() as conn:
+        with self._reading("reading customers", "customers") as conn:
             return conn.execute(sa.select(TABLE_DEFS["customers"].c.customer_id).limit(1)).first() is None
 
     def attribute_kinds(self) -> dict[str, str]:
-        with self.engine.connect() as conn:
+        with self._reading("reading attribute definitions", "attribute_definitions") as conn:
             return dict(conn.execute(sa.select(ATTRIBUTE_DEFS.c.name, ATTRIBUTE_DEFS.c.kind)).all())
 
     def read_table(
@@ -134,7 +141,7 @@ class Store:
         table = TABLE_DEFS[name]
         cols = [table.c[c] for c in columns] if columns else list(table.c)
         key = [table.c[k] for k in TABLES[name].key]
-        with self.engine.connect() as conn:
+        with self._reading(f"reading {name}", name) as conn:
             stmt = sa.select(*cols).order_by(*key) if ordered else sa.select(*cols)
             df = self.backend.read_select(conn, stmt, [c.name for c in cols])
             df = _typed(name, df, self.backend)
@@ -153,7 +160,7 @@ class Store:
         cols = [table.c[c] for c in columns] if columns else list(table.c)
         ids = list(dict.fromkeys(str(i) for i in customer_ids))
         parts = []
-        with self.engine.connect() as conn:
+        with self._reading(f"reading {name}", name) as conn:
             for start in range(0, max(len(ids), 1), 5_000):
                 chunk = ids[start : start + 5_000]
                 stmt = sa.select(*cols).where(table.c.customer_id.in_(chunk))
@@ -172,7 +179,7 @@ class Store:
 
         ``columns`` may name the columns to read per table (all when a table is not named); fewer
         columns read faster; ``ordered`` as in ``read_table``. On a SQLite file the tables are read columnar in child processes (see
-        ``arrow_reader``); if that is not possible the row-by-row reader gives the same frames.
+        ``kundenwert.db.arrow_reader``); if that is not possible the row-by-row reader gives the same frames.
         """
         columns = columns or {}
         wanted = {}
@@ -284,7 +291,7 @@ class Store:
     def first_purchase(self, customer_ids: pd.Series) -> pd.Series:
         """Earliest stored purchase per customer, for the given customers."""
         p = TABLE_DEFS["purchases"]
-        with self.engine.connect() as conn:
+        with self._reading("reading purchases", "purchases") as conn:
             df = self.backend.read_select(
                 conn,
                 sa.select(p.c.customer_id, sa.func.min(p.c.purchased_at).label("first")).group_by(
@@ -300,7 +307,7 @@ class Store:
         """Keys of ``frame`` that already exist in table ``name`` (a set-based join in the database)."""
         spec = TABLES[name]
         table = TABLE_DEFS[name]
-        with self.engine.connect() as conn:
+        with self._reading(f"reading {name}", name) as conn:
             if conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is None:
                 return pd.Index([])
         keys = list(spec.key)
@@ -308,7 +315,7 @@ class Store:
         tmp = sa.Table(
             tmp_name, sa.MetaData(), *[sa.Column(k, table.c[k].type) for k in keys], prefixes=["TEMPORARY"]
         )
-        with self.engine.begin() as conn:
+        with map_exceptions(f"checking keys of {name}", name), self.engine.begin() as conn:
             tmp.create(conn)
             try:
                 self.backend.bulk_write(conn, tmp, frame[keys], keys)
@@ -326,7 +333,7 @@ class Store:
     def fingerprint(self) -> dict[str, tuple[int, str]]:
         """Row count and a content checksum per table: equal fingerprints mean equal contents."""
         out: dict[str, tuple[int, str]] = {}
-        with self.engine.connect() as conn:
+        with self._reading("fingerprinting the store") as conn:
             for name, table in {
                 **TABLE_DEFS,
                 "customer_attributes": CUSTOMER_ATTRIBUTES,

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from kundenwert.db.backends import backend_for
+from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
 from kundenwert.db.schema import DECISIONS, TABLE_DEFS
 from kundenwert.db.schema import FEEDBACK as EVENTS
@@ -101,10 +102,11 @@ def record_feedback(store: Store, events: list[Event]) -> dict[str, int]:
     On SQLite, batches of one process are written one at a time (SQLite has one writer; a
     transaction that read first and then writes cannot wait for another writer); PostgreSQL
     runs them concurrently and the unique event id settles races."""
-    if backend_for(store.engine).single_writer:
-        with WRITER:
-            return _record(store, events)
-    return _record(store, events)
+    with map_exceptions("recording feedback", EVENTS.name):
+        if backend_for(store.engine).single_writer:
+            with WRITER:
+                return _record(store, events)
+        return _record(store, events)
 
 
 def _record(store: Store, events: list[Event]) -> dict[str, int]:

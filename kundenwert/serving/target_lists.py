@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kundenwert.db.backends import backend_for
+from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
 from kundenwert.db.schema import TARGET_LIST_MEMBERS, TARGET_LISTS
 from kundenwert.errors import KundenwertError
@@ -189,7 +190,8 @@ def save_target_list(
 ) -> str:
     ensure_tables(engine, LISTS, MEMBERS)
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    with engine.begin() as conn:  # the list and its members together, or nothing
+    # the list and its members together, or nothing
+    with map_exceptions("saving the target list", MEMBERS.name), engine.begin() as conn:
         conn.execute(
             LISTS.insert().values(
                 list_id=list_id,
@@ -206,7 +208,7 @@ def save_target_list(
 
 def load_target_list(engine: sa.Engine, list_id: str) -> tuple[dict, pd.DataFrame]:
     ensure_tables(engine, LISTS, MEMBERS)
-    with engine.connect() as conn:
+    with map_exceptions("reading the target list", LISTS.name), engine.connect() as conn:
         row = conn.execute(sa.select(LISTS).where(LISTS.c.list_id == list_id)).mappings().first()
         if row is None:
             raise NotFoundError(f"no target list {list_id!r}")
