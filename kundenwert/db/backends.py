@@ -197,6 +197,27 @@ class Backend:
             ],
         )
 
+    def existing_keys(
+        self, conn: Connection, table: sa.Table, frame: pd.DataFrame, keys: list[str]
+    ) -> pd.DataFrame:
+        """The ``keys`` of ``frame`` that ``table`` holds already, as raw values: the frame's keys
+        go into a temporary table (bulk), joined in the database."""
+        tmp = sa.Table(
+            f"kw_incoming_{table.name}",
+            sa.MetaData(),  # a session's scratch table, not part of the store's schema
+            *[sa.Column(k, table.c[k].type) for k in keys],
+            prefixes=["TEMPORARY"],
+        )
+        tmp.create(conn)
+        try:
+            self.bulk_write(conn, tmp, frame[keys], keys)
+            join = sa.and_(*[tmp.c[k] == table.c[k] for k in keys])
+            return self.read_select(
+                conn, sa.select(*[tmp.c[k] for k in keys]).select_from(tmp.join(table, join)), keys
+            )
+        finally:
+            tmp.drop(conn)
+
     # ---------------------------------------------------------------------------- the change log
     def install_live_triggers(self, conn: Connection) -> None:
         """Create the change log's triggers where they are missing (idempotent)."""

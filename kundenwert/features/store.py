@@ -311,20 +311,8 @@ class Store:
             if conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is None:
                 return pd.Index([])
         keys = list(spec.key)
-        tmp_name = f"kw_incoming_{name}"
-        tmp = sa.Table(
-            tmp_name, sa.MetaData(), *[sa.Column(k, table.c[k].type) for k in keys], prefixes=["TEMPORARY"]
-        )
         with map_exceptions(f"checking keys of {name}", name), self.engine.begin() as conn:
-            tmp.create(conn)
-            try:
-                self.backend.bulk_write(conn, tmp, frame[keys], keys)
-                join = sa.and_(*[tmp.c[k] == table.c[k] for k in keys])
-                rows = self.backend.read_select(
-                    conn, sa.select(*[tmp.c[k] for k in keys]).select_from(tmp.join(table, join)), keys
-                )
-            finally:
-                tmp.drop(conn)
+            rows = self.backend.existing_keys(conn, table, frame, keys)
         rows = _typed(name, rows, self.backend)
         if len(keys) == 1:
             return pd.Index(rows[keys[0]])
