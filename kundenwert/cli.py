@@ -317,15 +317,15 @@ def db_upgrade_cmd() -> None:
     """Upgrade the configured store (KUNDENWERT_DATABASE_URL) to the newest schema, in place."""
     from kundenwert.db.backends import make_engine
     from kundenwert.db.errors import map_exceptions
-    from kundenwert.db.migrate import BEFORE_MIGRATIONS, upgrade
+    from kundenwert.db.migrate import upgrade
     from kundenwert.settings import get_settings
 
     engine = make_engine(get_settings().resolved_database_url())
     with map_exceptions("upgrading the store"):
         before, after = upgrade(engine)
     engine.dispose()
-    was = before or BEFORE_MIGRATIONS
-    out.print(f"store at revision {after}" + (" (unchanged)" if before == after else f" (was {was})"))
+    was = f"was {before}" if before else "was none: written before migrations"
+    out.print(f"store at revision {after}" + (" (unchanged)" if before == after else f" ({was})"))
 
 
 @db_app.command("current")
