@@ -25,6 +25,8 @@ datasets_app = typer.Typer(help="Real data sets in the CRM contract format.", no
 app.add_typer(datasets_app, name="datasets")
 keys_app = typer.Typer(help="API keys with roles.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(help="The store's schema: Alembic migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
@@ -307,6 +309,38 @@ def keys_create_cmd(
     key = create_key(Store().engine, role, name)
     out.print(key, highlight=False, soft_wrap=True)
     err.print(f"[dim]a {role} key; it is not shown again[/]")
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade_cmd() -> None:
+    """Upgrade the configured store (KUNDENWERT_DATABASE_URL) to the newest schema, in place."""
+    from kundenwert.db.backends import make_engine
+    from kundenwert.db.errors import map_exceptions
+    from kundenwert.db.migrate import upgrade
+    from kundenwert.settings import get_settings
+
+    engine = make_engine(get_settings().resolved_database_url())
+    with map_exceptions("upgrading the store"):
+        before, after = upgrade(engine)
+    engine.dispose()
+    was = f"was {before}" if before else "was none: written before migrations"
+    out.print(f"store at revision {after}" + (" (unchanged)" if before == after else f" ({was})"))
+
+
+@db_app.command("current")
+@friendly
+def db_current_cmd() -> None:
+    """Print the configured store's schema revision."""
+    from kundenwert.db.backends import make_engine
+    from kundenwert.db.errors import map_exceptions
+    from kundenwert.db.migrate import describe
+    from kundenwert.settings import get_settings
+
+    engine = make_engine(get_settings().resolved_database_url())
+    with map_exceptions("reading the store's revision"):
+        out.print(describe(engine), highlight=False)
+    engine.dispose()
 
 
 @app.command("serve")
