@@ -41,8 +41,8 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
+    from kundenwert.db.store import Store
     from kundenwert.features.snapshot import load_frames, snapshot
-    from kundenwert.features.store import Store
     from kundenwert.serving.arbitration import Candidates
     from kundenwert.serving.catalog import load_catalog
     from kundenwert.serving.scoring import (

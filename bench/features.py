@@ -65,8 +65,8 @@ def main() -> None:
 
     import duckdb
 
+    from kundenwert.db.store import Store
     from kundenwert.features.snapshot import load_frames, snapshot
-    from kundenwert.features.store import Store
 
     db = world_store(args.customers, args.db, "kw-bench-features-")
     store = Store(f"sqlite:///{db}")

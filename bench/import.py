@@ -22,7 +22,7 @@ sys.path.insert(0, {bench!r})
 from _common import peak_rss_gb, timed
 from kundenwert.features.importer import import_folder
 from kundenwert.db.backends import SQLITE
-from kundenwert.features.store import Store
+from kundenwert.db.store import Store
 n, repeat = {n}, {repeat}
 work = tempfile.mkdtemp(prefix="kw-bench-import-")
 world = os.path.join(work, "world")

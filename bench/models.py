@@ -29,9 +29,9 @@ def _clock(fn):
 
 
 def models_on_the_world(db: Path) -> list[list[object]]:
+    from kundenwert.db.store import Store
     from kundenwert.features.labels import LabelConfig, labels_at, response_labels
     from kundenwert.features.snapshot import load_frames, snapshot
-    from kundenwert.features.store import Store
     from kundenwert.models.affinity import AffinityModel
     from kundenwert.models.btyd import BTYDModel
     from kundenwert.models.clv import CLVModel

@@ -128,7 +128,7 @@ def main() -> None:
         "OMP_NUM_THREADS": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
     from kundenwert.serving.keys import create_key
     from kundenwert.serving.scores_store import read_scores
 

@@ -84,8 +84,8 @@ def import_cmd(
     ] = "append",
 ) -> None:
     """Validate CRM tables against the contract and import them, all or nothing."""
+    from kundenwert.db.store import Store
     from kundenwert.features.importer import import_folder
-    from kundenwert.features.store import Store
 
     store = Store()
     t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def summary_cmd(
     ] = None,
 ) -> None:
     """Print what the store holds: rows, customers by type and age group, revenue, email consent."""
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
     from kundenwert.features.summary import summarize
 
     s = summarize(Store(), at)
@@ -153,9 +153,9 @@ def snapshot_cmd(
     import pandas as pd
     from pydantic import ValidationError
 
+    from kundenwert.db.store import Store
     from kundenwert.errors import ConfigurationError
     from kundenwert.features.snapshot import SnapshotConfig, load_frames, snapshot
-    from kundenwert.features.store import Store
 
     try:
         config = SnapshotConfig(unit=unit)
@@ -182,9 +182,9 @@ def features_cmd() -> None:
     """List the feature catalogue: every snapshot column with its family, type and meaning."""
     import pandas as pd
 
+    from kundenwert.db.store import Store
     from kundenwert.features.catalogue import catalogue
     from kundenwert.features.snapshot import load_frames, snapshot_shard, spec_for
-    from kundenwert.features.store import Store
 
     frames = load_frames(Store())
     spec = spec_for(frames)
@@ -273,7 +273,7 @@ def score_cmd(
     ] = None,
 ) -> None:
     """Score every customer with the champion models and store the scores for serving."""
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
     from kundenwert.serving.catalog import load_catalog
     from kundenwert.serving.scoring import run_scoring
 
@@ -303,7 +303,7 @@ def keys_create_cmd(
     name: Annotated[str, typer.Option(help="Who or what uses the key (shown in listings).")] = "",
 ) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
     from kundenwert.serving.keys import create_key
 
     key = create_key(Store().engine, role, name)
@@ -381,7 +381,7 @@ def serve_cmd(
 
 def _print_demo(host: str, port: int) -> None:
     """A key per role (name "demo") and requests to try, with a real customer of the store."""
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
     from kundenwert.serving.keys import ROLES, create_key
     from kundenwert.serving.scores_store import read_scores
 

@@ -108,7 +108,7 @@ def postgres_url(postgres_server: str) -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path):
     """An empty store on each backend."""
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'kw.db'}"
@@ -121,7 +121,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
 
 @pytest.fixture
 def sqlite_store(tmp_path: Path):
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
 
     s = Store(f"sqlite:///{tmp_path / 'kw.db'}")
     yield s
@@ -133,9 +133,9 @@ def imported_world(tmp_path_factory):
     """A factory: ``imported_world(n, seed)`` -> (frames, folder) of a sample world imported into
     SQLite, made once per (n, seed) for the whole session. Tests only read the frames."""
     from kundenwert.datasets.sample import generate_world, write_world
+    from kundenwert.db.store import Store
     from kundenwert.features.importer import import_folder
     from kundenwert.features.snapshot import load_frames
-    from kundenwert.features.store import Store
 
     made: dict[tuple[int, int], tuple] = {}
 

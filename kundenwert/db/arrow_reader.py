@@ -61,6 +61,7 @@ def read_columnar(
                     "queries": {f"{n}.{i}": queries[n][i] for n, i in group},
                     "out": out,
                 }
+                assert child.stdin is not None  # stdin=PIPE
                 child.stdin.write(json.dumps(request))  # a few kilobytes: never blocks
                 child.stdin.close()
             for child in children:
@@ -94,7 +95,7 @@ def _concat(pieces: list[pa.Table]) -> pa.Table | None:
     """
     if len(pieces) == 1:
         return pieces[0]
-    fixed = [[] for _ in pieces]
+    fixed: list[list[pa.ChunkedArray]] = [[] for _ in pieces]
     for name in pieces[0].column_names:
         cols = [p.column(name) for p in pieces]
         typed = [c.type for c in cols if c.null_count < len(c)]

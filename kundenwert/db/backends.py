@@ -84,7 +84,8 @@ class Backend:
     def timestamp_from_db(self, value: object) -> datetime | None:
         if value is None:
             return None
-        return value.astimezone(UTC)  # type: ignore[union-attr]
+        assert isinstance(value, datetime), value  # timestamptz comes back as a datetime
+        return value.astimezone(UTC)
 
     def timestamps(self, s: pd.Series) -> pd.Series:
         """Raw database instants (as a driver returns them) as ``datetime64[us, UTC]``."""
@@ -286,7 +287,7 @@ class SqliteBackend(Backend):
     def timestamp_from_db(self, value: object) -> datetime | None:
         if value is None:
             return None
-        return pd.Timestamp(int(value), unit="us", tz="UTC").to_pydatetime()
+        return pd.Timestamp(int(value), unit="us", tz="UTC").to_pydatetime()  # type: ignore[call-overload]
 
     def timestamps(self, s: pd.Series) -> pd.Series:
         return pd.to_datetime(pd.to_numeric(s, errors="coerce"), unit="us", utc=True).astype(
@@ -386,10 +387,10 @@ class SqliteBackend(Backend):
                 full = n // per * per
                 step = per * width
                 if full:
-                    cursor.executemany(many_sql, (flat[i : i + step] for i in range(0, full * width, step)))
+                    cursor.executemany(many_sql, (flat[i : i + step] for i in range(0, full * width, step)))  # type: ignore[arg-type]  # sqlite3 takes any iterable
                 if full < n:
                     rest = flat[full * width :]
-                    cursor.executemany(one_sql, (rest[i : i + width] for i in range(0, len(rest), width)))
+                    cursor.executemany(one_sql, (rest[i : i + width] for i in range(0, len(rest), width)))  # type: ignore[arg-type]
         finally:
             cursor.close()
 

@@ -9,6 +9,7 @@ A scoring run's wide table (``kw_scores_<run>``) is made per run and is not list
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -57,7 +58,7 @@ def _build_tables() -> dict[str, sa.Table]:
     for name, spec in TABLES.items():
         cols: list[sa.Column] = []
         for c in spec.columns:
-            args: list[object] = [c.name, _sql_type(c.kind)]
+            args: list[Any] = [c.name, _sql_type(c.kind)]
             if c.references == "customers":
                 args.append(sa.ForeignKey("customers.customer_id"))
             cols.append(sa.Column(*args, primary_key=c.name in spec.key, nullable=c.nullable))

@@ -30,6 +30,8 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 from kundenwert.features.contract import AGE_GROUPS  # noqa: E402
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from kundenwert.models.specs import ModelSpec
 
 MIN_GROUP = 20  # fewest rows behind any plotted bucket or group
@@ -43,7 +45,7 @@ class Plot:
     """One figure and the aggregates it draws (``data``: JSON-ready)."""
 
     name: str
-    figure: object
+    figure: Figure
     data: dict = field(default_factory=dict)
 
 
@@ -115,7 +117,7 @@ def curves(
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: ROC")
     if many:
         ax.legend(fontsize=7)
-    roc = Plot("roc", fig, {k: v[0] for k, v in data.items()})
+    roc_plot = Plot("roc", fig, {k: v[0] for k, v in data.items()})
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for k, (_, pr, *_rest) in data.items():
@@ -125,7 +127,7 @@ def curves(
     ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02), title=f"{title}: precision-recall")
     if many:
         ax.legend(fontsize=7)
-    pr = Plot("precision_recall", fig, {k: v[1] for k, v in data.items()})
+    pr_plot = Plot("precision_recall", fig, {k: v[1] for k, v in data.items()})
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for k, (_, _, cal, _) in data.items():
@@ -135,7 +137,7 @@ def curves(
     ax.set(xlabel="mean predicted probability", ylabel="observed rate", title=f"{title}: calibration")
     if many:
         ax.legend(fontsize=7)
-    cal = Plot("calibration", fig, {k: v[2] for k, v in data.items()})
+    cal_plot = Plot("calibration", fig, {k: v[2] for k, v in data.items()})
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.5))
     for k, (*_rest, g) in data.items():
@@ -148,7 +150,7 @@ def curves(
     if many:
         a1.legend(fontsize=7)
     gains = Plot("gains_lift", fig, {k: v[3] for k, v in data.items()})
-    return [roc, pr, cal, gains]
+    return [roc_plot, pr_plot, cal_plot, gains]
 
 
 def shap_summary(model, X: pd.DataFrame, title: str, target: str | None = None) -> Plot:

@@ -45,7 +45,7 @@ def pip_requirements() -> list[str]:
 def synthetic_row(X: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """One input row of training medians (numbers) and most common values (text, flags): the
     signature's example, which is no customer's data."""
-    row = {}
+    row: dict[str, list] = {}
     for c in features:
         s = X[c]
         if pd.api.types.is_bool_dtype(s):
@@ -170,16 +170,20 @@ def _log_datasets(result, example: pd.DataFrame) -> None:
 
     data = result.data
     schema = infer_signature(example).inputs
-    parts = {"training": (data.get("rows"), data.get("label_rate"), ("train", "validation"))}
+    parts: dict[str, tuple[object, object, tuple[str, ...]]] = {
+        "training": (data.get("rows"), data.get("label_rate"), ("train", "validation"))
+    }
     if result.test is not None:
         y = result.test[1]
-        rate = float(np.asarray(y, dtype="float64").mean()) if get_spec(result.name).label.binary else None
-        parts["test"] = (len(result.test[0]), rate, ("test",))
+        test_rate = (
+            float(np.asarray(y, dtype="float64").mean()) if get_spec(result.name).label.binary else None
+        )
+        parts["test"] = (len(result.test[0]), test_rate, ("test",))
     fingerprint = str(data.get("data_fingerprint", ""))
     for context, (rows, rate, which) in parts.items():
         cutoffs = [c for w in which for c in data.get("cutoffs", {}).get(w, [])]
         source = CodeDatasetSource({"kundenwert": "snapshot training set", "data_fingerprint": fingerprint})
-        dataset = MetaDataset(
+        dataset = MetaDataset(  # type: ignore[abstract]  # mypy reads `profile` as abstract; MLflow's own class
             source, name=f"{result.name}-{context}", digest=f"{fingerprint}-{context}"[:36], schema=schema
         )
         tags = {"rows": str(rows), "cutoffs": ",".join(cutoffs)}

@@ -177,6 +177,8 @@ TABLES: dict[str, Table] = {
     t.name: t for t in (CUSTOMERS, PRODUCTS, PURCHASES, CONTACTS, CONSENTS, COMPLAINTS, OFFERS)
 }
 TABLE_ORDER: tuple[str, ...] = tuple(TABLES)
+# How an import meets what the store holds: add new rows only, add or update by key, or replace all.
+IMPORT_MODES = ("append", "upsert", "replace")
 
 
 def age_group(birth_year: pd.Series | np.ndarray, at: pd.Timestamp | str) -> pd.Series:

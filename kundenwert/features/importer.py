@@ -19,9 +19,9 @@ from kundenwert.errors import (
     ImportConflict,
     InputFileError,
 )
-from kundenwert.features.contract import TABLE_ORDER, TABLES
+from kundenwert.features.contract import IMPORT_MODES, TABLE_ORDER, TABLES
+from kundenwert.features.ports import ImportTarget
 from kundenwert.features.readers import RawTableError, find_table_files, read_table
-from kundenwert.features.store import MODES, Store
 from kundenwert.features.validate import StoreContext, ValidTable, validate_tables
 
 
@@ -38,7 +38,7 @@ class ImportResult:
 
 def import_folder(
     folder: Path | str,
-    store: Store,
+    store: ImportTarget,
     *,
     mode: str = "append",
     now: pd.Timestamp | None = None,
@@ -55,8 +55,8 @@ def import_folder(
     now:
         The moment "not in the future" is judged against (default: the current time, UTC).
     """
-    if mode not in MODES:
-        raise ConfigurationError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode not in IMPORT_MODES:
+        raise ConfigurationError(f"--mode must be one of {', '.join(IMPORT_MODES)}, not {mode!r}")
     folder = Path(folder)
     files = find_table_files(folder)
     if not files:
@@ -100,7 +100,7 @@ def import_folder(
     return ImportResult(mode, rows, timings)
 
 
-def _refuse_existing_keys(store: Store, valid: dict[str, ValidTable]) -> None:
+def _refuse_existing_keys(store: ImportTarget, valid: dict[str, ValidTable]) -> None:
     issues: list[ContractIssue] = []
     for name, vt in valid.items():
         keys = list(TABLES[name].key)

@@ -20,7 +20,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.features.families import (
     _before,
     _btyd,
@@ -30,6 +29,7 @@ from kundenwert.features.families import (
     _profile,
     _purchase_features,
 )
+from kundenwert.features.ports import StoreReader
 from kundenwert.features.prepared import TABLES_READ, Prepared, lookup, prepare
 from kundenwert.features.snapshot_spec import Frames, SnapshotConfig, SnapshotSpec, _utc, spec_for
 
@@ -46,7 +46,6 @@ __all__ = [
     "snapshot_prepared",
     "snapshot_shard",
     "spec_for",
-    "spec_from_store",
 ]
 
 
@@ -170,7 +169,7 @@ FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def load_frames(
-    store,
+    store: StoreReader,
     tables: tuple[str, ...] = ("customers", "purchases", "contacts", "consents", "complaints", "offers"),
     columns: dict[str, tuple[str, ...]] | None = FEATURE_COLUMNS,
 ) -> Frames:
@@ -179,26 +178,3 @@ def load_frames(
     Rows come in storage order: nothing computed from them depends on row order.
     """
     return store.read_tables(tables, columns, ordered=False)
-
-
-def spec_from_store(store, config: SnapshotConfig | None = None) -> SnapshotSpec:
-    """``spec_for`` of everything in the store, from three small queries instead of the tables:
-    what scoring a few customers needs to give them the columns the models were trained on."""
-    import sqlalchemy as sa
-
-    from kundenwert.features.store import ATTRIBUTE_DEFS, TABLE_DEFS
-
-    purchases, contacts = TABLE_DEFS["purchases"], TABLE_DEFS["contacts"]
-    with store.engine.connect() as conn:
-        cats = conn.execute(
-            sa.select(purchases.c.category).where(purchases.c.category.is_not(None)).distinct()
-        ).scalars()
-        cats = tuple(sorted(cats))
-        outbound = conn.execute(
-            sa.select(contacts.c.channel)
-            .where(contacts.c.direction == "outbound", contacts.c.channel.is_not(None))
-            .distinct()
-        ).scalars()
-        chans = tuple(sorted(set(MARKETING_CHANNELS) | set(outbound)))
-        attrs = tuple(sorted(conn.execute(sa.select(ATTRIBUTE_DEFS.c.name)).scalars()))
-    return SnapshotSpec(config=config or SnapshotConfig(), categories=cats, channels=chans, attributes=attrs)

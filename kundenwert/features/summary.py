@@ -8,7 +8,7 @@ import pandas as pd
 
 from kundenwert.features.consent import consent_state
 from kundenwert.features.contract import AGE_GROUPS, CUSTOMER_TYPES, age_group
-from kundenwert.features.store import Store
+from kundenwert.features.ports import StoreReader
 
 
 @dataclass
@@ -21,7 +21,7 @@ class StoreSummary:
     customers: int
 
 
-def summarize(store: Store, at: pd.Timestamp | str | None = None) -> StoreSummary:
+def summarize(store: StoreReader, at: pd.Timestamp | str | None = None) -> StoreSummary:
     """Rows per table, customers by type and age group, revenue per year, email consent share at ``at``."""
     t = pd.Timestamp(at) if at is not None else pd.Timestamp.now(tz="UTC")
     t = t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")

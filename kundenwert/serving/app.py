@@ -18,8 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from kundenwert.db.store import Store
 from kundenwert.errors import KundenwertError
-from kundenwert.features.store import Store
 from kundenwert.serving.catalog import load_catalog
 from kundenwert.serving.keys import KeyRing
 from kundenwert.serving.routes import admin, customers, feedback, health, marketing, scoring

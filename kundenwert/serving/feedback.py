@@ -29,8 +29,8 @@ from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
 from kundenwert.db.schema import DECISIONS, TABLE_DEFS
 from kundenwert.db.schema import FEEDBACK as EVENTS
+from kundenwert.db.store import Store
 from kundenwert.errors import KundenwertError
-from kundenwert.features.store import Store
 from kundenwert.serving.decisions import WRITER
 
 OUTCOMES = {"sent": "none", "opened": "opened", "clicked": "clicked", "converted": "converted"}

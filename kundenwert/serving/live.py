@@ -198,7 +198,7 @@ class LiveReader:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         consents, contacts, customers = (TABLE_DEFS[t] for t in ("consents", "contacts", "customers"))
-        who = sa.bindparam("customer_id")
+        who: sa.BindParameter[str] = sa.bindparam("customer_id")
         self._consents = RawStatement(
             engine,
             sa.select(

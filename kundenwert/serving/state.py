@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from kundenwert.features.store import Store
+from kundenwert.db.store import Store
 from kundenwert.serving.arbitration import EXPLAINED, Candidates, Decisions, Live, decide, decide_one
 from kundenwert.serving.catalog import Catalog
 from kundenwert.serving.decisions import DecisionLog
@@ -103,8 +103,8 @@ class ServingState:
         """Read the current scoring run, load its models (exactly the versions it used), verify
         them and work out the candidates; swapped in at once. Any failure raises and leaves the
         serving run as it was."""
+        from kundenwert.db.store import spec_from_store
         from kundenwert.experiments.registry import load_version
-        from kundenwert.features.snapshot import spec_from_store
 
         scores, propensity, info = read_scores(self.store.engine)
         margins = category_margins(self.store.read_table("purchases", ["amount", "margin", "category"]))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from kundenwert.defaults import default_file
 from kundenwert.errors import ConfigurationError
@@ -121,7 +122,7 @@ class ExperimentConfig(BaseModel):
         return ModelConfig(gates=dict(get_spec(name).gates))
 
 
-def _where(error: dict) -> str:
+def _where(error: ErrorDetails) -> str:
     return ".".join(str(p) for p in error["loc"]) or "(file)"
 
 

@@ -20,8 +20,8 @@ def run_training(
     progress: Progress | None = None,
 ) -> tuple[dict[str, ModelResult], dict[str, dict]]:
     """Train, backtest, log, register and promote; the results and the promotion decisions."""
+    from kundenwert.db.store import Store
     from kundenwert.features.snapshot import load_frames
-    from kundenwert.features.store import Store
 
     say = progress or (lambda _msg: None)
     names = config.enabled(models)  # refuses unknown names before any work
@@ -47,6 +47,7 @@ def publish(
     decisions = {}
     for name, result in results.items():
         say(f"logging and registering {name}")
+        assert result.test is not None, name  # every trained result carries its test rows
         version = log_and_register(result, result.test[0], config.name)
         decisions[name] = promote(result, version)
     return decisions

@@ -145,7 +145,7 @@ def test_an_unreachable_postgresql_is_one_clear_line(tmp_path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"postgresql+psycopg://kw@127.0.0.1:{port}/kw"
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
 
     with pytest.raises(StoreUnavailable, match="opening the store at postgresql"):
         Store(url)

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from kundenwert.db.backends import backend_for, make_engine
 from kundenwert.db.migrate import HEAD, current_revision, script_head, upgrade
 from kundenwert.db.schema import metadata
+from kundenwert.db.store import Store
 from kundenwert.errors import StoreOutdated
-from kundenwert.features.store import Store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -176,7 +176,7 @@ def test_parquet_and_csv_give_the_same_store(tmp_path: Path) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from kundenwert.features.store import Store
+    from kundenwert.db.store import Store
 
     pq_dir = tmp_path / "pq"
     pq_dir.mkdir()

@@ -9,11 +9,11 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from kundenwert.datasets.cdnow import write_cdnow
+from kundenwert.db.store import Store
 from kundenwert.errors import ModelFitError
 from kundenwert.features.importer import import_folder
 from kundenwert.features.labels import purchase_days_between
 from kundenwert.features.snapshot import SnapshotConfig, load_frames, snapshot
-from kundenwert.features.store import Store
 from kundenwert.models.btyd import BTYDModel, holdout_by_frequency
 
 CALIBRATION_END = pd.Timestamp("1997-10-01", tz="UTC")  # 39 weeks from 1997-01-01

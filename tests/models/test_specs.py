@@ -79,8 +79,8 @@ BASELINE = ModelSpec(
 @pytest.fixture(scope="module")
 def sixth(imported_world, tmp_path_factory):
     """The sample world trained with the sixth spec registered, then scored."""
+    from kundenwert.db.store import Store
     from kundenwert.experiments.registry import describe_versions, load_version, tracking_uri
-    from kundenwert.features.store import Store
     from kundenwert.serving.catalog import load_catalog
     from kundenwert.serving.scores_store import read_scores
     from kundenwert.serving.scoring import run_scoring

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from kundenwert.features.store import Store
+from kundenwert.db.store import Store
 from kundenwert.serving.app import create_app
 from kundenwert.serving.keys import ROLES, create_key
 

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from kundenwert.features.store import Store
+from kundenwert.db.store import Store
 from kundenwert.serving.app import create_app
 from kundenwert.serving.keys import create_key, revoke_key
 from kundenwert.serving.schemas import CustomerDecision, ScoreResponse

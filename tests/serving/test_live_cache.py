@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
+from kundenwert.db.store import LIVE_CHANGES, TABLE_DEFS
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.features.importer import import_folder
-from kundenwert.features.store import LIVE_CHANGES, TABLE_DEFS
 from kundenwert.serving.live import LiveCache, LiveReader, live_of_prepared, prepare_rows
 
 DATA = Path(__file__).parents[1] / "data"

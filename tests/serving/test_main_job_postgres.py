@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from kundenwert.cli import app as cli
+from kundenwert.db.store import Store
 from kundenwert.features.contract import TABLE_ORDER
-from kundenwert.features.store import Store
 from kundenwert.serving.app import create_app
 from kundenwert.serving.keys import create_key
 from kundenwert.serving.scores_store import read_scores

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from kundenwert.features.snapshot import load_frames, spec_for, spec_from_store
-from kundenwert.features.store import Store
+from kundenwert.db.store import Store, spec_from_store
+from kundenwert.features.snapshot import load_frames, spec_for
 from kundenwert.serving.app import create_app
 from kundenwert.serving.scores_store import read_scores, write_scores
 from kundenwert.serving.scoring import score_customers

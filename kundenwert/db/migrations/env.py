@@ -36,7 +36,9 @@ def run_migrations_online() -> None:
         return
     from kundenwert.db.backends import make_engine
 
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    assert url, "migrate.py sets sqlalchemy.url"
+    engine = make_engine(url)
     try:
         with engine.begin() as conn:
             _run(conn)

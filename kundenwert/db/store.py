@@ -39,7 +39,8 @@ from kundenwert.db.schema import (
     metadata,
 )
 from kundenwert.errors import ConfigurationError
-from kundenwert.features.contract import TABLE_ORDER, TABLES
+from kundenwert.features.contract import IMPORT_MODES, MARKETING_CHANNELS, TABLE_ORDER, TABLES
+from kundenwert.features.snapshot_spec import SnapshotConfig, SnapshotSpec
 from kundenwert.features.validate import ValidTable
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "LIVE_CHANGES_KEPT",
     "LIVE_TABLES",
     "MODES",
+    "spec_from_store",
     "TABLE_DEFS",
     "Store",
     "UtcTimestamp",
@@ -57,7 +59,7 @@ __all__ = [
     "metadata",
 ]
 
-MODES = ("append", "upsert", "replace")
+MODES = IMPORT_MODES
 
 
 class Store:
@@ -476,3 +478,25 @@ def _typed(name: str, df: pd.DataFrame, backend: Backend) -> pd.DataFrame:
     if "extra" in df.columns:
         df["extra"] = df["extra"].astype("str")
     return df
+
+
+def spec_from_store(store: Store, config: SnapshotConfig | None = None) -> SnapshotSpec:
+    """``spec_for`` of everything in the store, from three small queries instead of the tables:
+    what scoring a few customers needs to give them the columns the models were trained on."""
+    purchases, contacts = TABLE_DEFS["purchases"], TABLE_DEFS["contacts"]
+    with store.engine.connect() as conn:
+        cats = tuple(
+            sorted(
+                conn.execute(
+                    sa.select(purchases.c.category).where(purchases.c.category.is_not(None)).distinct()
+                ).scalars()
+            )
+        )
+        outbound = conn.execute(
+            sa.select(contacts.c.channel)
+            .where(contacts.c.direction == "outbound", contacts.c.channel.is_not(None))
+            .distinct()
+        ).scalars()
+        chans = tuple(sorted(set(MARKETING_CHANNELS) | set(outbound)))
+        attrs = tuple(sorted(conn.execute(sa.select(ATTRIBUTE_DEFS.c.name)).scalars()))
+    return SnapshotSpec(config=config or SnapshotConfig(), categories=cats, channels=chans, attributes=attrs)
