@@ -227,13 +227,13 @@ def decide(
     at = {"channel": sel.pc, "action": sel.pa}
     # the steps last to first, so that the first failed rule is the one kept
     for step in reversed(steps):
-        if step.rule is None:
+        if step.live is None or step.rule is None:
             code = pick(codes[step.segment])
             failed = code > 0
             np.copyto(reason, code, where=failed)
             np.copyto(detail, pick(details[step.segment]), where=failed)
             continue
-        t, name = step.rule.test, step.rule.code
+        t, name = step.live, step.rule.code
         value = getattr(live, t.value)
         value = value[:, None] if t.per == "customer" else value[:, at[t.per]]
         failed = t.fails(value, sel.limits[name])
@@ -297,7 +297,7 @@ def decide_one(
 ) -> Decisions:
     """``decide`` for one customer, in plain Python over the few dozen pairs: numpy's per-call
     cost dominates arrays this small. The same steps of the same table, each pair tested step by
-    step until one fails (``Selection.checks``); a test holds both paths equal for every customer
+    step until one fails (``Selection.pairs``); a test holds both paths equal for every customer
     of a world. The rows of the result are lists (one customer), not arrays."""
     row = cands.position(customer_id)
     row = len(cands.ids) if row is None else row
@@ -307,26 +307,25 @@ def decide_one(
     read: list[list] = []
     told: list[list | None] = []
     for step in cands.steps:
-        if step.rule is None:
+        if step.live is None:
             read.append(codes[step.segment][row].tolist())
             told.append(details[step.segment][row].tolist())
         else:
-            t = step.rule.test
+            t = step.live
             value = getattr(live, t.value)
             read.append([value] if t.per == "customer" else value)
             told.append(None)
     reason, detail, kept = [], [], []
-    outcomes = sel.outcomes
-    for s, fails, limit in sel.head:  # failed for every pair, or for none
-        if fails(read[s][0], limit):
-            reason = [o[s][0] for o in outcomes]
-            detail = [o[s][1] for o in outcomes]
+    for head in sel.head:  # failed for every pair, or for none
+        if head.fails(read[head.step][0], head.limit):
+            reason = [pair.outcomes[head.step][0] for pair in sel.pairs]
+            detail = [pair.outcomes[head.step][1] for pair in sel.pairs]
             break
-    for j, checks in enumerate(sel.checks if not reason else ()):
-        for s, at, fails, limit in checks:
+    for j, pair in enumerate(sel.pairs if not reason else ()):
+        for s, at, fails, limit in pair.checks:
             value = read[s][at]
             if fails(value, limit):
-                number, why = outcomes[j][s]
+                number, why = pair.outcomes[s]
                 if number:
                     reason.append(number)
                     detail.append(why)

@@ -7,7 +7,9 @@ and per pair the limits and detail texts of the rules tested live.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -66,10 +68,10 @@ class Details:
 
 
 # (reason number(s), failing cells (None: where the numbers are not 0), detail number(s))
-Part = tuple[object, np.ndarray | None, object]
+Part = tuple[Any, np.ndarray | None, Any]
 
 
-def _fold(parts: list[Part], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _fold(parts: Sequence[Part], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(reason number, detail number) per cell of rules in funnel order: the first failed wins."""
     code = np.zeros(shape, dtype=np.int8)
     detail = np.zeros(shape, dtype=np.int16)
@@ -97,11 +99,13 @@ def _customer_part(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(failing, detail number) per customer x action of one ``CustomerTest`` rule (its checks
     in order, the first failed check's detail)."""
+    test = rule.test
+    assert isinstance(test, CustomerTest)
     n = len(columns.frame)
     failed = np.zeros((n, len(actions)), dtype=bool)
     detail = np.zeros((n, len(actions)), dtype=np.int16)
     for i, action in enumerate(actions):
-        for mask, text in rule.test.failing(action, columns):
+        for mask, text in test.failing(action, columns):
             new = mask & ~failed[:, i]
             failed[:, i] |= mask
             detail[new, i] = d(text)
@@ -137,6 +141,7 @@ class Step:
     number: int  # the live rule's reason number; 0 for a segment
     rule: Rule | None = None
     segment: int = -1
+    live: LiveTest | None = None  # the live rule's test
 
 
 class Candidates:
@@ -193,12 +198,12 @@ class Candidates:
             t = rule.test
             if not isinstance(t, LiveTest):
                 continue
-            values = [getattr(p, t.limit) if isinstance(t.limit, str) else t.limit for p in policies]
-            self.limits[rule.code] = np.array([t.unset if v is None else v for v in values])
+            limits = [getattr(p, t.limit) if isinstance(t.limit, str) else t.limit for p in policies]
+            self.limits[rule.code] = np.array([t.unset if v is None else v for v in limits])
             self.limit_detail[rule.code] = np.array(
                 [
                     0 if v is None or not t.detail else d(t.detail.format(channel=ch, limit=v))
-                    for v, (_, ch) in zip(values, pairs, strict=True)
+                    for v, (_, ch) in zip(limits, pairs, strict=True)
                 ],
                 dtype=np.int16,
             )
@@ -219,7 +224,7 @@ class Candidates:
             self.score = self.propensity * self.value * self.lever - self.cost
         # the funnel as the decide functions walk it; the rules worked out ahead, by segment
         self.steps: list[Step] = []
-        self._segments: list[list[object]] = []  # per segment: Parts, or PeriodTest rules
+        self._segments: list[list[Any]] = []  # per segment: Parts, or PeriodTest rules
         self._period_detail: dict[str, np.ndarray] = {}
         no_scores = np.zeros((n + 1, 1), dtype=bool)
         no_scores[n] = True
@@ -227,7 +232,7 @@ class Candidates:
         for rule in rules:
             t = rule.test
             if isinstance(t, LiveTest):
-                self.steps.append(Step(self.code[rule.code], rule))
+                self.steps.append(Step(self.code[rule.code], rule, live=t))
                 continue
             if not self.steps or self.steps[-1].segment < 0:
                 self.steps.append(Step(0, segment=len(self._segments)))
@@ -285,6 +290,7 @@ class Candidates:
     def _period_part(self, rule: Rule, period: str) -> Part:
         """A ``PeriodTest`` rule in ``period``: one draw per action and customer, whatever the channel."""
         t = rule.test
+        assert isinstance(t, PeriodTest)
         ids = np.asarray(self.ids, dtype=object)
         found = np.zeros((len(ids) + 1, len(self.actions)), dtype=bool)
         for i, action in enumerate(self.actions):
@@ -300,7 +306,7 @@ class Candidates:
         get, missing = self._positions.get, len(self.ids)
         return np.fromiter((get(c, missing) for c in customer_ids), dtype=np.intp, count=len(customer_ids))
 
-    def after(self, period: str) -> tuple[np.ndarray, np.ndarray]:
+    def after(self, period: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """(codes, details): per segment of rules worked out ahead (eligibility; value and
         ``period``'s control group), the first failed rule's number and detail per customer
         (+ the no-scores row) and pair.
@@ -326,6 +332,43 @@ class Candidates:
         return found
 
 
+class Check(NamedTuple):
+    """One step of the funnel for one pair, as ``decide_one`` tests it: the pair fails when
+    ``fails(read[step][at], limit)``, where ``read[step]`` is what the step reads for the
+    customer (a live value per customer, channel or action; a segment's reasons per pair)."""
+
+    step: int
+    at: int
+    fails: Callable[[Any, Any], Any]
+    limit: Any
+
+
+class Outcome(NamedTuple):
+    """What a pair gets when it fails a step: reason and detail numbers (``reason`` 0: a
+    segment worked out ahead, whose value read is the reason and whose details are its own)."""
+
+    reason: int
+    detail: int
+
+
+class HeadCheck(NamedTuple):
+    """A leading step on a per-customer value with the same limit for every pair (the
+    objection): tested once per customer, failing every pair or none."""
+
+    step: int
+    fails: Callable[[Any, Any], Any]
+    limit: Any
+
+
+class PairChecks(NamedTuple):
+    """One pair of a selection as ``decide_one`` walks it: its ``column`` in ``Candidates``,
+    its ``checks`` after the head, and per step its ``outcomes``."""
+
+    column: int
+    checks: tuple[tuple, ...]  # Check's fields, as plain tuples
+    outcomes: tuple[tuple, ...]  # Outcome's fields, as plain tuples
+
+
 @dataclass(frozen=True)
 class Selection:
     """The pairs of some channels and actions (``k``: their columns; None: all) with what the
@@ -341,12 +384,8 @@ class Selection:
     channel_names: np.ndarray
     cost: np.ndarray
     columns: list[int]
-    # decide_one's view: the leading steps on a per-customer value with one limit for every pair
-    # (the objection), tested once per customer: (step, fails, limit); then per pair, per later
-    # step (step, at, fails, limit); per pair, per step (reason number, detail number)
-    head: tuple[tuple, ...]
-    checks: list[tuple[tuple, ...]]
-    outcomes: list[tuple[tuple, ...]]
+    head: tuple[HeadCheck, ...]  # decide_one: steps tested once per customer, then per pair
+    pairs: list[PairChecks]
 
     @classmethod
     def of(cls, cands: Candidates, channels: list[str] | None, actions: list[str] | None) -> Selection:
@@ -361,12 +400,12 @@ class Selection:
         in_order = np.sort(pc, kind="stable")
         columns = list(range(len(cands.action_ids))) if k is None else [int(c) for c in k]
         every = [list(_checks(cands, col)) for col in columns]
-        head = []
+        head: list[HeadCheck] = []
         for s, step in enumerate(cands.steps):
-            limits = {pair[s][3] for pair in every}
-            if step.rule is None or step.rule.test.per != "customer" or len(limits) != 1:
+            limits = {pair[s][0].limit for pair in every}
+            if step.live is None or step.live.per != "customer" or len(limits) != 1:
                 break
-            head.append((s, step.rule.test.fails, limits.pop()))
+            head.append(HeadCheck(s, step.live.fails, limits.pop()))
         return cls(
             k=k,
             pa=pick(cands.pair_action),
@@ -379,24 +418,27 @@ class Selection:
             cost=pick(cands.cost),
             columns=columns,
             head=tuple(head),
-            checks=[tuple(c[:4] for c in pair[len(head) :]) for pair in every],
-            outcomes=[tuple(c[4:] for c in pair) for pair in every],
+            pairs=[
+                # checks and outcomes as plain tuples in their records' field order: the loop
+                # unpacks them, and CPython unpacks an exact tuple faster than a NamedTuple
+                PairChecks(
+                    col, tuple(tuple(c) for c, _ in pair[len(head) :]), tuple(tuple(o) for _, o in pair)
+                )
+                for col, pair in zip(columns, every, strict=True)
+            ],
         )
 
 
 def _checks(cands: Candidates, col: int):
-    """The funnel's steps for pair ``col`` as ``decide_one`` tests them: (step, at, fails,
-    limit, reason number, detail number); the pair fails a step when ``fails(read[step][at],
-    limit)``, where ``read`` is what the step reads for the customer (reason number 0: a
-    segment worked out ahead, whose value read is the reason)."""
+    """The funnel's steps for pair ``col`` as ``decide_one`` tests them: (``Check``, ``Outcome``)."""
     for s, step in enumerate(cands.steps):
-        if step.rule is None:
-            yield (s, col, operator.ne, 0, 0, 0)
+        if step.live is None or step.rule is None:
+            yield Check(s, col, operator.ne, 0), Outcome(0, 0)
             continue
-        t, code = step.rule.test, step.rule.code
+        t, code = step.live, step.rule.code
         at = {"customer": 0, "channel": cands.pair_channel[col], "action": cands.pair_action[col]}[t.per]
-        limit = cands.limits[code][col].item()
-        yield (s, int(at), t.fails, limit, step.number, int(cands.limit_detail[code][col]))
+        check = Check(s, int(at), t.fails, cands.limits[code][col].item())
+        yield check, Outcome(step.number, int(cands.limit_detail[code][col]))
 
 
 def _score_values(action: Action, columns: CustomerColumns, margins: dict[str, float], extra: dict) -> dict:

@@ -37,7 +37,8 @@ class CustomerColumns:
     """The scored customers' columns as arrays, each converted once per scoring run."""
 
     def __init__(self, customers: pd.DataFrame) -> None:
-        self.frame, self._cache = customers, {}
+        self.frame = customers
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
 
     def _get(self, name: str, default, kind: str, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         key = (name, kind)
