@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kundenwert.errors import ConfigurationError
 from kundenwert.features.contract import MARKETING_CHANNELS
+from kundenwert.serving.kinds import KindName, action_kind
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "actions" / "default.toml"
 
-KINDS = ("cross_sell", "retention", "win_back", "upsell", "service_follow_up", "newsletter")
 STATUSES = ("active", "lapsed", "new")
 CUSTOMER_TYPES = ("consumer", "business", "retailer")
 
@@ -125,7 +125,7 @@ class Action(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")
-    kind: Literal["cross_sell", "retention", "win_back", "upsell", "service_follow_up", "newsletter"]
+    kind: KindName = Field(description="one of serving.kinds.ACTION_KINDS")
     title: str = Field(min_length=1, description="what sales and marketing read")
     category: str | None = None
     channels: dict[str, float] = Field(description="channel -> cost of one contact")
@@ -158,8 +158,8 @@ class Action(BaseModel):
         unknown = set(self.policy) - set(self.channels)
         if unknown:
             raise ValueError(f"policy for channel(s) {', '.join(sorted(unknown))} the action does not use")
-        if self.kind == "cross_sell" and not self.category:
-            raise ValueError("a cross_sell action needs its category")
+        if action_kind(self.kind).by_category and not self.category:
+            raise ValueError(f"a {self.kind} action needs its category")
         return self
 
     def formula(self, name: Literal["value", "propensity"]) -> Formula:
