@@ -71,14 +71,21 @@ class Details:
 Part = tuple[Any, np.ndarray | None, Any]
 
 
+def _apply(code: np.ndarray, detail: np.ndarray, part: Part) -> None:
+    """Give ``part``'s reason and detail to the cells it fails that have none yet (the first
+    failed rule wins)."""
+    number, failed, text = part
+    new = (number > 0 if failed is None else failed) & (code == 0)
+    np.copyto(code, number, where=new, casting="unsafe")
+    np.copyto(detail, text, where=new, casting="unsafe")
+
+
 def _fold(parts: Sequence[Part], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(reason number, detail number) per cell of rules in funnel order: the first failed wins."""
+    """(reason number, detail number) per cell of rules in funnel order."""
     code = np.zeros(shape, dtype=np.int8)
     detail = np.zeros(shape, dtype=np.int16)
-    for number, failed, text in parts:
-        new = (number > 0 if failed is None else failed) & (code == 0)
-        np.copyto(code, number, where=new, casting="unsafe")
-        np.copyto(detail, text, where=new, casting="unsafe")
+    for part in parts:
+        _apply(code, detail, part)
     return code, detail
 
 
@@ -87,11 +94,7 @@ def _fold_into(parts: list, part: Part, shape: tuple[int, int]) -> None:
     into the segment's open run (3 bytes a cell however many rules the run holds)."""
     if not parts or not isinstance(parts[-1], list):
         parts.append([np.zeros(shape, dtype=np.int8), np.zeros(shape, dtype=np.int16)])
-    code, detail = parts[-1]
-    number, failed, text = part
-    new = failed & (code == 0)
-    np.copyto(code, number, where=new, casting="unsafe")
-    np.copyto(detail, text, where=new, casting="unsafe")
+    _apply(*parts[-1], part)
 
 
 def _customer_part(

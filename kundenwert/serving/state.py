@@ -25,7 +25,7 @@ import orjson
 import pandas as pd
 
 from kundenwert.features.store import Store
-from kundenwert.serving.arbitration import EXPLAINED, Candidates, Decisions, Live, decide, decide_one
+from kundenwert.serving.arbitration import Candidates, Decisions, Live, decide, decide_one
 from kundenwert.serving.catalog import Catalog
 from kundenwert.serving.decisions import DecisionLog
 from kundenwert.serving.kinds import ACTION_KINDS
@@ -37,6 +37,7 @@ from kundenwert.serving.live import (
     ignored_offers,
     live_of_prepared,
 )
+from kundenwert.serving.rules import EXPLAINED
 from kundenwert.serving.scores_store import read_scores
 from kundenwert.serving.scoring import category_margins, score_customers
 
