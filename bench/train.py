@@ -33,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--customers", type=int, default=200_000)
     ap.add_argument("--db", help="an imported store (SQLite file) instead of a new world")
-    ap.add_argument("--config", type=Path, help="experiment TOML (default: experiments/default.toml)")
+    ap.add_argument("--config", type=Path, help="experiment TOML (default: the packaged experiment)")
     ap.add_argument("--budget", type=float, default=300.0, help="seconds the whole run may take")
     args = ap.parse_args()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -201,7 +200,7 @@ def features_cmd() -> None:
 @friendly
 def train_cmd(
     config: Annotated[
-        Path | None, typer.Option("--config", help="Experiment TOML (default: experiments/default.toml).")
+        Path | None, typer.Option("--config", help="Experiment TOML (default: the packaged experiment).")
     ] = None,
     models: Annotated[
         str | None,
@@ -267,7 +266,8 @@ def score_cmd(
         str | None, typer.Option(help="Score as of this date (default: the day after the latest data).")
     ] = None,
     actions: Annotated[
-        Path | None, typer.Option(help="Action catalog TOML (default: actions/default.toml).")
+        Path | None,
+        typer.Option(help="Action catalog TOML (default: KUNDENWERT_ACTIONS, else the packaged catalog)."),
     ] = None,
 ) -> None:
     """Score every customer with the champion models and store the scores for serving."""
@@ -315,7 +315,8 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     actions: Annotated[
-        Path | None, typer.Option(help="Action catalog TOML (default: actions/default.toml).")
+        Path | None,
+        typer.Option(help="Action catalog TOML (default: KUNDENWERT_ACTIONS, else the packaged catalog)."),
     ] = None,
     demo: Annotated[
         bool, typer.Option("--demo", help="Create and print a key per role and example requests first.")
@@ -456,4 +457,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the store; default sqlite:///<home>/kundenwert.db.",
     )
 
+    actions: Path | None = Field(
+        default=None,
+        description="Action catalog TOML used when a command or the service is given none "
+        "(default: the packaged catalog).",
+    )
     reload_seconds: float = Field(
         default=300.0,
         ge=0,

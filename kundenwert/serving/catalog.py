@@ -1,6 +1,7 @@
 """The action catalog: what kundenwert may suggest, through which channels, at what cost, to whom,
-and how often. A TOML file validated by pydantic before anything is served; ``actions/default.toml``
-fits the sample world.
+and how often. A TOML file validated by pydantic before anything is served; the packaged default
+(``kundenwert/defaults/actions.toml``) fits the sample world, ``KUNDENWERT_ACTIONS`` or ``--actions``
+names another.
 
 Each action has a ``value`` formula (and a ``propensity`` formula, by default the response model's
 probability for that action and channel) over the model outputs of a customer and the action's own
@@ -13,17 +14,19 @@ from __future__ import annotations
 import ast
 import operator
 import tomllib
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kundenwert.defaults import default_file
 from kundenwert.errors import ConfigurationError
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.kinds import KindName, action_kind
 
-DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "actions" / "default.toml"
+DEFAULT_CATALOG = default_file("actions.toml")  # shipped in the wheel
 
 STATUSES = ("active", "lapsed", "new")
 CUSTOMER_TYPES = ("consumer", "business", "retailer")
@@ -234,14 +237,19 @@ class Catalog(BaseModel):
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
-    """The validated catalog at ``path`` (default: ``actions/default.toml``)."""
-    path = Path(path) if path is not None else DEFAULT_CATALOG
+    """The validated catalog at ``path``; without one, the file ``KUNDENWERT_ACTIONS`` names, else
+    the packaged default."""
+    if path is None:
+        from kundenwert.settings import get_settings
+
+        path = get_settings().actions
+    source: Path | Traversable = Path(path) if path is not None else DEFAULT_CATALOG
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigurationError(f"action catalog {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"action catalog {path} is not valid TOML: {exc}") from None
+        raise ConfigurationError(f"action catalog {source} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"action catalog {source} is not valid TOML: {exc}") from None
     try:
         return Catalog.model_validate(raw)
     except ValidationError as exc:
@@ -253,4 +261,4 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
                 ident = actions[loc[1]].get("id", f"#{loc[1] + 1}") if loc[1] < len(actions) else loc[1]
                 loc[1] = ident
             problems.append(f"{'.'.join(str(x) for x in loc)}: {err['msg']}")
-        raise ConfigurationError(f"action catalog {path}: " + "; ".join(problems)) from None
+        raise ConfigurationError(f"action catalog {source}: " + "; ".join(problems)) from None

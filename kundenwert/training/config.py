@@ -1,6 +1,6 @@
 """The experiment configuration: data, snapshot, labels, split, models, hyperparameters and gates.
 
-One TOML file (``experiments/default.toml`` is the default) holds everything a training run
+One TOML file (the packaged ``kundenwert/defaults/experiment.toml`` is the default) holds everything a training run
 needs. It is validated completely before any work starts: unknown sections or keys, wrong
 types, unknown models, hyperparameters an estimator does not have and gates on metrics a model
 does not report are refused with the field's path in the message.
@@ -9,17 +9,19 @@ does not report are refused with the field's path in the message.
 from __future__ import annotations
 
 import tomllib
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kundenwert.defaults import default_file
 from kundenwert.errors import ConfigurationError
 from kundenwert.features.labels import LabelConfig
 from kundenwert.features.snapshot import SnapshotConfig
 from kundenwert.features.training_set import SplitConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "default.toml"
+DEFAULT_CONFIG = default_file("experiment.toml")  # shipped in the wheel
 
 CLASSIFICATION = ("roc_auc", "pr_auc", "brier", "lift_top_decile", "ece")
 # Per model: the estimator (module, class) and the metrics its backtest reports (gates may use them).
@@ -78,7 +80,7 @@ class DataConfig(BaseModel):
 
 
 class ExperimentConfig(BaseModel):
-    """Everything a training run needs; ``experiments/default.toml`` holds the defaults."""
+    """Everything a training run needs; ``kundenwert/defaults/experiment.toml`` holds the defaults."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -142,19 +144,19 @@ def _where(error: dict) -> str:
 
 
 def load_config(path: str | Path | None = None) -> ExperimentConfig:
-    """The configuration from a TOML file (default: ``experiments/default.toml``), validated.
+    """The configuration from a TOML file (default: the packaged experiment), validated.
 
     Raises ``ConfigurationError`` naming the file and every invalid field.
     """
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+    source: Path | Traversable = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigurationError(f"experiment configuration {path} does not exist") from None
+        raise ConfigurationError(f"experiment configuration {source} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"experiment configuration {path} is not valid TOML: {exc}") from None
+        raise ConfigurationError(f"experiment configuration {source} is not valid TOML: {exc}") from None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         fields = "; ".join(f"{_where(e)}: {e['msg']}" for e in exc.errors())
-        raise ConfigurationError(f"experiment configuration {path}: {fields}") from None
+        raise ConfigurationError(f"experiment configuration {source}: {fields}") from None

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from kundenwert.features.validate import parse_column
+from kundenwert.features.parsing import parse_column
 
 
 def _col(values: list) -> pa.ChunkedArray:

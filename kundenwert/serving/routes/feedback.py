@@ -26,6 +26,9 @@ class FeedbackResult(BaseModel):
     responses={409: {"description": "an event id already stored with a different payload"}},
 )
 def feedback(body: FeedbackBatch, state: Annotated[ServingState, Depends(get_state)]) -> FeedbackResult:
-    """Outcomes per decision, idempotent by ``event_id``; stored before the answer."""
+    """Report what happened to suggestions (sent, opened, clicked, responded, converted,
+    unsubscribed, bounced, ...), each by its ``decision_id``. Idempotent by ``event_id``: an event
+    sent again is counted once; the same id with a different payload is refused (409). Everything
+    is stored before the answer, so an acknowledged event is never lost."""
     state.decisions.flush()  # decisions of the last milliseconds are committed first
     return FeedbackResult(**record_feedback(state.store, body.events))

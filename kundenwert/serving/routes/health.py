@@ -10,11 +10,14 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health/live")
 def live() -> dict[str, str]:
+    """The process is up (for a liveness probe); says nothing about scores or models."""
     return {"status": "live"}
 
 
 @router.get("/health/ready", responses={503: {"description": "models not loaded yet"}})
 def ready(request: Request, response: Response) -> dict[str, object]:
+    """Ready to answer: the scoring run and its models are loaded (names both); 503 with the
+    reason while they are not (for a readiness probe or a load balancer)."""
     state = request.app.state.serving
     if state is None:
         response.status_code = 503
@@ -29,4 +32,6 @@ def ready(request: Request, response: Response) -> dict[str, object]:
 
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
+    """Request counts by route and status, and request latencies by route, in the Prometheus text
+    format (no customer ids in labels)."""
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

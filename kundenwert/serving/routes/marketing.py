@@ -25,7 +25,10 @@ MIN_GROUP = 20  # analytics never show a group of fewer customers
 
 @router.post("/target-lists", status_code=201, dependencies=[Depends(allow("marketing"))])
 def create_target_list(body: TargetListRequest, state: Annotated[ServingState, Depends(get_state)]) -> dict:
-    """Build and store a list for an objective, a channel, filters and a size or budget."""
+    """Build and store a target list for an objective on one channel: the customers for whom the
+    objective's actions are the best suggestion now (consent and contact rules applied), filtered,
+    ranked and cut to a size or a budget, with a control group held out. Returns the list id and a
+    summary; ``GET /v1/target-lists/{id}`` exports the members."""
     list_id, summary, members = build_target_list(body, state.catalog, state.decide, state.scores)
     created = save_target_list(state.store.engine, list_id, body, summary, members)
     return {
@@ -46,6 +49,9 @@ def get_target_list(
     state: Annotated[ServingState, Depends(get_state)],
     format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
 ):
+    """A stored target list with its members in rank order (customer, group: treated or
+    control, action, score, propensity, expected value, cost), as JSON or as a CSV download for
+    the campaign tool. Control members are never to be contacted: they measure the effect."""
     meta, members = load_target_list(state.store.engine, list_id)
     if format == "csv":
         buf = io.StringIO()
@@ -80,7 +86,8 @@ def kpis(
     state: Annotated[ServingState, Depends(get_state)],
     days: Annotated[int, Query(ge=1, le=3650, description="contacts and responses of the last days")] = 90,
 ) -> dict:
-    """Revenue in pending offers, customers by status, contacts and responses per channel."""
+    """Key figures for marketing: revenue in open offers (pending revenue), customers by status,
+    and contacts and responses per channel over the last ``days``."""
     offers = state.store.read_table("offers", ["status", "amount"])
     pending = float(offers.loc[offers["status"] == "open", "amount"].sum())
     contacts = state.store.read_table(

@@ -18,6 +18,10 @@ router = APIRouter(prefix="/v1", tags=["campaigns"])
     "/score", response_model=ScoreResponse, dependencies=[Depends(allow("campaign", "data_science"))]
 )
 def score(body: ScoreRequest, state: Annotated[ServingState, Depends(get_state)]) -> Response:
+    """Next best actions for a batch of customers (a campaign tool's call): the same decision as
+    ``GET /v1/customers/{id}/next-best-actions`` for each id, optionally only for some channels
+    or actions. Every suggestion is recorded with a ``decision_id``. Ids the store does not know
+    are listed in ``unknown_customer_ids``, not refused."""
     _check_channels(body.channels)
     unknown_actions = sorted(set(body.actions or []) - set(state.catalog.ids))
     if unknown_actions:

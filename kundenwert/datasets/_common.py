@@ -1,0 +1,57 @@
+"""Small helpers every step of the sample world shares: random choices, the clock, identifiers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_SECONDS_PER_DAY = 86_400.0
+SALES_CHANNELS = ("web", "store", "field_sales", "phone")
+CONTACT_CHANNELS = ("email", "sms", "phone", "mail", "web", "store", "field_sales")
+TOPICS = ("information request", "service", "order status", "complaint")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
+def _choice(rng: np.random.Generator, options: tuple | list, probs, size: int) -> np.ndarray:
+    probs = np.asarray(probs, dtype=float)
+    return np.asarray(options, dtype=object)[rng.choice(len(options), size=size, p=probs / probs.sum())]
+
+
+def _group_starts(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+
+class _Clock:
+    """Days since ``start`` to timestamps (whole seconds, UTC)."""
+
+    def __init__(self, start: pd.Timestamp, end: pd.Timestamp) -> None:
+        self.start = start
+        self.span = (end - start) / pd.Timedelta(days=1)
+        self._start_s = np.datetime64(start.tz_localize(None), "s")
+
+    def ts(self, days: np.ndarray) -> np.ndarray:
+        """datetime64[s]; NaN days become NaT."""
+        days = np.asarray(days, dtype="float64")
+        secs = np.round(np.nan_to_num(days, nan=0.0) * _SECONDS_PER_DAY).astype("int64")
+        out = self._start_s + secs.astype("timedelta64[s]")
+        out[np.isnan(days)] = np.datetime64("NaT")
+        return out
+
+
+def _index_of(values: np.ndarray, options: tuple[str, ...]) -> np.ndarray:
+    lookup = {v: i for i, v in enumerate(options)}
+    return np.array([lookup.get(v, len(options)) for v in values])
+
+
+def _ids(prefix: str, n: int, width: int) -> np.ndarray:
+    nums = pc.utf8_lpad(pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), width, "0")
+    return pc.binary_join_element_wise(prefix, nums, "").to_numpy(zero_copy_only=False).astype(object)

@@ -1,0 +1,335 @@
+"""Steps 6-8 of the sample world: consents (with double opt-in, withdrawals and objections),
+monthly campaigns with control groups and responses, and inbound contacts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kundenwert.datasets import design as D
+from kundenwert.datasets._buying import Orders
+from kundenwert.datasets._common import (
+    _SECONDS_PER_DAY,
+    CONTACT_CHANNELS,
+    TOPICS,
+    _choice,
+    _Clock,
+    _ids,
+    _sigmoid,
+)
+from kundenwert.datasets._people import People
+from kundenwert.features.contract import OUTCOMES
+
+
+@dataclass
+class ConsentHistory:
+    """Per marketing channel x customer: valid grant and withdrawal times (inf: never); the
+    objection time per customer; the consent rows written so far (campaign unsubscribes add more)."""
+
+    grant: np.ndarray
+    withdraw: np.ndarray
+    obj_t: np.ndarray
+    rows: list[pd.DataFrame]
+
+
+def draw_consents(rng: np.random.Generator, p: People, span: float) -> ConsentHistory:
+    """Consents per marketing channel, withdrawals and objections to all direct marketing."""
+    pref_i, created = p.pref_i, p.created
+    n = len(created)
+    idx = np.arange(n)
+    grant = np.full((4, n), np.inf)
+    withdraw = np.full((4, n), np.inf)
+    consent_rows = []
+    for k, ch in enumerate(D.CHANNELS):
+        prob = D.CONSENT_BASE[ch] + D.CONSENT_PREFERRED_BONUS * (pref_i == k)
+        has = rng.random(n) < prob
+        g_t = created + rng.exponential(10.0, n)
+        has &= g_t < span
+        doi = rng.random(n) < D.EMAIL_DOUBLE_OPT_IN
+        valid_grant = has & (doi if ch == "email" else True)
+        grant[k, valid_grant] = g_t[valid_grant]
+        wd = has & (rng.random(n) < D.CONSENT_WITHDRAW)
+        w_t = g_t + rng.exponential(400.0, n)
+        wd &= w_t < span
+        withdraw[k, wd] = w_t[wd]
+        consent_rows.append(
+            pd.DataFrame(
+                {
+                    "owner": idx[has],
+                    "channel": ch,
+                    "granted": True,
+                    "t": g_t[has],
+                    "double_opt_in": pd.array(doi[has], dtype="boolean")
+                    if ch == "email"
+                    else pd.array([pd.NA] * int(has.sum()), dtype="boolean"),
+                    "source": _choice(
+                        rng, ("web form", "contract", "call", "store"), (0.5, 0.25, 0.15, 0.1), int(has.sum())
+                    ),
+                }
+            )
+        )
+        consent_rows.append(
+            pd.DataFrame(
+                {
+                    "owner": idx[wd],
+                    "channel": ch,
+                    "granted": False,
+                    "t": w_t[wd],
+                    "source": "customer request",
+                }
+            )
+        )
+    objects = rng.random(n) < D.OBJECTION_SHARE
+    obj_t = np.where(objects, created + rng.uniform(0, 1, n) * (span - created), np.inf)
+    consent_rows.append(
+        pd.DataFrame(
+            {"owner": idx[objects], "channel": "*", "granted": False, "t": obj_t[objects], "source": "letter"}
+        )
+    )
+    return ConsentHistory(grant=grant, withdraw=withdraw, obj_t=obj_t, rows=consent_rows)
+
+
+@dataclass
+class Campaigns:
+    """The campaigns' outbound contacts (coded blocks), names, actions and unsubscribe records."""
+
+    u_resp: np.ndarray
+    contact_parts: list[dict[str, np.ndarray]]
+    campaigns: list[str]
+    actions: list[str]
+    unsub_rows: list[pd.DataFrame]
+
+
+def run_campaigns(
+    rng: np.random.Generator,
+    p: People,
+    o: Orders,
+    consent: ConsentHistory,
+    start_ts: pd.Timestamp,
+    end_ts: pd.Timestamp,
+    span: float,
+) -> Campaigns:
+    """Every month one campaign per channel to customers with valid consent at that moment; a
+    control group held out; responses drawn; an unsubscribe withdraws the channel's consent."""
+    ag, created, price_sens, pi, pref_i = p.ag, p.created, p.price_sens, p.pi, p.pref_i
+    death_at = o.death_at
+    grant, withdraw, obj_t = consent.grant, consent.withdraw, consent.obj_t
+    n = len(created)
+    idx = np.arange(n)
+    u_resp = rng.normal(0, D.RESPONSE_INDIVIDUAL_SD, n)
+    months = pd.date_range(start_ts.normalize(), end_ts, freq="MS")
+    if len(months) == 0 or months[0] > start_ts:
+        months = months.insert(0, start_ts.normalize())
+    contact_parts: list[dict[str, np.ndarray]] = []  # coded columns; strings only at the end
+    campaigns: list[str] = []
+    actions = list(D.ACTIONS)
+    unsub_rows = []
+    age_eff = {ch: np.asarray(D.RESPONSE_AGE[ch])[ag] for ch in D.CHANNELS}
+    for month in months:
+        m0 = (month - start_ts) / pd.Timedelta(days=1)
+        for k, ch in enumerate(D.CHANNELS):
+            t = m0 + rng.uniform(0, 25)
+            if t >= span - 3:
+                continue
+            action = _pick_action(rng, ch)
+            kind, _, a_eff, a_cat = D.ACTIONS[action]
+            eligible = (created < t) & (grant[k] <= t) & (t < withdraw[k]) & ~(obj_t <= t)
+            selected = eligible & (rng.random(n) < D.CAMPAIGN_REACH[ch])
+            sel = idx[selected]
+            if len(sel) == 0:
+                continue
+            control = rng.random(len(sel)) < D.CONTROL_SHARE
+            spread = 10.0 if ch == "phone" else 2.0
+            ct = t + rng.uniform(0, spread, len(sel))
+            dead = ~np.isnan(death_at[sel]) & (death_at[sel] < ct)
+            extra = np.zeros(len(sel))
+            if kind in ("retention", "win_back"):
+                extra += D.RESPONSE_VOUCHER_PRICE_SENSITIVITY * (price_sens[sel] - 0.5)
+            if a_cat is not None:
+                extra += D.RESPONSE_AFFINITY * np.log(len(D.CATEGORIES) * pi[sel, D.CATEGORIES.index(a_cat)])
+            logit_t = (
+                D.RESPONSE_BASE[ch]
+                + a_eff
+                + D.RESPONSE_PREFERRED_CHANNEL * (pref_i[sel] == k)
+                + age_eff[ch][sel]
+                + u_resp[sel]
+                + extra
+            )
+            logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u_resp[sel]
+            logit_t = logit_t + D.RESPONSE_DEAD * dead
+            logit_c = logit_c + D.RESPONSE_DEAD * dead
+            prob = np.where(control, _sigmoid(logit_c), _sigmoid(logit_t))
+            responded = rng.random(len(sel)) < prob
+            converted = responded & (rng.random(len(sel)) < D.CONVERT_GIVEN_RESPONSE)
+            r = rng.random(len(sel))
+            oc = OUTCOMES.index
+            outcome = np.full(len(sel), oc("none"), dtype=np.int8)
+            treated_quiet = ~control & ~responded
+            if ch == "email":
+                outcome[treated_quiet & (r < 0.015)] = oc("bounced")
+                outcome[treated_quiet & (r >= 0.015) & (r < 0.021)] = oc("unsubscribed")
+                outcome[treated_quiet & (r >= 0.021) & (r < 0.221)] = oc("opened")
+                outcome[treated_quiet & (r >= 0.221) & (r < 0.261)] = oc("clicked")
+            elif ch == "sms":
+                outcome[treated_quiet & (r < 0.005)] = oc("unsubscribed")
+                outcome[treated_quiet & (r >= 0.005) & (r < 0.035)] = oc("clicked")
+            outcome[responded] = oc("responded")
+            outcome[converted] = oc("converted")
+            unsub = outcome == oc("unsubscribed")
+            if unsub.any():
+                who = sel[unsub]
+                when = ct[unsub] + 60.0 / _SECONDS_PER_DAY
+                withdraw[k, who] = np.minimum(withdraw[k, who], when)
+                unsub_rows.append(
+                    pd.DataFrame(
+                        {
+                            "owner": who,
+                            "channel": ch,
+                            "granted": False,
+                            "t": when,
+                            "source": "unsubscribe link",
+                        }
+                    )
+                )
+            campaigns.append(f"CMP-{month:%Y-%m}-{ch}")
+            contact_parts.append(
+                _contact_part(
+                    sel,
+                    ct,
+                    CONTACT_CHANNELS.index(ch),
+                    0,
+                    len(campaigns) - 1,
+                    actions.index(action),
+                    control.astype(np.int8),
+                    outcome,
+                    -1,
+                )
+            )
+    return Campaigns(
+        u_resp=u_resp,
+        contact_parts=contact_parts,
+        campaigns=campaigns,
+        actions=actions,
+        unsub_rows=unsub_rows,
+    )
+
+
+def contacts_table(
+    rng: np.random.Generator,
+    clock: _Clock,
+    customer_ids: np.ndarray,
+    p: People,
+    o: Orders,
+    campaigns_run: Campaigns,
+    c_owner: np.ndarray,
+    c_open: np.ndarray,
+) -> pd.DataFrame:
+    """All contacts: the campaigns', inbound contacts while customers are around, and the
+    follow-up contact of each complaint."""
+    span = clock.span
+    ctype_i, created, consumer = p.ctype_i, p.created, p.consumer
+    death_at = o.death_at
+    contact_parts = campaigns_run.contact_parts
+    campaigns, actions = campaigns_run.campaigns, campaigns_run.actions
+    idx = np.arange(len(created))
+    in_rate = np.array([1 / 250, 1 / 60, 1 / 45])[ctype_i]
+    active_until = np.where(
+        np.isnan(death_at), span, np.minimum(span, np.nan_to_num(death_at, nan=span) + 30.0)
+    )
+    active_len = np.maximum(active_until - created, 0.0)
+    n_in = rng.poisson(in_rate * active_len)
+    in_owner = np.repeat(idx, n_in)
+    in_t = created[in_owner] + rng.random(len(in_owner)) * active_len[in_owner]
+    cc = CONTACT_CHANNELS.index
+    in_channel = np.where(
+        consumer[in_owner],
+        np.asarray([cc("phone"), cc("email"), cc("web"), cc("store")])[
+            rng.choice(4, size=len(in_owner), p=(0.4, 0.35, 0.15, 0.1))
+        ],
+        np.asarray([cc("phone"), cc("email"), cc("field_sales")])[
+            rng.choice(3, size=len(in_owner), p=(0.4, 0.35, 0.25))
+        ],
+    )
+    n_in_total = len(in_owner)
+    contact_parts.append(
+        _contact_part(
+            in_owner, in_t, in_channel, 1, -1, -1, -1, -1, rng.choice(3, size=n_in_total, p=(0.45, 0.35, 0.2))
+        )
+    )
+    complaint_channel = np.where(
+        rng.random(len(c_owner)) < 0.6, CONTACT_CHANNELS.index("phone"), CONTACT_CHANNELS.index("email")
+    )
+    contact_parts.append(
+        _contact_part(c_owner, c_open, complaint_channel, 1, -1, -1, -1, -1, TOPICS.index("complaint"))
+    )
+    return _contacts_frame(contact_parts, clock, customer_ids, campaigns, actions)
+
+
+def consents_table(
+    consent: ConsentHistory, campaigns_run: Campaigns, clock: _Clock, customer_ids: np.ndarray
+) -> pd.DataFrame:
+    """The contract's ``consents`` table: grants, withdrawals, objections and unsubscribes."""
+    consent_rows, unsub_rows = consent.rows, campaigns_run.unsub_rows
+    consents = pd.concat(consent_rows + unsub_rows, ignore_index=True)
+    consents["recorded_at"] = clock.ts(consents["t"].to_numpy())
+    consents = consents.sort_values(["recorded_at", "owner"], kind="stable")
+    consents["customer_id"] = customer_ids[consents["owner"].to_numpy()]
+    consents = consents.drop_duplicates(["customer_id", "channel", "recorded_at"], keep="last")
+    consents["double_opt_in"] = consents["double_opt_in"].astype("boolean")
+    return consents[
+        ["customer_id", "channel", "granted", "recorded_at", "double_opt_in", "source"]
+    ].reset_index(drop=True)
+
+
+def _contact_part(
+    owner, t, channel, direction, campaign, action, control, outcome, topic
+) -> dict[str, np.ndarray]:
+    """One block of contacts as integer codes (-1 = empty); scalars are broadcast."""
+    n = len(owner)
+
+    def col(v, dtype):
+        return np.broadcast_to(np.asarray(v, dtype=dtype), (n,))
+
+    return {
+        "owner": np.asarray(owner, dtype=np.int64),
+        "t": np.asarray(t, dtype=np.float64),
+        "channel": col(channel, np.int8),
+        "direction": col(direction, np.int8),
+        "campaign": col(campaign, np.int32),
+        "action": col(action, np.int16),
+        "control": col(control, np.int8),
+        "outcome": col(outcome, np.int8),
+        "topic": col(topic, np.int8),
+    }
+
+
+def _contacts_frame(parts, clock, customer_ids, campaigns, actions) -> pd.DataFrame:
+    """All contacts in time order, with text columns as categoricals (memory: codes, not strings)."""
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.argsort(cols["t"], kind="stable")
+    cols = {k: v[order] for k, v in cols.items()}
+    control = pd.array(cols["control"] == 1, dtype="boolean")
+    control[cols["control"] < 0] = pd.NA
+    return pd.DataFrame(
+        {
+            "contact_id": _ids("K", len(order), 10),
+            "customer_id": customer_ids[cols["owner"]],
+            "contacted_at": clock.ts(cols["t"]),
+            "channel": pd.Categorical.from_codes(cols["channel"], CONTACT_CHANNELS),
+            "direction": pd.Categorical.from_codes(cols["direction"], ("outbound", "inbound")),
+            "campaign_id": pd.Categorical.from_codes(cols["campaign"], campaigns),
+            "action_id": pd.Categorical.from_codes(cols["action"], actions),
+            "is_control": control,
+            "outcome": pd.Categorical.from_codes(cols["outcome"], OUTCOMES),
+            "topic": pd.Categorical.from_codes(cols["topic"], TOPICS),
+        }
+    )
+
+
+def _pick_action(rng: np.random.Generator, channel: str) -> str:
+    kinds = sorted({kind for kind, chans, _, _ in D.ACTIONS.values() if channel in chans})
+    kind = kinds[rng.integers(len(kinds))]
+    options = sorted(a for a, (k, chans, _, _) in D.ACTIONS.items() if k == kind and channel in chans)
+    return options[rng.integers(len(options))]
