@@ -11,7 +11,7 @@ the same table (``Candidates.steps``), and a test holds them equal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -136,6 +136,10 @@ class LiveOne(NamedTuple):
     ignored: list[float]
 
 
+# per customer: numpy arrays from decide, plain (nested) lists from decide_one
+Rows = Any
+
+
 @dataclass(frozen=True)
 class Decisions:
     """Arbitration's result for n customers x k pairs (in the catalog's pair order): ``reason``
@@ -143,16 +147,16 @@ class Decisions:
     customer and channel, 0 when dropped), ``propensity``, ``value``, ``score``; per pair:
     ``action_ids``, ``channels``, ``cost``."""
 
-    customer_ids: np.ndarray
+    customer_ids: Rows
     action_ids: np.ndarray
     channels: np.ndarray
     cost: np.ndarray
-    propensity: np.ndarray
-    value: np.ndarray
-    score: np.ndarray
-    reason: np.ndarray
-    detail: np.ndarray
-    rank: np.ndarray
+    propensity: Rows
+    value: Rows
+    score: Rows
+    reason: Rows
+    detail: Rows
+    rank: Rows
     details: list[str]
     # reason code by number, of the rule table the decisions were made with
     reason_names: np.ndarray = field(default_factory=lambda: REASON_OF_CODE)

@@ -94,7 +94,8 @@ def _fold_into(parts: list, part: Part, shape: tuple[int, int]) -> None:
     into the segment's open run (3 bytes a cell however many rules the run holds)."""
     if not parts or not isinstance(parts[-1], list):
         parts.append([np.zeros(shape, dtype=np.int8), np.zeros(shape, dtype=np.int16)])
-    _apply(*parts[-1], part)
+    code, detail = parts[-1]
+    _apply(code, detail, part)
 
 
 def _customer_part(
