@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from kundenwert.errors import ConfigurationError
 from kundenwert.serving.catalog import Action
 
 NOT_SCORED = "no_score"  # the reason of every pair of a customer without scores
@@ -262,8 +263,9 @@ def check_table(rules: tuple[Rule, ...]) -> None:
     """A table arbitration can run: unique codes that fit a reason array, ``NOT_SCORED`` among them."""
     codes = [r.code for r in rules]
     if len(set(codes)) != len(codes) or NOT_SCORED not in codes or len(codes) > 127:
-        raise ValueError(
-            f"a rule table needs unique codes (at most 127) including {NOT_SCORED!r}; got {codes}"
+        raise ConfigurationError(
+            f"arbitration rule table: it needs unique codes (at most 127) including {NOT_SCORED!r}, "
+            f"got {', '.join(codes)}; give each Rule its own code and keep the {NOT_SCORED!r} rule"
         )
 
 

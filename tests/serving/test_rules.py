@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kundenwert.errors import ConfigurationError
 from kundenwert.features.consent import consent_state
 from kundenwert.serving.arbitration import Live, LiveOne, decide, decide_one
 from kundenwert.serving.candidates import Candidates
@@ -205,7 +206,7 @@ def test_a_rule_added_to_the_table_shows_up_in_both_paths_at_its_place() -> None
 def test_a_table_without_no_score_or_with_a_code_twice_is_refused() -> None:
     customers, propensity, _ = _world()
     for rules in (tuple(r for r in RULES if r.code != "no_score"), (*RULES, RULES[0])):
-        with pytest.raises(ValueError, match="unique codes"):
+        with pytest.raises(ConfigurationError, match="unique codes"):
             Candidates(CATALOG, customers, propensity, {}, rules=rules)
 
 
