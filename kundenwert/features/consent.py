@@ -7,12 +7,16 @@
   the objection but grants nothing by itself.
 - No record means no consent.
 
-``consent_matrix`` is that rule, on records as arrays; everything else that needs consent calls it:
-``consent_state`` (a frame of records at an instant), the snapshot's consent features, the live
-state of the service (a batch of customers, and one customer's handful of rows).
+``consent_matrix`` is that rule, on records as arrays; everything that needs consent calls it:
+``consent_state`` (a frame of records at an instant, as the service's batch path reads it) and
+the snapshot's consent features. ``consent_of_records`` beside it is the same rule in plain
+Python for one customer's handful of rows (the service's one-customer path), built from the same
+two predicates (``grants``, ``objects``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +24,18 @@ import pandas as pd
 from kundenwert.features.contract import ALL_CHANNELS, MARKETING_CHANNELS
 
 EMAIL = "email"
+
+
+def grants(not_email, granted, double_opt_in):
+    """Whether a channel's latest record permits the channel: granted and, for email, with
+    double opt-in. Elementwise on bool arrays and on plain bools alike (``&``, ``|``)."""
+    return granted & (not_email | double_opt_in)
+
+
+def objects(granted):
+    """Whether a latest ``*`` record is an objection: it does not grant. Elementwise on bool
+    arrays and on plain bools alike."""
+    return granted ^ True
 
 
 def consent_matrix(
@@ -65,13 +81,33 @@ def consent_matrix(
     latest = np.ones(len(customer), dtype=bool)  # the last record of each (customer, channel)
     latest[:-1] = (customer[1:] != customer[:-1]) | (channel[1:] != channel[:-1])
     email = channels.index(EMAIL) if EMAIL in channels else -1
-    valid = granted & ((channel != email) | double_opt_in)
+    valid = grants(channel != email, granted, double_opt_in)
     state = np.zeros((n, nch + 1), dtype=bool)  # last column: "*" records (never grant a channel)
     state[customer[latest], channel[latest]] = valid[latest]
     star = latest & (channel == nch)
     objection = np.zeros(n, dtype=bool)
-    objection[customer[star]] = ~granted[star]
+    objection[customer[star]] = objects(granted[star])
     return state[:, :nch] & ~objection[:, None], objection
+
+
+def consent_of_records(
+    records: Iterable[tuple[str, bool, bool]], channels: Sequence[str]
+) -> tuple[list[bool], bool]:
+    """``consent_matrix`` for one customer in plain Python, for a request's handful of rows
+    (numpy's per-call cost would dominate): ``records`` as (channel, granted, double_opt_in) in
+    time order, missing flags read as false. The same rule through the same ``grants`` and
+    ``objects``; a test holds both equal. Returns (permitted per channel of ``channels``,
+    objection)."""
+    latest: dict[str, tuple[bool, bool]] = {}
+    for channel, granted, double_opt_in in records:
+        latest[channel] = (granted, double_opt_in)  # the latest record per channel wins
+    star = latest.get(ALL_CHANNELS)
+    objection = star is not None and objects(star[0])
+    permitted = [
+        not objection and (r := latest.get(ch)) is not None and grants(ch != EMAIL, r[0], r[1])
+        for ch in channels
+    ]
+    return permitted, objection
 
 
 def _flags(values: pd.Series) -> np.ndarray:

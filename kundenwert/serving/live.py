@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from kundenwert.features.consent import consent_matrix, consent_state
-from kundenwert.features.contract import ALL_CHANNELS, MARKETING_CHANNELS
+from kundenwert.features.consent import consent_of_records, consent_state
+from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import LiveOne
 
 DAY = pd.Timedelta(days=1)
@@ -117,50 +117,22 @@ def _us(value) -> int:
 class Prepared(NamedTuple):
     """One customer's live rows ready for ``live_of_prepared``: consents as (recorded_at,
     channel, granted, double_opt_in), contacts that count (outbound, not held out) as
-    (contacted_at, channel, action_id, outcome), instants in microseconds, each sorted by time;
-    ``consent``: what all the consents say (``consent_of_rows``), worked out once when the rows
-    are read, since a request almost always comes after the latest one."""
+    (contacted_at, channel, action_id, outcome), instants in microseconds, each sorted by time."""
 
     consents: list[tuple]
     contacts: list[tuple]
-    consent: tuple[tuple[bool, ...], bool]
 
 
 def prepare_rows(consents: list[tuple], contacts: list[tuple]) -> Prepared:
     """``consents`` as (channel, granted, recorded_at, double_opt_in), ``contacts`` as
     (contacted_at, channel, direction, action_id, is_control, outcome), as ``LiveReader`` reads
     them; sorted stably, as the batch rules sort."""
-    mine = sorted(((_us(r[2]), r[0], r[1], r[3]) for r in consents), key=_first)
     return Prepared(
-        mine,
+        sorted(((_us(r[2]), r[0], r[1], r[3]) for r in consents), key=_first),
         sorted(
             ((_us(r[0]), r[1], r[3], r[5]) for r in contacts if r[2] == "outbound" and not r[4]), key=_first
         ),
-        consent_of_rows(mine),
     )
-
-
-_CONSENT_CHANNELS = (*MARKETING_CHANNELS, ALL_CHANNELS)
-_NO_CONSENT = ((False,) * len(MARKETING_CHANNELS), False)
-
-
-def consent_of_rows(rows: list[tuple], until: int | None = None) -> tuple[tuple[bool, ...], bool]:
-    """(permitted per marketing channel, objection) of one customer by the consent rule
-    (``consent_matrix``) from their prepared consent rows up to ``until`` (us; None: all)."""
-    position = _positions(_CONSENT_CHANNELS)
-    kept = [r for r in rows if (until is None or r[0] <= until) and r[1] in position]
-    if not kept:
-        return _NO_CONSENT
-    permitted, objection = consent_matrix(
-        np.zeros(len(kept), dtype=np.intp),
-        np.array([position[r[1]] for r in kept], dtype=np.intp),
-        np.array([r[0] for r in kept], dtype=np.int64),
-        np.array([bool(r[2]) for r in kept], dtype=bool),
-        np.array([bool(r[3]) for r in kept], dtype=bool),
-        n=1,
-        channels=MARKETING_CHANNELS,
-    )
-    return tuple(permitted[0].tolist()), bool(objection[0])
 
 
 def _first(row: tuple):
@@ -176,10 +148,9 @@ def live_of_prepared(
     rows: Prepared, now_us: int, channels: list[str], action_ids: list[str], response_window: int = 14
 ) -> LiveOne:
     """The live state of one customer at ``now_us`` (rows after it do not count yet)."""
-    later = bool(rows.consents) and rows.consents[-1][0] > now_us  # records not made yet at now_us
-    allowed, objection = consent_of_rows(rows.consents, now_us) if later else rows.consent
-    of_channel = _positions(MARKETING_CHANNELS)
-    permitted = [allowed[of_channel[ch]] for ch in channels]
+    permitted, objection = consent_of_records(  # the consent rule; records after now do not count
+        ((r[1], bool(r[2]), bool(r[3])) for r in rows.consents if r[0] <= now_us), channels
+    )
     position = _positions(tuple(channels))
     c7, c30 = [0.0] * len(channels), [0.0] * len(channels)
     since = [np.inf] * len(channels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kundenwert.features.consent import consent_matrix, consent_state
+from kundenwert.features.consent import consent_matrix, consent_of_records, consent_state
 from kundenwert.features.contract import MARKETING_CHANNELS
 
 
@@ -91,3 +91,23 @@ def test_the_rule_on_arrays_needs_no_sorting_from_its_caller() -> None:
             objects = len(star) and not granted[star[np.lexsort((star, t[star]))][-1]]
             grants = granted[last] and (MARKETING_CHANNELS[k] != "email" or doi[last])
             assert permitted[c, k] == (bool(grants) and not objects), (c, k)
+
+
+def test_the_one_customer_variant_decides_as_the_array_rule() -> None:
+    """``consent_of_records`` (plain Python, a request's rows) equals ``consent_matrix`` for
+    every customer of random records with many ties."""
+    rng = np.random.default_rng(5)
+    m = 3_000
+    customer = rng.integers(0, 200, m)
+    channel = rng.integers(0, len(MARKETING_CHANNELS) + 1, m)
+    t = rng.integers(0, 40, m)
+    granted, doi = rng.random(m) < 0.6, rng.random(m) < 0.7
+    permitted, objection = consent_matrix(
+        customer, channel, t, granted, doi, n=200, channels=MARKETING_CHANNELS
+    )
+    names = (*MARKETING_CHANNELS, "*")
+    order = np.argsort(t, kind="stable")  # time order, ties in input order
+    for c in range(200):
+        rows = [(names[channel[i]], bool(granted[i]), bool(doi[i])) for i in order if customer[i] == c]
+        mine, objecting = consent_of_records(rows, MARKETING_CHANNELS)
+        assert mine == permitted[c].tolist() and objecting == objection[c], c
