@@ -21,7 +21,8 @@ import json, os, shutil, sqlite3, sys, tempfile, time
 sys.path.insert(0, {bench!r})
 from _common import peak_rss_gb, timed
 from kundenwert.features.importer import import_folder
-from kundenwert.features.store import Store, _python_values
+from kundenwert.db.backends import SQLITE
+from kundenwert.features.store import Store
 n, repeat = {n}, {repeat}
 work = tempfile.mkdtemp(prefix="kw-bench-import-")
 world = os.path.join(work, "world")
@@ -41,7 +42,7 @@ peak_import = peak_rss_gb()
 # Reference: the purchases rows, already typed, inserted row by row with no validation or index.
 store = Store("sqlite:///" + db)
 p = store.read_table("purchases")
-rows = list(zip(*[_python_values(p[c], "sqlite") for c in p.columns]))
+rows = list(zip(*[SQLITE.python_values(p[c]) for c in p.columns]))
 ref_db = os.path.join(work, "ref.db")
 con = sqlite3.connect(ref_db); con.execute("PRAGMA journal_mode=WAL"); con.execute("PRAGMA synchronous=NORMAL")
 con.execute("CREATE TABLE p (" + ", ".join(p.columns) + ")")

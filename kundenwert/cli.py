@@ -25,6 +25,8 @@ datasets_app = typer.Typer(help="Real data sets in the CRM contract format.", no
 app.add_typer(datasets_app, name="datasets")
 keys_app = typer.Typer(help="API keys with roles.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(help="The store's schema: Alembic migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
@@ -204,7 +206,7 @@ def train_cmd(
     ] = None,
     models: Annotated[
         str | None,
-        typer.Option(help="Comma-separated: clv,churn,winback,affinity,response (default: enabled)."),
+        typer.Option(help="Comma-separated model names (default: the enabled ones)."),
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write every metric and gate as JSON here.")] = None,
 ) -> None:
@@ -309,6 +311,38 @@ def keys_create_cmd(
     err.print(f"[dim]a {role} key; it is not shown again[/]")
 
 
+@db_app.command("upgrade")
+@friendly
+def db_upgrade_cmd() -> None:
+    """Upgrade the configured store (KUNDENWERT_DATABASE_URL) to the newest schema, in place."""
+    from kundenwert.db.backends import make_engine
+    from kundenwert.db.errors import map_exceptions
+    from kundenwert.db.migrate import upgrade
+    from kundenwert.settings import get_settings
+
+    engine = make_engine(get_settings().resolved_database_url())
+    with map_exceptions("upgrading the store"):
+        before, after = upgrade(engine)
+    engine.dispose()
+    was = f"was {before}" if before else "was none: written before migrations"
+    out.print(f"store at revision {after}" + (" (unchanged)" if before == after else f" ({was})"))
+
+
+@db_app.command("current")
+@friendly
+def db_current_cmd() -> None:
+    """Print the configured store's schema revision."""
+    from kundenwert.db.backends import make_engine
+    from kundenwert.db.errors import map_exceptions
+    from kundenwert.db.migrate import describe
+    from kundenwert.settings import get_settings
+
+    engine = make_engine(get_settings().resolved_database_url())
+    with map_exceptions("reading the store's revision"):
+        out.print(describe(engine), highlight=False)
+    engine.dispose()
+
+
 @app.command("serve")
 @friendly
 def serve_cmd(
@@ -385,12 +419,12 @@ def _print_demo(host: str, port: int) -> None:
 def experiments_cmd() -> None:
     """Registered versions per model: aliases, gates and test metrics."""
     from kundenwert.experiments.registry import describe_versions
-    from kundenwert.training.config import MODELS
+    from kundenwert.models.specs import SPECS
 
     t = Table(title="registered models")
     for c in ("model", "version", "aliases", "gates", "metrics"):
         t.add_column(c)
-    for model in MODELS:
+    for model in SPECS:
         for v in describe_versions(model):
             metrics = ", ".join(f"{k} {x:.3f}" for k, x in v["metrics"].items() if k in _SHOWN)
             gates = {"True": "passed", "False": "failed"}.get(str(v["gates_passed"]), "-")
@@ -403,28 +437,13 @@ def experiments_cmd() -> None:
 @app.command("promote")
 @friendly
 def promote_cmd(
-    model: Annotated[str, typer.Argument(help="clv, churn, winback, affinity or response")],
+    model: Annotated[str, typer.Argument(help="The model, as `kundenwert experiments` lists it.")],
     version: Annotated[int, typer.Argument(help="The registered version to make champion.")],
 ) -> None:
     """Make a version the champion by hand; only a version whose gates passed may be."""
-    import mlflow
+    from kundenwert.training.promotion import promote_by_hand
 
-    from kundenwert.errors import ConfigurationError
-    from kundenwert.experiments.registry import REGISTERED, describe_versions, model_uri, tracking_uri
-
-    model_uri(model)  # names the known models when this one is not
-    found = {v["version"]: v for v in describe_versions(model)}
-    if version not in found:
-        raise ConfigurationError(
-            f"kundenwert-{model} has no version {version}; versions: {sorted(found) or 'none'}"
-        )
-    if str(found[version]["gates_passed"]) != "True":
-        raise ConfigurationError(
-            f"kundenwert-{model} version {version} failed its gates and cannot be champion"
-        )
-    mlflow.MlflowClient(tracking_uri()).set_registered_model_alias(
-        REGISTERED.format(model), "champion", str(version)
-    )
+    promote_by_hand(model, version)
     out.print(f"kundenwert-{model} version {version} is now the champion")
 
 

@@ -83,5 +83,26 @@ class StoreError(KundenwertError):
     http_status = 503
 
 
+class StoreUnavailable(StoreError):
+    """The database is locked by another writer, unreachable or refused the connection: retry later."""
+
+
+class StoreOutdated(StoreError):
+    """The store's schema is older (or newer) than this version of kundenwert; the message says
+    which command brings it up to date."""
+
+
+class StoreConflict(StoreError):
+    """The database refused rows that clash with rows it holds (a unique or foreign key)."""
+
+    http_status = 409
+
+
+class StoreDataError(StoreError):
+    """The database refused a value (too long, out of range, wrong type for its column)."""
+
+    http_status = 422
+
+
 class ModelFitError(KundenwertError):
     """A model cannot be fitted on this data; the message names the cause and the remedy."""

@@ -150,3 +150,27 @@ def imported_world(tmp_path_factory):
         return made[(n, seed)]
 
     return make
+
+
+# The small trained world: 3,000 customers (seed 5), every model with small boosters (30
+# iterations) on the last two training cutoffs. Serving, the registry and the decision tests need a
+# trained model of this world; they share one training instead of fitting the same five models
+# three times.
+@pytest.fixture(scope="session")
+def small_config():
+    """The experiment of the small trained world."""
+    from kundenwert.models.specs import SPECS
+    from kundenwert.training.config import ExperimentConfig
+
+    return ExperimentConfig.model_validate(
+        {"models": {m: {"params": {"max_iter": 30}} for m in SPECS}, "data": {"max_train_cutoffs": 2}}
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_small(imported_world, small_config):
+    """``train_models`` of the small world with ``small_config``: the results by model (read only)."""
+    from kundenwert.training.backtest import train_models
+
+    frames, _ = imported_world(3_000, 5)
+    return train_models(frames, small_config)

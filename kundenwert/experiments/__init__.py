@@ -1,1 +1,1 @@
-"""MLflow tracking and the model registry."""
+"""MLflow I/O only: runs, metrics, plots, the model registry and its aliases (never the policy)."""

@@ -6,16 +6,17 @@ bucket, mean |SHAP| per feature, affinity by age group. A bucket or group held b
 ``MIN_GROUP`` test rows is left out (shown empty), so no plot shows a single customer. Each
 plot comes with a JSON of the plotted numbers so runs can be compared without reading pictures.
 
-- classifiers (churn, win-back, response): ROC, precision-recall, calibration, cumulative
-  gains and lift, SHAP summary; response adds the Qini curve of its uplift.
-- affinity: the same curves per category and the category x age group heatmap.
-- CLV: predicted vs actual by frequency bucket (the holdout plot of lifetimes), value gains,
-  SHAP summary of the value-if-any model.
+Which plots a model gets is its spec's ``plots`` (``kundenwert.models.specs``), drawn with the
+functions here: ``curves`` (ROC, precision-recall, calibration, gains and lift), ``shap_summary``,
+``qini``, ``clv_by_frequency`` (the holdout plot of lifetimes), ``value_gains`` and
+``affinity_heatmap`` (category x age group).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -27,6 +28,9 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from kundenwert.features.contract import AGE_GROUPS  # noqa: E402
+
+if TYPE_CHECKING:
+    from kundenwert.models.specs import ModelSpec
 
 MIN_GROUP = 20  # fewest rows behind any plotted bucket or group
 SHAP_ROWS = 2_000  # test rows explained for the SHAP summary (a stable sample)
@@ -94,7 +98,7 @@ def calibration_points(y, p, bins: int = 10) -> dict:
 # ------------------------------------------------------------------ figures
 
 
-def _curves(
+def curves(
     title: str, series: dict[str, tuple[np.ndarray, np.ndarray]], unit: str = "customers"
 ) -> list[Plot]:
     """ROC, PR, calibration and gains/lift for one or several (label, probability) pairs."""
@@ -259,40 +263,24 @@ def affinity_heatmap(X: pd.DataFrame, labels: pd.DataFrame, predicted: pd.DataFr
     return Plot("affinity_by_age_group", fig, data)
 
 
-def model_plots(name: str, model, test: tuple) -> list[Plot]:
-    """All diagnostic plots of one trained model on its test rows ``(X, y)``."""
-    X, y = test
-    if name == "clv":
-        actual, predicted = np.asarray(y, dtype="float64"), model.predict(X)
-        return [
-            clv_by_frequency(X, actual, predicted),
-            value_gains(actual, predicted),
-            shap_summary(model, X, "CLV"),
-        ]
-    if name == "affinity":
-        pred = model.predict_frame(X)
-        series = {
-            c.removeprefix("label_affinity_"): (y[c].to_numpy(), pred[c.removeprefix("label_")].to_numpy())
-            for c in y.columns
-        }
-        best = max(series, key=lambda c: series[c][0].sum())  # the category with most buyers
-        shap = shap_summary(model, X, f"affinity ({best})", target=best)
-        return [*_curves("affinity", series), shap, affinity_heatmap(X, y, pred)]
-    if name == "response":
-        from kundenwert.models.response import qini_curve
+def qini(y, treated, uplift) -> Plot:
+    """The Qini curve of an uplift score: incremental responses by share of contacts targeted."""
+    from kundenwert.models.response import qini_curve
 
-        pred = model.predict_frame(X)
-        plots = _curves("response", {"response": (np.asarray(y), pred["response"].to_numpy())}, "contacts")
-        x, q = qini_curve(y, X["treated"], pred["uplift"])
-        at = np.round(GRID * (len(x) - 1)).astype(int)
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        ax.plot(GRID, q[at], label="model (uplift)")
-        ax.plot([0, 1], [0, q[-1]], ls="--", c="grey", lw=1, label="random")
-        ax.set(
-            xlabel="share of contacts targeted", ylabel="incremental responses", title="response: Qini curve"
-        )
-        ax.legend()
-        plots.append(Plot("qini", fig, {"share_targeted": _round(GRID), "incremental": _round(q[at])}))
-        return [*plots, shap_summary(model, X, "response")]
-    p = model.predict_proba(X)[:, 1]
-    return [*_curves(name, {name: (np.asarray(y), p)}), shap_summary(model, X, name)]
+    x, q = qini_curve(y, treated, uplift)
+    at = np.round(GRID * (len(x) - 1)).astype(int)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot(GRID, q[at], label="model (uplift)")
+    ax.plot([0, 1], [0, q[-1]], ls="--", c="grey", lw=1, label="random")
+    ax.set(xlabel="share of contacts targeted", ylabel="incremental responses", title="response: Qini curve")
+    ax.legend()
+    return Plot("qini", fig, {"share_targeted": _round(GRID), "incremental": _round(q[at])})
+
+
+def model_plots(spec: ModelSpec, model, test: tuple) -> list[Plot]:
+    """All diagnostic plots of one trained model on its test rows ``(X, y)``: what its spec's
+    ``plots`` draws with the functions of this module."""
+    if spec.plots is None:
+        return []
+    X, y = test
+    return spec.plots(sys.modules[__name__], model, X, y)

@@ -1,10 +1,12 @@
 """Models in MLflow: one run per trained model, saved with skops, registered as a challenger.
 
-Saving uses skops (safe loading: only listed types can be loaded back) with the trusted types
-named here, never a fallback to pickle: a model holding a type outside the list is refused with
-the type's name. The pyfunc flavour predicts probabilities for the classifiers
-(``predict_proba``). The signature comes from a synthetic input row (each feature's training
-median or most common value), so no customer's data is stored with a model.
+MLflow I/O only (log, register, set an alias, load a version, describe); which version may be
+champion is decided in ``kundenwert.training.promotion``. Saving uses skops (safe loading: only
+listed types can be loaded back) with the trusted types of the model's spec, never a fallback to
+pickle: a model holding a type outside the list is refused with the type's name. The pyfunc
+flavour calls the spec's ``pyfunc_method`` (probabilities for the classifiers). The signature
+comes from a synthetic input row (each feature's training median or most common value), so no
+customer's data is stored with a model.
 """
 
 from __future__ import annotations
@@ -20,42 +22,16 @@ import numpy as np
 import pandas as pd
 
 from kundenwert.errors import ConfigurationError, ModelFitError
+from kundenwert.models.specs import get_spec
 
 REGISTERED = "kundenwert-{}"
-PYFUNC_METHOD = {
-    "churn": "predict_proba",
-    "winback": "predict_proba",
-    "clv": "predict",
-    "affinity": "predict",
-    "response": "predict_proba",
-}
-# Types a kundenwert model may contain beyond skops' defaults (numpy, scipy, sklearn estimators).
-TRUSTED_TYPES = (
-    "kundenwert.models.tabular.CalibratedGBMClassifier",
-    "kundenwert.models.tabular.ChurnModel",
-    "kundenwert.models.tabular.WinbackModel",
-    "kundenwert.models.tabular.FeatureEncoder",
-    "kundenwert.models.clv.CLVModel",
-    "kundenwert.models.affinity.AffinityModel",
-    "kundenwert.models.response.ResponseModel",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn._loss.link.LogitLink",
-    "sklearn._loss.link.IdentityLink",
-    "sklearn._loss.link.LogLink",
-    "sklearn._loss.loss.HalfBinomialLoss",
-    "sklearn._loss.loss.HalfGammaLoss",
-    "sklearn._loss.loss.HalfSquaredError",
-    "sklearn._loss.link.Interval",
-    "builtins.slice",
-)
 
 
-def untrusted_types(model) -> list[str]:
-    """Types in ``model`` that skops would refuse to load and that are not in ``TRUSTED_TYPES``."""
+def untrusted_types(model, trusted: tuple[str, ...]) -> list[str]:
+    """Types in ``model`` that skops would refuse to load and that are not in ``trusted``."""
     import skops.io as sio
 
-    return sorted(set(sio.get_untrusted_types(data=sio.dumps(model))) - set(TRUSTED_TYPES))
+    return sorted(set(sio.get_untrusted_types(data=sio.dumps(model))) - set(trusted))
 
 
 def pip_requirements() -> list[str]:
@@ -123,7 +99,7 @@ def log_and_register(result, X_example: pd.DataFrame, experiment: str, params: d
     """Log one ``ModelResult`` as an MLflow run, save and register its model, alias it
     ``challenger``; returns the new version. Nothing is registered if any step fails."""
 
-    bad = untrusted_types(result.model)
+    bad = untrusted_types(result.model, get_spec(result.name).all_trusted_types)
     if bad:
         raise ModelFitError(
             f"{result.name}: the model holds types skops would not load safely: {', '.join(bad)}"
@@ -148,7 +124,8 @@ def _log_and_register(
     mlflow.set_experiment(experiment)
     features = list(result.model.feature_names_in_)
     example = synthetic_row(X_example, features)
-    method = PYFUNC_METHOD[result.name]
+    spec = get_spec(result.name)
+    method = spec.pyfunc_method
     output = getattr(result.model, method)(example)
     name = REGISTERED.format(result.name)
     with mlflow.start_run(run_name=result.name) as run:
@@ -171,7 +148,7 @@ def _log_and_register(
             result.model,
             name="model",
             serialization_format="skops",
-            skops_trusted_types=list(TRUSTED_TYPES),
+            skops_trusted_types=list(spec.all_trusted_types),
             signature=infer_signature(example, output),
             pip_requirements=pip_requirements(),
             pyfunc_predict_fn=method,
@@ -196,7 +173,7 @@ def _log_datasets(result, example: pd.DataFrame) -> None:
     parts = {"training": (data.get("rows"), data.get("label_rate"), ("train", "validation"))}
     if result.test is not None:
         y = result.test[1]
-        rate = float(np.asarray(y, dtype="float64").mean()) if result.name != "clv" else None
+        rate = float(np.asarray(y, dtype="float64").mean()) if get_spec(result.name).label.binary else None
         parts["test"] = (len(result.test[0]), rate, ("test",))
     fingerprint = str(data.get("data_fingerprint", ""))
     for context, (rows, rate, which) in parts.items():
@@ -218,7 +195,7 @@ def _log_plots(result) -> None:
 
     from kundenwert.experiments.plots import model_plots
 
-    for plot in model_plots(result.name, result.model, result.test):
+    for plot in model_plots(get_spec(result.name), result.model, result.test):
         try:
             mlflow.log_figure(plot.figure, f"plots/{plot.name}.png")
             mlflow.log_dict(plot.data, f"plots/{plot.name}.json")
@@ -227,8 +204,8 @@ def _log_plots(result) -> None:
 
 
 def model_uri(model: str, alias: str = "champion") -> str:
-    if model not in PYFUNC_METHOD:
-        raise ConfigurationError(f"unknown model {model!r}; models are: {', '.join(PYFUNC_METHOD)}")
+    """``models:/kundenwert-<model>@<alias>``; ``ConfigurationError`` for a model without a spec."""
+    get_spec(model)
     return f"models:/{REGISTERED.format(model)}@{alias}"
 
 
@@ -294,40 +271,23 @@ def dumps_report(rows: list[dict]) -> str:
     return json.dumps(rows, indent=2, default=float)
 
 
-def promote(result, version: str | int) -> dict[str, object]:
-    """Make ``version`` (the challenger just registered for ``result``) the ``champion`` when it
-    passes its gates and is not worse than the current champion on the same test data (the
-    champion is scored on the challenger's test rows). Returns the decision and its reason."""
-    with _tracking():
-        return _promote(result, version)
-
-
-def _promote(result, version: str | int) -> dict[str, object]:
+def alias_version(model: str, alias: str = "champion") -> str | None:
+    """The version ``alias`` points at, or None when no version has it."""
     import mlflow
 
-    from kundenwert.training.backtest import PRIMARY_METRIC, better_or_equal, score
+    with _tracking():
+        try:
+            return str(
+                mlflow.MlflowClient().get_model_version_by_alias(REGISTERED.format(model), alias).version
+            )
+        except mlflow.exceptions.MlflowException:
+            return None
 
-    client = mlflow.MlflowClient()
-    name = REGISTERED.format(result.name)
-    metric = PRIMARY_METRIC[result.name]
-    decision: dict[str, object] = {"model": result.name, "version": int(version), "metric": metric}
-    if not result.passed:
-        failed = [g for g, v in result.gates.items() if not v["passed"]]
-        return {**decision, "promoted": False, "reason": f"gates failed: {', '.join(failed)}"}
-    new = float(result.metrics[metric])
-    try:
-        current = client.get_model_version_by_alias(name, "champion")
-    except mlflow.exceptions.MlflowException:
-        current = None
-    if current is not None and result.test is not None:
-        champion = mlflow.sklearn.load_model(f"models:/{name}/{current.version}")
-        old = float(score(result.name, champion, result.test)[metric])
-        decision.update({"champion_version": int(current.version), "champion_value": old, "value": new})
-        if not better_or_equal(metric, new, old):
-            return {
-                **decision,
-                "promoted": False,
-                "reason": f"{metric} {new:.4f} is worse than the champion's {old:.4f}",
-            }
-    client.set_registered_model_alias(name, "champion", str(version))
-    return {**decision, "value": new, "promoted": True, "reason": "gates passed, not worse than the champion"}
+
+def set_alias(model: str, version: str | int, alias: str = "champion") -> None:
+    """Point ``alias`` of ``kundenwert-<model>`` at ``version``."""
+    import mlflow
+
+    model_uri(model, alias)  # names the known models when this one is not
+    with _tracking():
+        mlflow.MlflowClient().set_registered_model_alias(REGISTERED.format(model), alias, str(version))

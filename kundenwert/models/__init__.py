@@ -1,1 +1,1 @@
-"""Estimators: CLV, churn, win-back, affinity, channel response (no I/O)."""
+"""Estimators and their specs (``specs``: one per model): fit / predict / explain, no I/O."""

@@ -17,7 +17,6 @@ has one writer; a transaction that read first cannot wait for another).
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import threading
@@ -25,47 +24,26 @@ import time
 
 import sqlalchemy as sa
 
+from kundenwert.db.backends import backend_for
+from kundenwert.db.migrate import ensure_tables
+from kundenwert.db.schema import DECISIONS
+
 log = logging.getLogger("kundenwert.serving")
 
 WRITER = threading.Lock()
 
-_meta = sa.MetaData()
-DECISIONS = sa.Table(
-    "kw_decisions",
-    _meta,
-    sa.Column("decision_id", sa.String(32), primary_key=True),
-    # no index on customer_id: with one, every commit wrote a random page per decision (85 us
-    # per decision against 15 us without, measured); nothing reads by customer, and an erasure
-    # request may scan the table
-    sa.Column("customer_id", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("score_run", sa.String(32), nullable=False),
-    sa.Column("suggestions", sa.Text, nullable=False),  # JSON: [{action_id, channel, score, rank}]
-)
-
-
 _COLUMNS = tuple(c.name for c in DECISIONS.columns)
-
-
-@functools.lru_cache(maxsize=256)
-def _multi_insert(n: int) -> str:
-    one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-    return f"INSERT INTO kw_decisions ({', '.join(_COLUMNS)}) VALUES " + ", ".join([one] * n)
 
 
 class DecisionLog:
     """Queued decision rows, written in batches by one thread (see the module doc)."""
 
     def __init__(self, engine: sa.Engine, interval: float = 0.02, batch: int = 5_000) -> None:
-        from kundenwert.serving.live import RawStatement
-
-        _meta.create_all(engine)
-        with engine.begin() as conn:  # the index of earlier versions (see DECISIONS)
-            conn.execute(sa.text("DROP INDEX IF EXISTS ix_kw_decisions_customer_id"))
+        ensure_tables(engine, DECISIONS)
         self.engine, self.interval, self.batch = engine, interval, batch
-        self._insert = RawStatement(engine, DECISIONS.insert())
+        self._backend = backend_for(engine)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = WRITER if engine.dialect.name == "sqlite" else threading.Lock()
+        self._lock = WRITER if self._backend.single_writer else threading.Lock()
         self._thread = threading.Thread(target=self._run, name="kundenwert-decisions", daemon=True)
         self._thread.start()
 
@@ -107,17 +85,6 @@ class DecisionLog:
             if stop:
                 return
 
-    _PER_STATEMENT = 150  # 750 parameters: under SQLite's oldest limit of 999
-
-    def _insert_sqlite(self, cur, rows: list[dict]) -> None:
-        """Many rows per INSERT: ``executemany`` steps once per row, and every step hands the GIL
-        over and back (measured: next-best-action throughput 0.58x of the bare route unpinned
-        with per-row steps; see the issue note)."""
-        names = _COLUMNS
-        for start in range(0, len(rows), self._PER_STATEMENT):
-            chunk = rows[start : start + self._PER_STATEMENT]
-            cur.execute(_multi_insert(len(chunk)), [r[n] for r in chunk for n in names])
-
     def _write(self, rows: list[dict]) -> None:
         for attempt in range(3):
             try:
@@ -125,10 +92,8 @@ class DecisionLog:
                     conn = self.engine.raw_connection()
                     try:
                         cur = conn.cursor()
-                        if self.engine.dialect.name == "sqlite":
-                            self._insert_sqlite(cur, rows)
-                        else:
-                            cur.executemany(self._insert.sql, [self._insert.params(r) for r in rows])
+                        # many rows per INSERT on SQLite, COPY on PostgreSQL (Backend.insert_rows)
+                        self._backend.insert_rows(self.engine, cur, DECISIONS, _COLUMNS, rows)
                         conn.commit()
                         cur.close()
                     finally:

@@ -24,9 +24,14 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
+from kundenwert.db.backends import backend_for
+from kundenwert.db.errors import map_exceptions
+from kundenwert.db.migrate import ensure_tables
+from kundenwert.db.schema import DECISIONS, TABLE_DEFS
+from kundenwert.db.schema import FEEDBACK as EVENTS
 from kundenwert.errors import KundenwertError
-from kundenwert.features.store import TABLE_DEFS, Store
-from kundenwert.serving.decisions import DECISIONS, WRITER
+from kundenwert.features.store import Store
+from kundenwert.serving.decisions import WRITER
 
 OUTCOMES = {"sent": "none", "opened": "opened", "clicked": "clicked", "converted": "converted"}
 OUTCOMES |= {"unsubscribed": "unsubscribed", "bounced": "bounced"}
@@ -39,20 +44,6 @@ STAGE = {
     "bounced": 5,
     "unsubscribed": 6,
 }
-
-_meta = sa.MetaData()
-EVENTS = sa.Table(
-    "kw_feedback",
-    _meta,
-    sa.Column("event_id", sa.String(128), primary_key=True),
-    sa.Column("payload_sha256", sa.String(64), nullable=False),
-    sa.Column("decision_id", sa.String(32), nullable=False, index=True),
-    sa.Column("action_id", sa.String(64), nullable=False),
-    sa.Column("channel", sa.String(16), nullable=False),
-    sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("occurred_at", sa.String(40), nullable=False),
-    sa.Column("received_at", sa.String(40), nullable=False),
-)
 
 
 class FeedbackConflict(KundenwertError):
@@ -101,18 +92,6 @@ class FeedbackBatch(BaseModel):
     events: list[Event] = Field(min_length=1, max_length=1_000)
 
 
-def _insert_ignore(engine: sa.Engine, table: sa.Table):
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-
-        return insert(table).on_conflict_do_nothing()
-    if engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-
-        return insert(table).on_conflict_do_nothing()
-    raise KundenwertError(f"feedback needs SQLite or PostgreSQL, not {engine.dialect.name}")
-
-
 def contact_id_of(decision_id: str, action_id: str, channel: str) -> str:
     return "kw-" + hashlib.sha1(f"{decision_id}|{action_id}|{channel}".encode()).hexdigest()[:24]
 
@@ -123,15 +102,17 @@ def record_feedback(store: Store, events: list[Event]) -> dict[str, int]:
     On SQLite, batches of one process are written one at a time (SQLite has one writer; a
     transaction that read first and then writes cannot wait for another writer); PostgreSQL
     runs them concurrently and the unique event id settles races."""
-    if store.engine.dialect.name == "sqlite":
-        with WRITER:
-            return _record(store, events)
-    return _record(store, events)
+    with map_exceptions("recording feedback", EVENTS.name):
+        if backend_for(store.engine).single_writer:
+            with WRITER:
+                return _record(store, events)
+        return _record(store, events)
 
 
 def _record(store: Store, events: list[Event]) -> dict[str, int]:
     engine = store.engine
-    _meta.create_all(engine)
+    ensure_tables(engine, EVENTS)
+    insert_ignore = backend_for(engine).insert_ignore(EVENTS)
     seen: dict[str, str] = {}
     for e in events:  # the same id twice inside one batch must agree too
         if seen.setdefault(e.event_id, e.digest()) != e.digest():
@@ -177,7 +158,7 @@ def _record(store: Store, events: list[Event]) -> dict[str, int]:
         inserted = []
         for e in new:  # insert-or-ignore: a racing request with the same id wins or loses cleanly
             result = conn.execute(
-                _insert_ignore(engine, EVENTS).values(
+                insert_ignore.values(
                     event_id=e.event_id,
                     payload_sha256=e.digest(),
                     decision_id=e.decision_id,

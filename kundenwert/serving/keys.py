@@ -13,21 +13,11 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from kundenwert.db.migrate import ensure_tables
+from kundenwert.db.schema import API_KEYS as KEYS
 from kundenwert.errors import ConfigurationError
 
 ROLES = ("sales", "marketing", "campaign", "data_science", "admin")
-
-_meta = sa.MetaData()
-KEYS = sa.Table(
-    "kw_api_keys",
-    _meta,
-    sa.Column("key_id", sa.String(16), primary_key=True),
-    sa.Column("secret_sha256", sa.String(64), nullable=False),
-    sa.Column("role", sa.String(32), nullable=False),
-    sa.Column("name", sa.String(200), nullable=False, default=""),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
-)
 
 
 @dataclass(frozen=True)
@@ -44,7 +34,7 @@ def create_key(engine: sa.Engine, role: str, name: str = "") -> str:
     """A new key for ``role``; the only time the full key is available."""
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
-    _meta.create_all(engine)
+    ensure_tables(engine, KEYS)
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     with engine.begin() as conn:
         conn.execute(
@@ -61,7 +51,7 @@ def create_key(engine: sa.Engine, role: str, name: str = "") -> str:
 
 
 def revoke_key(engine: sa.Engine, key_id: str) -> bool:
-    _meta.create_all(engine)
+    ensure_tables(engine, KEYS)
     with engine.begin() as conn:
         return conn.execute(KEYS.update().where(KEYS.c.key_id == key_id).values(revoked=True)).rowcount > 0
 
@@ -74,7 +64,7 @@ class KeyRing:
         self.refresh()
 
     def refresh(self) -> None:
-        _meta.create_all(self.engine)
+        ensure_tables(self.engine, KEYS)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(KEYS.c.key_id, KEYS.c.secret_sha256, KEYS.c.role).where(~KEYS.c.revoked)

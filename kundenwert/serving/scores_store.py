@@ -2,9 +2,10 @@
 
 ``kundenwert score`` writes every customer's scores and the response propensities (wide: one
 column ``response__<action>__<channel>`` and ``uplift__...`` per pair) into a new table
-``kw_scores_<run>``, then records the run in ``kw_score_runs`` in one transaction: readers only
-ever see complete runs, and a failed write leaves the previous run current. Older tables than the
-last ``KEEP`` runs are dropped.
+``kw_scores_<run>``, then records the run in ``kw_score_runs``, all in one transaction: readers
+only ever see complete runs, and a failed write leaves the previous run current. Older tables than
+the last ``KEEP`` runs are dropped. The rows go through the backend's bulk write (``COPY`` on
+PostgreSQL: a run is too many values for one multi-row INSERT there).
 """
 
 from __future__ import annotations
@@ -16,21 +17,14 @@ from datetime import UTC, datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from kundenwert.db.backends import backend_for
+from kundenwert.db.errors import map_exceptions
+from kundenwert.db.migrate import ensure_tables
+from kundenwert.db.schema import SCORE_RUNS as RUNS
 from kundenwert.errors import ConfigurationError
 
 KEEP = 2
 SEP = "__"
-_meta = sa.MetaData()
-RUNS = sa.Table(
-    "kw_score_runs",
-    _meta,
-    sa.Column("run_id", sa.String(32), primary_key=True),
-    sa.Column("scored_at", sa.String(32), nullable=False),
-    sa.Column("cutoff", sa.String(32), nullable=False),
-    sa.Column("customers", sa.Integer, nullable=False),
-    sa.Column("models", sa.Text, nullable=False),  # JSON: model -> version
-    sa.Column("table_name", sa.String(64), nullable=False),
-)
 
 
 def _wide(propensity: pd.DataFrame) -> pd.DataFrame:
@@ -61,36 +55,29 @@ def write_scores(
     models: dict[str, str],
 ) -> str:
     """Store a scoring run; returns its id. The run becomes current only once complete."""
-    _meta.create_all(engine)
+    ensure_tables(engine, RUNS)
     run_id = uuid.uuid4().hex
     table = f"kw_scores_{run_id[:12]}"
     frame = scores.join(_wide(propensity), how="left")
     frame.index.name = "customer_id"
-    try:
-        frame.to_sql(
-            table,
-            engine,
-            index=True,
-            chunksize=20_000,
-            method="multi" if engine.dialect.name == "postgresql" else None,
-        )
-        with engine.begin() as conn:
-            conn.execute(
-                RUNS.insert().values(
-                    run_id=run_id,
-                    scored_at=datetime.now(UTC).isoformat(
-                        timespec="microseconds"
-                    ),  # two runs in a second: still ordered
-                    cutoff=pd.Timestamp(cutoff).isoformat(),
-                    customers=len(frame),
-                    models=json.dumps(models, sort_keys=True),
-                    table_name=table,
-                )
+    with map_exceptions("writing the scoring run", table), engine.begin() as conn:
+        # pandas makes the table (its column types, as before); the rows go in through the backend
+        frame.head(0).to_sql(table, conn, index=True)
+        target = sa.Table(table, sa.MetaData(), autoload_with=conn)
+        rows = frame.reset_index()
+        backend_for(conn).bulk_write(conn, target, rows, list(rows.columns))
+        conn.execute(
+            RUNS.insert().values(
+                run_id=run_id,
+                scored_at=datetime.now(UTC).isoformat(
+                    timespec="microseconds"
+                ),  # two runs in a second: still ordered
+                cutoff=pd.Timestamp(cutoff).isoformat(),
+                customers=len(frame),
+                models=json.dumps(models, sort_keys=True),
+                table_name=table,
             )
-    except Exception:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
-        raise
+        )
     _drop_old(engine)
     return run_id
 
@@ -107,8 +94,8 @@ def _drop_old(engine: sa.Engine) -> None:
 
 def latest_run(engine: sa.Engine) -> dict | None:
     """The current (latest complete) run's record, or None."""
-    _meta.create_all(engine)
-    with engine.connect() as conn:
+    ensure_tables(engine, RUNS)
+    with map_exceptions("reading the scoring runs", RUNS.name), engine.connect() as conn:
         row = conn.execute(sa.select(RUNS).order_by(RUNS.c.scored_at.desc()).limit(1)).mappings().first()
     if row is None:
         return None
@@ -122,7 +109,8 @@ def read_scores(engine: sa.Engine) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     run = latest_run(engine)
     if run is None:
         raise ConfigurationError("no precomputed scores in the store: run `kundenwert score` first")
-    frame = pd.read_sql_table(run["table_name"], engine, index_col="customer_id")
+    with map_exceptions("reading the scores", run["table_name"]):
+        frame = pd.read_sql_table(run["table_name"], engine, index_col="customer_id")
     frame.index = frame.index.astype(str)
     if "open_complaint" in frame.columns:
         frame["open_complaint"] = frame["open_complaint"].astype(bool)

@@ -14,8 +14,9 @@ import contextlib
 import numpy as np
 import pandas as pd
 
-from kundenwert.errors import ModelFitError
+from kundenwert.errors import ConfigurationError, ModelFitError
 from kundenwert.features.labels import customer_status
+from kundenwert.models.specs import SPECS, ModelSpec
 from kundenwert.serving.catalog import Catalog
 
 PROFILE = ("customer_type", "age_group", "region")
@@ -38,15 +39,17 @@ def score_snapshot(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scores, propensity) of the customers of snapshot ``X`` (indexed by ``customer_id``).
 
-    ``scores``: one row per customer: ``status``, profile, ``open_complaint``, facts, ``clv``,
-    ``p_alive``, ``churn`` (active only), ``winback`` (lapsed only), ``affinity_<category>``.
-    ``propensity``: per (customer_id, action_id, channel) the customer is eligible for (the
-    catalog's status, type, complaint and score rules): ``response`` if contacted, and ``uplift``
-    when a formula of the catalog uses it (it costs a second pass).
-    ``reasons``: also ``reasons_churn`` (active), ``reasons_winback`` (lapsed) and ``reasons_value``
-    (everyone: what drives bringing any value in the CLV horizon): each customer's top three SHAP
-    factors as JSON sentences.
-    ``models``: fitted ``clv``, ``churn``, ``winback``, ``affinity``, ``response`` estimators.
+    ``scores``: one row per customer: ``status``, profile, ``open_complaint``, facts, ``p_alive``
+    and what each model's spec stores (``ModelSpec.stores``: e.g. ``clv``, ``churn`` for active
+    customers only, ``winback`` for lapsed ones, ``affinity_<category>``).
+    ``propensity``: from the one spec storing per-action propensities, per (customer_id,
+    action_id, channel) the customer is eligible for (the catalog's status, type, complaint and
+    score rules): ``response`` if contacted, and ``uplift`` when a formula of the catalog uses it
+    (it costs a second pass).
+    ``reasons``: also each spec's ``reasons_<name>`` for its population (e.g. ``reasons_churn``,
+    ``reasons_value``: what drives bringing any value in the CLV horizon): each customer's top
+    three SHAP factors as JSON sentences.
+    ``models``: a fitted estimator per registered spec, by name.
     ``fit_p_alive``: fit BG/NBD on these customers for P(alive) (needs many; else unknown).
     """
     from kundenwert.models.btyd import BTYDModel
@@ -60,30 +63,40 @@ def score_snapshot(
     scores["open_complaint"] = X["open_complaints"].fillna(0).to_numpy() > 0
     for c in FACTS:
         scores[c] = X[c].to_numpy(dtype="float64", na_value=np.nan)
-    scores["clv"] = models["clv"].predict(X)
+    specs = list(SPECS.values())
+    missing = [s.name for s in specs if s.name not in models]
+    if missing:
+        raise ConfigurationError(
+            f"scoring needs a fitted model for every spec; missing: {', '.join(missing)} "
+            "(train them, or load the champions)"
+        )
+    populations = {
+        "all": np.ones(len(X), dtype=bool),
+        "active": (scores["status"] == "active").to_numpy(),
+        "lapsed": (scores["status"] == "lapsed").to_numpy(),
+    }
+    for spec in specs:  # each model for its population only
+        _store_scores(scores, spec, models[spec.name], X, populations[spec.stores.population])
     scores["p_alive"] = np.nan  # unknown: too few repeat buyers, or too few customers to fit
     if fit_p_alive:
         with contextlib.suppress(ModelFitError):
             scores["p_alive"] = BTYDModel().fit(X).predict(X)["p_alive"].to_numpy(dtype="float64")
-    active = (scores["status"] == "active").to_numpy()
-    lapsed = (scores["status"] == "lapsed").to_numpy()
-    for name, rows in (("churn", active), ("winback", lapsed)):  # each model for its population only
-        values = np.full(len(X), np.nan)
-        if rows.any():
-            values[rows] = models[name].predict_proba(X[rows])[:, 1]
-        scores[name] = values
     if reasons:
-        everyone = np.ones(len(X), dtype=bool)
-        scores["reasons_churn"] = _reasons(models["churn"], X, active)
-        scores["reasons_winback"] = _reasons(models["winback"], X, lapsed)
-        scores["reasons_value"] = _reasons(getattr(models["clv"], "buy_", models["clv"]), X, everyone)
-    affinity = models["affinity"].predict_frame(X)
-    for c in affinity.columns:
-        scores[c] = affinity[c].to_numpy()
+        for spec in (s for s in specs if s.stores.reasons):
+            explained = (spec.stores.explained or (lambda m: m))(models[spec.name])
+            scores[f"reasons_{spec.stores.reasons}"] = _reasons(
+                explained, X, populations[spec.stores.population]
+            )
+    per_action = [(s, s.stores.per_action) for s in specs if s.stores.per_action is not None]
+    if len(per_action) != 1:
+        raise ConfigurationError(
+            "exactly one model spec must store per-action propensities (Stored.per_action); "
+            f"found: {', '.join(s.name for s, _ in per_action) or 'none'}"
+        )
     uses_uplift = any(
         "uplift" in a.formula(f).names for a in catalog.actions for f in ("value", "propensity")
     )
-    # the response model only for the pairs each customer is eligible for: eligibility comes
+    # the propensity model only for the pairs each customer is eligible for: eligibility comes
     # first in the funnel, so the other pairs never need a propensity (measured: 44% of the
     # customer-pairs of the sample world are eligible)
     from kundenwert.serving.arbitration import eligibility
@@ -92,8 +105,28 @@ def score_snapshot(
     position = {a.id: i for i, a in enumerate(catalog.actions)}
     pairs = pairs_of(catalog)
     rows = {(a, ch): eligible[:, position[a]] == 0 for a, ch in pairs}
-    propensity = models["response"].predict_actions(X, pairs, uplift=uses_uplift, rows=rows)
+    ((spec, predict_actions),) = per_action
+    propensity = predict_actions(models[spec.name], X, pairs, uplift=uses_uplift, rows=rows)
     return scores, propensity
+
+
+def _store_scores(scores: pd.DataFrame, spec: ModelSpec, model, X: pd.DataFrame, rows: np.ndarray) -> None:
+    """The columns ``spec.stores`` says into ``scores``: the model's scores of ``rows``, missing
+    for the other rows (a frame of scores is stored column by column)."""
+    stored, predict = spec.stores, spec.stores.predict
+    if predict is None:
+        return
+    out = predict(model, X if rows.all() else X[rows]) if rows.any() else None
+    if isinstance(out, pd.DataFrame):
+        for c in out.columns:
+            values = np.full(len(X), np.nan)
+            values[rows] = out[c].to_numpy(dtype="float64")
+            scores[c] = values
+        return
+    values = np.full(len(X), np.nan)
+    if out is not None:
+        values[rows] = np.asarray(out, dtype="float64")
+    scores[stored.column or spec.name] = values
 
 
 def _reasons(model, X: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
@@ -146,15 +179,12 @@ def decision_inputs(
     )
 
 
-MODEL_NAMES = ("clv", "churn", "winback", "affinity", "response")
-
-
 def load_champions(alias: str = "champion") -> tuple[dict[str, object], dict[str, str]]:
-    """Every model's champion from the registry: (estimators, versions)."""
+    """Every model's champion from the registry (a model is a spec): (estimators, versions)."""
     from kundenwert.experiments.registry import load_champion
 
     models, versions = {}, {}
-    for name in MODEL_NAMES:
+    for name in SPECS:
         models[name], versions[name] = load_champion(name, alias)
     return models, versions
 

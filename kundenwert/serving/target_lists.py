@@ -20,33 +20,16 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kundenwert.db.backends import backend_for
+from kundenwert.db.errors import map_exceptions
+from kundenwert.db.migrate import ensure_tables
+from kundenwert.db.schema import TARGET_LIST_MEMBERS, TARGET_LISTS
 from kundenwert.errors import KundenwertError
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import in_control_group
 from kundenwert.serving.kinds import OBJECTIVE_KINDS, ObjectiveName, action_kind
 
-_meta = sa.MetaData()
-LISTS = sa.Table(
-    "kw_target_lists",
-    _meta,
-    sa.Column("list_id", sa.String(32), primary_key=True),
-    sa.Column("created_at", sa.String(40), nullable=False),
-    sa.Column("request", sa.Text, nullable=False),
-    sa.Column("summary", sa.Text, nullable=False),
-)
-MEMBERS = sa.Table(
-    "kw_target_list_members",
-    _meta,
-    sa.Column("list_id", sa.String(32), nullable=False, index=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("customer_id", sa.String(64), nullable=False),
-    sa.Column("group", sa.String(8), nullable=False),
-    sa.Column("action_id", sa.String(64), nullable=False),
-    sa.Column("score", sa.Float, nullable=False),
-    sa.Column("propensity", sa.Float, nullable=False),
-    sa.Column("expected_value", sa.Float, nullable=False),
-    sa.Column("cost", sa.Float, nullable=False),
-)
+LISTS, MEMBERS = TARGET_LISTS, TARGET_LIST_MEMBERS
 
 
 class NotFoundError(KundenwertError):
@@ -205,9 +188,10 @@ def build_target_list(
 def save_target_list(
     engine: sa.Engine, list_id: str, request: TargetListRequest, summary: dict, members: pd.DataFrame
 ) -> str:
-    _meta.create_all(engine)
+    ensure_tables(engine, LISTS, MEMBERS)
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    with engine.begin() as conn:  # the list and its members together, or nothing
+    # the list and its members together, or nothing
+    with map_exceptions("saving the target list", MEMBERS.name), engine.begin() as conn:
         conn.execute(
             LISTS.insert().values(
                 list_id=list_id,
@@ -217,13 +201,14 @@ def save_target_list(
             )
         )
         if len(members):
-            conn.execute(MEMBERS.insert(), [{"list_id": list_id, **r} for r in members.to_dict("records")])
+            rows = members.assign(list_id=list_id)
+            backend_for(conn).bulk_write(conn, MEMBERS, rows, list(rows.columns))
     return created
 
 
 def load_target_list(engine: sa.Engine, list_id: str) -> tuple[dict, pd.DataFrame]:
-    _meta.create_all(engine)
-    with engine.connect() as conn:
+    ensure_tables(engine, LISTS, MEMBERS)
+    with map_exceptions("reading the target list", LISTS.name), engine.connect() as conn:
         row = conn.execute(sa.select(LISTS).where(LISTS.c.list_id == list_id)).mappings().first()
         if row is None:
             raise NotFoundError(f"no target list {list_id!r}")

@@ -1,1 +1,1 @@
-"""Orchestration: training sets over rolling cutoffs, fitting, backtests, gates."""
+"""Orchestration: training sets over rolling cutoffs, fitting, backtests, gates and promotion policy."""

@@ -3,8 +3,9 @@
 For a horizon ``h`` the cutoffs roll every ``split.step_days`` up to the last one whose label window
 ends inside the data; ``time_split`` keeps the test label windows clear of the training ones. A
 model is fitted on the training and validation cutoffs (the classifiers calibrate out of fold
-inside) and scored on the test cutoffs, and its gates are checked there. CLV has its own,
-longer horizon and so its own cutoffs. Nothing here writes anything: tracking and the registry
+inside) and scored on the test cutoffs, and its gates are checked there. Each model's spec
+(``kundenwert.models.specs``) says which label, horizon and population it learns and how it is
+scored; a model with a longer horizon (CLV) has its own cutoffs. Nothing here writes anything: tracking and the registry
 take the results (``kundenwert.experiments``).
 """
 
@@ -14,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,9 +24,10 @@ from kundenwert.errors import ConfigurationError
 from kundenwert.features.labels import LabelConfig, response_labels
 from kundenwert.features.snapshot import spec_for
 from kundenwert.features.training_set import build_training_set, rolling_cutoffs, time_split
-from kundenwert.models.metrics import classification_metrics, value_metrics
-from kundenwert.models.response import qini, response_rows
-from kundenwert.training.config import LOWER_IS_BETTER, MODELS, ExperimentConfig, estimator_class
+from kundenwert.models.response import response_rows
+from kundenwert.models.specs import ModelSpec, get_spec
+from kundenwert.training.config import ExperimentConfig
+from kundenwert.training.promotion import check_gates
 
 Progress = Callable[[str], None]
 
@@ -36,29 +39,13 @@ class ModelResult:
     name: str
     model: object
     metrics: dict[str, float]
-    gates: dict[str, dict[str, float | bool]]
+    gates: dict[str, dict[str, float | bool | str]]
     data: dict[str, object] = field(default_factory=dict)
     test: tuple | None = field(default=None, repr=False)  # (X, y) of the test cutoffs, not logged
 
     @property
     def passed(self) -> bool:
         return all(g["passed"] for g in self.gates.values())
-
-
-def check_gates(metrics: dict[str, float], gates: dict[str, float]) -> dict[str, dict[str, float | bool]]:
-    """Each gate ``min_<metric>`` / ``max_<metric>`` with the measured value and whether it passed."""
-    out = {}
-    for gate, bound in gates.items():
-        kind, _, metric = gate.partition("_")
-        value = float(metrics.get(metric, np.nan))
-        ok = bool(np.isfinite(value) and (value >= bound if kind == "min" else value <= bound))
-        out[gate] = {"metric": metric, "bound": float(bound), "value": value, "passed": ok}
-    return out
-
-
-def better_or_equal(metric: str, new: float, old: float) -> bool:
-    """Whether ``new`` is at least as good as ``old`` for ``metric``."""
-    return new <= old if metric in LOWER_IS_BETTER else new >= old
 
 
 def _hashed(ids, seed: int) -> np.ndarray:
@@ -175,6 +162,29 @@ class TrainingData:
             parts[part] = (pd.concat(xs), pd.concat(ys))
         return (*parts["train"], *parts["test"], split)
 
+    def examples(self, spec: ModelSpec) -> tuple[pd.DataFrame, Any, tuple, dict, str]:
+        """``(X, y, (X_test, y_test), split, what)`` of a model's label (``spec.label``): its
+        horizon's training set, the rows of its population with a label, or the contact rows;
+        ``what`` says what the rows are, for the progress line."""
+        label = spec.label
+        if label.population == "contacts":
+            X, y, Xt, yt, split = self.response()
+            return X, y, (Xt, yt), split, f"{len(X):,} contacts"
+        ts, split = self.table(getattr(self.config.labels, label.horizon), self.config.labels)
+        cut = ts.index.get_level_values("cutoff")
+        train, held = ts[cut.isin(split["train"] + split["validation"])], ts[cut.isin(split["test"])]
+        if label.population != "all":
+            train = train[(train["label_status"] == label.population).to_numpy()]
+            held = held[(held["label_status"] == label.population).to_numpy()]
+        features = [c for c in ts.columns if not c.startswith("label_")]
+        if label.per_column:
+            labels = [c for c in ts.columns if c.startswith(f"label_{label.column}")]
+            what = f"{len(train):,} rows ({len(labels)} labels)"
+            return train[features], train[labels], (held[features], held[labels]), split, what
+        column = f"label_{label.column}"
+        train, held = train[train[column].notna()], held[held[column].notna()]
+        return train[features], train[column], (held[features], held[column]), split, f"{len(train):,} rows"
+
 
 def _describe(
     split: dict, rows: int, label_rate: float | None, features: list[str], fingerprint: str
@@ -188,75 +198,23 @@ def _describe(
     }
 
 
-PRIMARY_METRIC = {
-    "clv": "spearman",
-    "churn": "roc_auc",
-    "winback": "roc_auc",
-    "affinity": "roc_auc_mean",
-    "response": "roc_auc",
-}
-
-
-def score(name: str, model, test: tuple[pd.DataFrame, pd.DataFrame | pd.Series]) -> dict[str, float]:
-    """The backtest metrics of a fitted ``model`` on test rows ``(X, y)`` (any version of the
-    model: the champion is scored on the challenger's test data with this too)."""
-    X, y = test
-    if name == "response":
-        pred = model.predict_frame(X)
-        return {**classification_metrics(y, pred["response"]), **qini(y, X["treated"], pred["uplift"])}
-    if name == "affinity":
-        pred = model.predict_frame(X)
-        per = {c: classification_metrics(y[c], pred[c.removeprefix("label_")]) for c in y.columns}
-        aucs = [m["roc_auc"] for m in per.values()]
-        return {
-            "roc_auc_mean": float(np.mean(aucs)),
-            "roc_auc_min": float(np.min(aucs)),
-            "brier_mean": float(np.mean([m["brier"] for m in per.values()])),
-            **{f"roc_auc_{c.removeprefix('label_affinity_')}": m["roc_auc"] for c, m in per.items()},
-        }
-    if name == "clv":
-        return value_metrics(y.to_numpy(), model.predict(X))
-    return classification_metrics(y, model.predict_proba(X)[:, 1])
-
-
 def fit_and_backtest(name: str, data: TrainingData, progress: Progress | None = None) -> ModelResult:
-    """Fit one model on the training cutoffs and score it on the test cutoffs."""
-    if name not in MODELS:
-        raise ConfigurationError(f"unknown model {name!r}; models are: {', '.join(MODELS)}")
+    """Fit one model on the training cutoffs and score it on the test cutoffs (as its spec says)."""
+    spec = get_spec(name)
     cfg = data.config
-    spec = cfg.model(name)
-    params = dict(spec.params)
-    if "random_state" in estimator_class(name)().get_params():
+    section = cfg.model(name)
+    params = dict(section.params)
+    cls = spec.estimator_class
+    if "random_state" in cls().get_params():
         params.setdefault("random_state", cfg.data.seed)
-    model = estimator_class(name)(**params)
-    say = progress or (lambda _msg: None)
-    if name == "response":
-        X, y, Xt, yt, split = data.response()
-        say(f"fitting {name} on {len(X):,} contacts")
-        model.fit(X, y)
-        rate = float(y.mean())
-        test = (Xt, yt)
-    else:
-        horizon = cfg.labels.clv_horizon if name == "clv" else cfg.labels.horizon
-        ts, split = data.table(horizon, cfg.labels)
-        cut = ts.index.get_level_values("cutoff")
-        train, held = ts[cut.isin(split["train"] + split["validation"])], ts[cut.isin(split["test"])]
-        features = [c for c in ts.columns if not c.startswith("label_")]
-        if name == "affinity":
-            labels = [c for c in ts.columns if c.startswith("label_affinity_")]
-            say(f"fitting {name} ({len(labels)} categories) on {len(train):,} rows")
-            X, y, test = train[features], train[labels], (held[features], held[labels])
-            rate = float(y.to_numpy().mean())
-        else:
-            label = f"label_{name}"
-            train, held = train[train[label].notna()], held[held[label].notna()]
-            say(f"fitting {name} on {len(train):,} rows")
-            X, y, test = train[features], train[label], (held[features], held[label])
-            rate = float(y.mean())
-        model.fit(X, y)
-    metrics = score(name, model, test)
+    model = cls(**params)
+    X, y, test, split, what = data.examples(spec)
+    (progress or (lambda _msg: None))(f"fitting {name} on {what}")
+    model.fit(X, y)
+    rate = float(y.to_numpy().mean()) if isinstance(y, pd.DataFrame) else float(y.mean())
+    metrics = spec.score(model, *test)
     described = _describe(split, len(X), rate, list(model.feature_names_in_), data.fingerprint)
-    return ModelResult(name, model, metrics, check_gates(metrics, spec.gates), described, test)
+    return ModelResult(name, model, metrics, check_gates(metrics, section.gates), described, test)
 
 
 def train_models(

@@ -20,30 +20,13 @@ from kundenwert.errors import ConfigurationError
 from kundenwert.features.labels import LabelConfig
 from kundenwert.features.snapshot import SnapshotConfig
 from kundenwert.features.training_set import SplitConfig
+from kundenwert.models.specs import SPECS, get_spec, unknown_models
 
 DEFAULT_CONFIG = default_file("experiment.toml")  # shipped in the wheel
 
-CLASSIFICATION = ("roc_auc", "pr_auc", "brier", "lift_top_decile", "ece")
-# Per model: the estimator (module, class) and the metrics its backtest reports (gates may use them).
-MODELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "clv": ("kundenwert.models.clv", "CLVModel", ("mae", "spearman", "top20_captured")),
-    "churn": ("kundenwert.models.tabular", "ChurnModel", CLASSIFICATION),
-    "winback": ("kundenwert.models.tabular", "WinbackModel", CLASSIFICATION),
-    "affinity": (
-        "kundenwert.models.affinity",
-        "AffinityModel",
-        ("roc_auc_mean", "roc_auc_min", "brier_mean"),
-    ),
-    "response": ("kundenwert.models.response", "ResponseModel", (*CLASSIFICATION, "qini_normalized")),
-}
-LOWER_IS_BETTER = {"brier", "ece", "mae", "brier_mean"}
-
-
-def estimator_class(model: str) -> type:
-    import importlib
-
-    module, name, _ = MODELS[model]
-    return getattr(importlib.import_module(module), name)
+# The models are the registered specs, by name (``kundenwert.models.specs``); kept under this name
+# for the callers that iterate the models.
+MODELS = SPECS
 
 
 class ModelConfig(BaseModel):
@@ -89,37 +72,33 @@ class ExperimentConfig(BaseModel):
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     labels: LabelConfig = Field(default_factory=LabelConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    models: dict[str, ModelConfig] = Field(default_factory=lambda: {m: ModelConfig() for m in MODELS})
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict, description="per model; a model without a section gets its spec's gates"
+    )
 
     @field_validator("models")
     @classmethod
     def _known_models(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
-        unknown = sorted(set(models) - set(MODELS))
+        unknown = unknown_models(list(models))
         if unknown:
-            raise ValueError(f"unknown model(s) {', '.join(unknown)}; models are: {', '.join(MODELS)}")
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; models are: {', '.join(SPECS)}")
         return models
 
     @model_validator(mode="after")
     def _params_and_gates(self) -> ExperimentConfig:
         problems = []
-        for name, spec in self.models.items():
-            cls = estimator_class(name)
+        for name, section in self.models.items():
+            spec = get_spec(name)
+            cls = spec.estimator_class
             known = set(cls().get_params())
-            for key in sorted(set(spec.params) - known):
+            for key in sorted(set(section.params) - known):
                 problems.append(f"models.{name}.params.{key}: {cls.__name__} has no parameter {key!r}")
-            if not problems:
+            if not problems and hasattr(cls, "_parameter_constraints"):
                 try:
-                    cls(**spec.params)._validate_params()  # scikit-learn's parameter constraints
+                    cls(**section.params)._validate_params()  # scikit-learn's parameter constraints
                 except (TypeError, ValueError) as exc:
                     problems.append(f"models.{name}.params: {exc}")
-            metrics = MODELS[name][2]
-            for gate in spec.gates:
-                bound, _, metric = gate.partition("_")
-                if bound not in ("min", "max") or metric not in metrics:
-                    problems.append(
-                        f"models.{name}.gates.{gate}: use min_<metric> or max_<metric> with a metric of "
-                        f"{', '.join(metrics)}"
-                    )
+            problems += [f"models.{name}.gates.{p}" for p in spec.gate_problems(section.gates)]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -127,16 +106,19 @@ class ExperimentConfig(BaseModel):
     def enabled(self, only: list[str] | None = None) -> list[str]:
         """The models to train: the enabled ones, or ``only`` (which must name known models)."""
         if only:
-            unknown = sorted(set(only) - set(MODELS))
+            unknown = unknown_models(only)
             if unknown:
                 raise ConfigurationError(
-                    f"--models: unknown model(s) {', '.join(unknown)}; models are: {', '.join(MODELS)}"
+                    f"--models: unknown model(s) {', '.join(unknown)}; models are: {', '.join(SPECS)}"
                 )
-            return [m for m in MODELS if m in only]
-        return [m for m in MODELS if self.models.get(m, ModelConfig()).enabled]
+            return [m for m in SPECS if m in only]
+        return [m for m in SPECS if self.model(m).enabled]
 
     def model(self, name: str) -> ModelConfig:
-        return self.models.get(name, ModelConfig())
+        """The section of model ``name``; without one: enabled, default parameters, the spec's gates."""
+        if name in self.models:
+            return self.models[name]
+        return ModelConfig(gates=dict(get_spec(name).gates))
 
 
 def _where(error: dict) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kundenwert.training.backtest import ModelResult, Progress, report, train_models
 from kundenwert.training.config import ExperimentConfig
+from kundenwert.training.promotion import promote
 
 
 def run_training(
@@ -19,7 +20,6 @@ def run_training(
     progress: Progress | None = None,
 ) -> tuple[dict[str, ModelResult], dict[str, dict]]:
     """Train, backtest, log, register and promote; the results and the promotion decisions."""
-    from kundenwert.experiments.registry import log_and_register, promote
     from kundenwert.features.snapshot import load_frames
     from kundenwert.features.store import Store
 
@@ -28,13 +28,25 @@ def run_training(
     say("reading the store")
     frames = load_frames(store or Store())
     results = train_models(frames, config, names, progress)
-    decisions = {}
-    for name, result in results.items():
-        say(f"logging and registering {name}")
-        version = log_and_register(result, result.test[0], config.name)
-        decisions[name] = promote(result, version)
+    decisions = publish(results, config, progress)
     if report_path is not None:
         path = Path(report_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(report(results))
     return results, decisions
+
+
+def publish(
+    results: dict[str, ModelResult], config: ExperimentConfig, progress: Progress | None = None
+) -> dict[str, dict]:
+    """The second half of a run: log each trained model as an MLflow run, register it as the
+    ``challenger`` and promote it where the policy allows; the promotion decisions by model."""
+    from kundenwert.experiments.registry import log_and_register
+
+    say = progress or (lambda _msg: None)
+    decisions = {}
+    for name, result in results.items():
+        say(f"logging and registering {name}")
+        version = log_and_register(result, result.test[0], config.name)
+        decisions[name] = promote(result, version)
+    return decisions

@@ -18,6 +18,7 @@ import pytest
 from kundenwert.experiments import registry as R
 from kundenwert.training.backtest import TrainingData, fit_and_backtest
 from kundenwert.training.config import ExperimentConfig
+from kundenwert.training.promotion import promote
 
 
 def _free_port() -> int:
@@ -72,7 +73,7 @@ def test_register_promote_and_load_through_the_server(server, imported_world, mo
     result = fit_and_backtest("churn", TrainingData(frames, cfg))
     X = result.test[0]
     version = R.log_and_register(result, X, "server-test")
-    assert R.promote(result, version)["promoted"]
+    assert promote(result, version)["promoted"]
     assert R.tracking_uri() == server and os.environ["MLFLOW_TRACKING_URI"] == server
     loaded = mlflow.pyfunc.load_model("models:/kundenwert-churn@champion")
     sample = X.iloc[:300][list(result.model.feature_names_in_)]

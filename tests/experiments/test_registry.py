@@ -15,21 +15,21 @@ import pytest
 
 from kundenwert.errors import ModelFitError
 from kundenwert.experiments import registry as R
-from kundenwert.training.backtest import TrainingData, train_models
+from kundenwert.models.specs import get_spec
+from kundenwert.training.backtest import TrainingData
 from kundenwert.training.config import MODELS, ExperimentConfig
+from kundenwert.training.promotion import promote
 
 
 @pytest.fixture(scope="module")
-def logged(imported_world, tmp_path_factory):
+def logged(imported_world, trained_small, small_config, tmp_path_factory):
     frames, _ = imported_world(3_000, 5)
     home = tmp_path_factory.mktemp("kw-home")
     mp = pytest.MonkeyPatch()
     mp.setenv("KUNDENWERT_HOME", str(home))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = ExperimentConfig.model_validate(
-        {"models": {m: {"params": {"max_iter": 30}} for m in MODELS}, "data": {"max_train_cutoffs": 2}}
-    )
-    results = train_models(frames, cfg)
+    cfg = small_config
+    results = trained_small
     data = TrainingData(frames, cfg)
     ts, _ = data.table(cfg.labels.horizon, cfg.labels)
     X = ts[[c for c in ts.columns if not c.startswith("label_")]]
@@ -101,7 +101,7 @@ def test_a_fresh_process_loads_the_same_predictions(logged, tmp_path: Path) -> N
     """models:/kundenwert-<model>@champion through mlflow.pyfunc in a new interpreter equals the
     in-memory model (probabilities for the classifiers)."""
     for m, r in logged["results"].items():
-        assert R.promote(r, logged["versions"][m])["promoted"], m  # first versions: gates pass
+        assert promote(r, logged["versions"][m])["promoted"], m  # first versions: gates pass
     code = (
         "import sys, json, pandas as pd, mlflow\n"
         "mlflow.set_tracking_uri(sys.argv[1])\n"
@@ -117,7 +117,7 @@ def test_a_fresh_process_loads_the_same_predictions(logged, tmp_path: Path) -> N
         X = (logged["RX"] if m == "response" else logged["X"]).iloc[:200][list(r.model.feature_names_in_)]
         paths[m] = str(tmp_path / f"{m}.parquet")
         X.to_parquet(paths[m])
-        want[m] = np.asarray(getattr(r.model, R.PYFUNC_METHOD[m])(X), dtype="float64")
+        want[m] = np.asarray(getattr(r.model, get_spec(m).pyfunc_method)(X), dtype="float64")
     env = {
         "KUNDENWERT_HOME": str(logged["home"]),
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -205,7 +205,7 @@ def test_promotion_needs_gates_and_no_worse_than_the_champion(logged) -> None:
 
     frames = logged["frames"]
     churn = logged["results"]["churn"]
-    first = R.promote(churn, 1)
+    first = promote(churn, 1)
     assert first["promoted"] and set(R.describe_versions("churn")[0]["aliases"]) == {"challenger", "champion"}
 
     weak_cfg = ExperimentConfig.model_validate(
@@ -213,7 +213,7 @@ def test_promotion_needs_gates_and_no_worse_than_the_champion(logged) -> None:
     )
     weak = fit_and_backtest("churn", TrainingData(frames, weak_cfg))
     v2 = R.log_and_register(weak, logged["X"], "test")
-    decision = R.promote(weak, v2)
+    decision = promote(weak, v2)
     assert not decision["promoted"] and "worse than the champion" in decision["reason"]
     assert decision["champion_value"] == pytest.approx(churn.metrics["roc_auc"])
 
@@ -225,7 +225,7 @@ def test_promotion_needs_gates_and_no_worse_than_the_champion(logged) -> None:
     )
     failing = fit_and_backtest("churn", TrainingData(frames, strict_cfg))
     v3 = R.log_and_register(failing, logged["X"], "test")
-    decision = R.promote(failing, v3)
+    decision = promote(failing, v3)
     assert not decision["promoted"] and "gates failed: min_roc_auc" in decision["reason"]
     aliases = {row["version"]: row["aliases"] for row in R.describe_versions("churn")}
     assert "champion" in aliases[1] and "champion" not in aliases[int(v2)] + aliases[int(v3)]

@@ -10,14 +10,13 @@ from fastapi.testclient import TestClient
 from kundenwert.features.store import Store
 from kundenwert.serving.app import create_app
 from kundenwert.serving.keys import ROLES, create_key
-from kundenwert.training.config import MODELS, ExperimentConfig
 
 
 @pytest.fixture(scope="package")
-def served(imported_world, tmp_path_factory):
+def served(imported_world, trained_small, small_config, tmp_path_factory):
     from kundenwert.serving.catalog import load_catalog
     from kundenwert.serving.scoring import run_scoring
-    from kundenwert.training.run import run_training
+    from kundenwert.training.run import publish
 
     _, folder = imported_world(3_000, 5)
     home = tmp_path_factory.mktemp("kw-serve")
@@ -26,11 +25,8 @@ def served(imported_world, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("KUNDENWERT_HOME", str(home))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = ExperimentConfig.model_validate(
-        {"models": {m: {"params": {"max_iter": 30}} for m in MODELS}, "data": {"max_train_cutoffs": 2}}
-    )
     store = Store(url)
-    run_training(cfg, store=store)
+    publish(trained_small, small_config)  # the shared training of this world, registered here
     run_scoring(store, load_catalog())
     keys = {role: create_key(store.engine, role) for role in ROLES}
     customers = store.read_table("customers", ["customer_id"])["customer_id"].tolist()

@@ -13,19 +13,14 @@ from kundenwert.serving.arbitration import arbitrate
 from kundenwert.serving.catalog import load_catalog
 from kundenwert.serving.live import consent_now, contact_pressure, ignored_offers
 from kundenwert.serving.scoring import decision_inputs, score_snapshot, status_at
-from kundenwert.training.backtest import train_models
-from kundenwert.training.config import MODELS, ExperimentConfig
 
 
 @pytest.fixture(scope="module")
-def world(imported_world):
+def world(imported_world, trained_small):
     from kundenwert.features.snapshot import snapshot
 
     frames, _ = imported_world(3_000, 5)
-    cfg = ExperimentConfig.model_validate(
-        {"models": {m: {"params": {"max_iter": 30}} for m in MODELS}, "data": {"max_train_cutoffs": 2}}
-    )
-    models = {n: r.model for n, r in train_models(frames, cfg).items()}
+    models = {n: r.model for n, r in trained_small.items()}
     now = frames["contacts"]["contacted_at"].max() + pd.Timedelta(days=1)
     catalog = load_catalog()
     X = snapshot(frames, now)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from kundenwert.errors import ConfigurationError
-from kundenwert.training.backtest import TrainingData, better_or_equal, check_gates, report, train_models
+from kundenwert.training.backtest import TrainingData, report, train_models
 from kundenwert.training.config import MODELS, ExperimentConfig
+from kundenwert.training.promotion import better_or_equal, check_gates
 
 FAST = {"max_iter": 40}  # small boosters: these tests check the plumbing, tests/models the quality
 

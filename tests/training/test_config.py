@@ -64,3 +64,13 @@ def test_models_can_be_chosen_on_the_command_line() -> None:
         cfg.enabled(["churn", "nba"])
     off = ExperimentConfig.model_validate({"models": {"affinity": {"enabled": False}}})
     assert "affinity" not in off.enabled() and "churn" in off.enabled()
+
+
+def test_a_model_without_a_section_gets_its_specs_gates() -> None:
+    from kundenwert.models.specs import get_spec
+
+    default = load_config()
+    bare = ExperimentConfig()
+    for m in MODELS:  # the default file repeats the specs' gates
+        assert default.model(m).gates == dict(get_spec(m).gates) == bare.model(m).gates, m
+    assert bare.enabled() == list(MODELS) and bare.model("churn").params == {}

@@ -8,7 +8,7 @@ connections: ``read_columnar`` starts this module as child processes (two by def
 different tables at the same time), which write each result as an Arrow IPC file, and the parent
 memory-maps them.
 
-    python -m kundenwert.features.arrow_reader   (reads a JSON request on stdin)
+    python -m kundenwert.db.arrow_reader   (reads a JSON request on stdin)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def read_columnar(
         try:
             for group in groups:
                 child = subprocess.Popen(
-                    [sys.executable, "-m", "kundenwert.features.arrow_reader"],
+                    [sys.executable, "-m", "kundenwert.db.arrow_reader"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

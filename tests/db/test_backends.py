@@ -1,0 +1,159 @@
+"""The backends: bulk writes of any size (COPY on PostgreSQL), insert-or-ignore, deletes by key,
+and driver errors turned into one clear line."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from kundenwert.db.backends import POSTGRES, SQLITE, backend_for, make_engine
+from kundenwert.db.errors import map_exceptions, store_error
+from kundenwert.db.schema import API_KEYS, TARGET_LIST_MEMBERS
+from kundenwert.errors import StoreConflict, StoreError, StoreUnavailable
+from kundenwert.serving.scores_store import read_scores, write_scores
+
+
+def test_backend_for_picks_the_class_of_the_dialect(store) -> None:
+    want = SQLITE if store.engine.url.get_backend_name() == "sqlite" else POSTGRES
+    assert backend_for(store.engine) is want and store.backend is want
+    with store.engine.connect() as conn:
+        assert backend_for(conn) is want
+
+
+def test_a_scoring_run_wider_than_one_insert_allows_is_written_and_read_back(store) -> None:
+    """2,000 customers x 40 pairs x 2 columns: 160,000 values, more than PostgreSQL's 65,535
+    parameters of one statement (pandas' multi-row INSERT failed there)."""
+    rng = np.random.default_rng(1)
+    ids = [f"C{i:05d}" for i in range(2_000)]
+    scores = pd.DataFrame(
+        {
+            "clv": rng.gamma(2, 50, len(ids)),
+            "churn": rng.random(len(ids)),
+            "status": rng.choice(["active", "lapsed"], len(ids)),
+            "open_complaint": rng.random(len(ids)) < 0.1,
+        },
+        index=pd.Index(ids, name="customer_id"),
+    )
+    scores.loc[scores.index[::7], "churn"] = np.nan
+    pairs = [(f"a{i}", ch) for i in range(20) for ch in ("email", "sms")]
+    index = pd.MultiIndex.from_tuples(
+        [(c, a, ch) for c in ids for a, ch in pairs], names=["customer_id", "action_id", "channel"]
+    )
+    propensity = pd.DataFrame(
+        {"response": rng.random(len(index)), "uplift": rng.normal(0, 0.01, len(index))}, index=index
+    )
+    run = write_scores(store.engine, scores, propensity, pd.Timestamp("2026-01-01", tz="UTC"), {"churn": "1"})
+    got, got_props, info = read_scores(store.engine)
+    assert info["run_id"] == run and info["customers"] == len(ids)
+    pd.testing.assert_frame_equal(
+        got.sort_index(), scores.sort_index(), check_exact=True, check_index_type=False
+    )
+    pd.testing.assert_frame_equal(
+        got_props.sort_index(), propensity.sort_index(), check_exact=True, check_index_type=False
+    )
+
+
+def test_bulk_write_quotes_reserved_column_names_and_deletes_by_key(store) -> None:
+    b = store.backend
+    members = pd.DataFrame(
+        {
+            "list_id": "L1",
+            "position": np.arange(1, 501),
+            "customer_id": [f"C{i}" for i in range(500)],
+            "group": np.where(np.arange(500) % 10 == 0, "control", "target"),
+            "action_id": "x",
+            "score": 1.0,
+            "propensity": 0.5,
+            "expected_value": 2.0,
+            "cost": 0.1,
+        }
+    )
+    with store.engine.begin() as conn:
+        b.bulk_write(conn, TARGET_LIST_MEMBERS, members)
+        b.delete_keys(conn, TARGET_LIST_MEMBERS, members.iloc[:100], ["list_id", "customer_id"])
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(sa.func.count(), sa.func.sum(TARGET_LIST_MEMBERS.c.position))).one()
+        groups = conn.execute(sa.select(TARGET_LIST_MEMBERS.c.group).distinct()).scalars().all()
+    assert rows[0] == 400 and rows[1] == sum(range(101, 501))
+    assert set(groups) == {"control", "target"}
+
+
+def test_insert_ignore_keeps_the_first_row(store) -> None:
+    row = {
+        "key_id": "k1",
+        "secret_sha256": "a",
+        "role": "sales",
+        "name": "",
+        "created_at": "t",
+        "revoked": False,
+    }
+    with store.engine.begin() as conn:
+        first = conn.execute(store.backend.insert_ignore(API_KEYS).values(**row)).rowcount
+        second = conn.execute(
+            store.backend.insert_ignore(API_KEYS).values(**{**row, "role": "admin"})
+        ).rowcount
+    assert (first, second) == (1, 0)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(API_KEYS.c.role)).scalars().all() == ["sales"]
+
+
+def test_a_clash_is_one_line_naming_the_table_without_sql_or_values(store) -> None:
+    row = {
+        "key_id": "secret-id-1",
+        "secret_sha256": "a",
+        "role": "sales",
+        "name": "",
+        "created_at": "t",
+        "revoked": False,
+    }
+    with store.engine.begin() as conn:
+        conn.execute(API_KEYS.insert().values(**row))
+    with (
+        pytest.raises(StoreConflict) as caught,
+        map_exceptions("storing the key", "kw_api_keys"),
+        store.engine.begin() as conn,
+    ):
+        conn.execute(API_KEYS.insert().values(**row))
+    text = str(caught.value)
+    assert "\n" not in text and "kw_api_keys" in text and "storing the key" in text
+    assert "INSERT" not in text and "secret-id-1" not in text
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_locked_database_is_unavailable_not_a_bug() -> None:
+    params = [("C1", 1.0)] * 50_000
+    exc = sa.exc.OperationalError(
+        "INSERT INTO purchases VALUES (?, ?)" * 1000, params, sqlite3.OperationalError("database is locked")
+    )
+    err = store_error(exc, "writing purchases", "purchases")
+    assert isinstance(err, StoreUnavailable) and isinstance(err, StoreError) and err.http_status == 503
+    assert (
+        str(err)
+        == "writing purchases (table purchases) failed: the store is unavailable: database is locked; retry later"
+    )
+
+
+def test_an_unreachable_postgresql_is_one_clear_line(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://kw@127.0.0.1:{port}/kw"
+    from kundenwert.features.store import Store
+
+    with pytest.raises(StoreUnavailable, match="opening the store at postgresql"):
+        Store(url)
+    from kundenwert.cli import app
+
+    result = CliRunner().invoke(app, ["db", "current"], env={"KUNDENWERT_DATABASE_URL": url})
+    assert result.exit_code == 2
+    assert (
+        result.output.count("\n") <= 2 and "unavailable" in result.output and "Traceback" not in result.output
+    )
+    make_engine(url).dispose()
