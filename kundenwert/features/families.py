@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kundenwert.features.consent import consent_matrix
 from kundenwert.features.contract import age_group
 from kundenwert.features.prepared import US_PER_DAY
 from kundenwert.features.snapshot_spec import DAY, SnapshotSpec
@@ -226,21 +227,19 @@ def _contact_features(k: dict[str, np.ndarray], n: int, t: int, spec: SnapshotSp
 
 
 def _consent_features(c: dict[str, np.ndarray], n: int, spec: SnapshotSpec) -> dict[str, np.ndarray]:
-    """``consent_state`` at the cutoff from prepared records (the same rules; a test holds them equal):
-    the latest record per customer and channel wins, email needs double opt-in, a latest ``*``
-    record that does not grant is an objection that blocks every channel."""
-    nch = len(spec.channels)
-    code, channel = c["code"], c["channel"]
-    latest = np.ones(len(code), dtype=bool)
-    latest[:-1] = (code[1:] != code[:-1]) | (channel[1:] != channel[:-1])
-    email = spec.channels.index("email") if "email" in spec.channels else -1
-    valid = c["granted"] & ((channel != email) | c["double_opt_in"])
-    state = np.zeros((n, nch + 1), dtype=bool)  # last column: "*" records
-    state[code[latest], channel[latest]] = valid[latest]
-    star = latest & (channel == nch)
-    objection = np.zeros(n, dtype=bool)
-    objection[code[star]] = ~c["granted"][star]
-    out = {f"consent_{ch}": state[:, i] & ~objection for i, ch in enumerate(spec.channels)}
+    """The consent rule (``consent_matrix``) at the cutoff on the prepared records, already
+    sorted by customer, channel and time."""
+    state, objection = consent_matrix(
+        c["code"],
+        c["channel"],
+        c["t"],
+        c["granted"],
+        c["double_opt_in"],
+        n=n,
+        channels=tuple(spec.channels),
+        presorted=True,
+    )
+    out = {f"consent_{ch}": state[:, i] for i, ch in enumerate(spec.channels)}
     out["objection"] = objection
     return out
 

@@ -24,10 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kundenwert.defaults import default_file
 from kundenwert.errors import ConfigurationError
 from kundenwert.features.contract import MARKETING_CHANNELS
+from kundenwert.serving.kinds import KindName, action_kind
 
 DEFAULT_CATALOG = default_file("actions.toml")  # shipped in the wheel
 
-KINDS = ("cross_sell", "retention", "win_back", "upsell", "service_follow_up", "newsletter")
 STATUSES = ("active", "lapsed", "new")
 CUSTOMER_TYPES = ("consumer", "business", "retailer")
 
@@ -128,7 +128,7 @@ class Action(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")
-    kind: Literal["cross_sell", "retention", "win_back", "upsell", "service_follow_up", "newsletter"]
+    kind: KindName = Field(description="one of serving.kinds.ACTION_KINDS")
     title: str = Field(min_length=1, description="what sales and marketing read")
     category: str | None = None
     channels: dict[str, float] = Field(description="channel -> cost of one contact")
@@ -161,8 +161,8 @@ class Action(BaseModel):
         unknown = set(self.policy) - set(self.channels)
         if unknown:
             raise ValueError(f"policy for channel(s) {', '.join(sorted(unknown))} the action does not use")
-        if self.kind == "cross_sell" and not self.category:
-            raise ValueError("a cross_sell action needs its category")
+        if action_kind(self.kind).by_category and not self.category:
+            raise ValueError(f"a {self.kind} action needs its category")
         return self
 
     def formula(self, name: Literal["value", "propensity"]) -> Formula:

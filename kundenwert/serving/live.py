@@ -22,8 +22,8 @@ import sqlalchemy as sa
 
 from kundenwert.db.backends import RawStatement, backend_for
 from kundenwert.db.schema import LIVE_CHANGES, TABLE_DEFS
-from kundenwert.features.consent import consent_state
-from kundenwert.features.contract import ALL_CHANNELS, MARKETING_CHANNELS
+from kundenwert.features.consent import consent_of_records, consent_state
+from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import LiveOne
 
 DAY = pd.Timedelta(days=1)
@@ -150,17 +150,9 @@ def live_of_prepared(
     rows: Prepared, now_us: int, channels: list[str], action_ids: list[str], response_window: int = 14
 ) -> LiveOne:
     """The live state of one customer at ``now_us`` (rows after it do not count yet)."""
-    latest: dict[str, tuple] = {}
-    for row in rows.consents:
-        if row[0] > now_us:
-            break
-        latest[row[1]] = row  # the latest record per channel wins
-    star = latest.get(ALL_CHANNELS)
-    objection = star is not None and not star[2]  # granted false or missing
-    permitted = [
-        not objection and (r := latest.get(ch)) is not None and bool(r[2]) and (ch != "email" or bool(r[3]))
-        for ch in channels
-    ]
+    permitted, objection = consent_of_records(  # the consent rule; records after now do not count
+        ((r[1], bool(r[2]), bool(r[3])) for r in rows.consents if r[0] <= now_us), channels
+    )
     position = _positions(tuple(channels))
     c7, c30 = [0.0] * len(channels), [0.0] * len(channels)
     since = [np.inf] * len(channels)

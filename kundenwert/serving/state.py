@@ -25,9 +25,10 @@ import orjson
 import pandas as pd
 
 from kundenwert.db.store import Store
-from kundenwert.serving.arbitration import EXPLAINED, Candidates, Decisions, Live, decide, decide_one
+from kundenwert.serving.arbitration import Candidates, Decisions, Live, decide, decide_one
 from kundenwert.serving.catalog import Catalog
 from kundenwert.serving.decisions import DecisionLog
+from kundenwert.serving.kinds import ACTION_KINDS
 from kundenwert.serving.live import (
     LiveCache,
     LiveReader,
@@ -36,6 +37,7 @@ from kundenwert.serving.live import (
     ignored_offers,
     live_of_prepared,
 )
+from kundenwert.serving.rules import EXPLAINED
 from kundenwert.serving.scores_store import read_scores
 from kundenwert.serving.scoring import category_margins, score_customers
 
@@ -281,9 +283,8 @@ class ServingState:
         self.decisions.add(rows)
         return {r["customer_id"]: r["decision_id"] for r in rows}
 
-    # the reasons behind an action of a kind: churn risk for retention, win-back chance for
-    # win-back, otherwise what drives the customer's value
-    REASONS_OF_KIND = {"retention": "churn", "win_back": "winback"}
+    # the score whose reasons explain an action of a kind (``ActionKind.reasons``)
+    REASONS_OF_KIND = {k.name: k.reasons for k in ACTION_KINDS}
 
     def reasons_text(self, block: Block | None, customer_id: str, score: str) -> orjson.Fragment:
         """The top SHAP reasons of one score of a customer of ``block`` as the stored JSON text,

@@ -27,8 +27,7 @@ from kundenwert.db.schema import TARGET_LIST_MEMBERS, TARGET_LISTS
 from kundenwert.errors import KundenwertError
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import in_control_group
-
-OBJECTIVE_KINDS = {"churn_prevention": "retention", "win_back": "win_back", "cross_sell": "cross_sell"}
+from kundenwert.serving.kinds import OBJECTIVE_KINDS, ObjectiveName, action_kind
 
 LISTS, MEMBERS = TARGET_LISTS, TARGET_LIST_MEMBERS
 
@@ -71,7 +70,7 @@ class TargetListRequest(BaseModel):
     )
 
     name: str = Field("", max_length=200)
-    objective: Literal["churn_prevention", "win_back", "cross_sell", "action"]
+    objective: ObjectiveName = Field(description="an ActionKind's objective, or action (one action by id)")
     category: str | None = Field(None, description="cross_sell: the category")
     action_id: str | None = Field(None, description="action: the catalog action")
     channel: str
@@ -88,8 +87,9 @@ class TargetListRequest(BaseModel):
             )
         if self.size is None and self.budget is None:
             raise ValueError("give a size, a budget or both")
-        if self.objective == "cross_sell" and not self.category:
-            raise ValueError("a cross_sell list needs its category")
+        by_category = self.objective != "action" and action_kind(OBJECTIVE_KINDS[self.objective]).by_category
+        if by_category and not self.category:
+            raise ValueError(f"a {self.objective} list needs its category")
         if self.objective == "action" and not self.action_id:
             raise ValueError("an action list needs its action_id")
         return self
@@ -100,11 +100,11 @@ def actions_for(request: TargetListRequest, catalog) -> list[str]:
     if request.objective == "action":
         chosen = [catalog.action(request.action_id)]
     else:
-        kind = OBJECTIVE_KINDS[request.objective]
+        kind = action_kind(OBJECTIVE_KINDS[request.objective])
         chosen = [
             a
             for a in catalog.actions
-            if a.kind == kind and (request.objective != "cross_sell" or a.category == request.category)
+            if a.kind == kind.name and (not kind.by_category or a.category == request.category)
         ]
     chosen = [a for a in chosen if request.channel in a.channels]
     if not chosen:
