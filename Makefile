@@ -39,9 +39,13 @@ bench: $(STAMP)
 	$(PY) bench/models.py
 	$(PY) bench/train.py
 
+## Style (ruff), the layers of the architecture (import-linter, contracts in pyproject.toml) and
+## types (mypy on the package).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kundenwert tests bench
 	$(VENV)/bin/ruff format --check kundenwert tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy kundenwert
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

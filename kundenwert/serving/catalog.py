@@ -28,8 +28,10 @@ from kundenwert.serving.kinds import KindName, action_kind
 
 DEFAULT_CATALOG = default_file("actions.toml")  # shipped in the wheel
 
-STATUSES = ("active", "lapsed", "new")
-CUSTOMER_TYPES = ("consumer", "business", "retailer")
+Status = Literal["active", "lapsed", "new"]
+CustomerType = Literal["consumer", "business", "retailer"]
+STATUSES: tuple[Status, ...] = ("active", "lapsed", "new")
+CUSTOMER_TYPES: tuple[CustomerType, ...] = ("consumer", "business", "retailer")
 
 # Names a formula may use besides the action's params: per-customer model outputs and facts
 # (``affinity_<category>`` and ``margin_<category>`` for every category of the store).
@@ -86,9 +88,10 @@ class Formula:
         if isinstance(node, ast.UnaryOp):
             return -self._eval(node.operand, values)
         if isinstance(node, ast.Constant):
-            return float(node.value)
+            return float(node.value)  # type: ignore[arg-type]  # parsing admitted numbers only
         if isinstance(node, ast.Name):
             return values[node.id]
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)  # min/max, as parsed
         a, b = (self._eval(arg, values) for arg in node.args)
         return _FUNCS[node.func.id](a, b)
 
@@ -114,8 +117,8 @@ class Eligibility(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    status: tuple[Literal["active", "lapsed", "new"], ...] = STATUSES
-    customer_types: tuple[Literal["consumer", "business", "retailer"], ...] = CUSTOMER_TYPES
+    status: tuple[Status, ...] = STATUSES
+    customer_types: tuple[CustomerType, ...] = CUSTOMER_TYPES
     complaint: Literal["any", "required", "forbidden"] = "any"  # an open complaint
     scores: dict[str, tuple[float | None, float | None]] = Field(
         default_factory=dict, description="score name -> [min, max] (either may be omitted as none)"
