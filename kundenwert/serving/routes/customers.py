@@ -144,8 +144,9 @@ async def next_best_actions(
 ) -> Response:
     """The next best actions for one customer: per channel, up to ``limit`` actions the customer
     may be contacted with now (consent, objection, contact pressure and the catalog's rules are
-    checked at the moment of the call), ranked by expected value, each with its numbers and the
-    model's reasons. With ``explain``, also every dropped candidate and the first rule it failed.
+    checked at the moment of the call), ranked by score (propensity x value x lever - cost), with
+    their numbers and the model's reasons. With ``explain``, also every dropped candidate and the
+    first rule it failed.
     Every suggestion is recorded with a ``decision_id`` to report its outcome to ``/v1/feedback``.
     A customer registered after the current scoring run is scored on the spot. 404: no such
     customer in the store."""
