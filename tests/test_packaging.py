@@ -16,9 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the wheel's kundenwert
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def _run(cmd: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("KUNDENWERT_")}
+    done = subprocess.run(cmd, cwd=cwd, env={**clean, **env}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
@@ -89,3 +89,13 @@ def test_actions_env_var_names_another_catalog(tmp_path: Path, monkeypatch: pyte
     mine.write_bytes(b"\xff\xfe not toml")
     with pytest.raises(ConfigurationError, match="mine.toml is not valid TOML"):
         load_catalog()
+
+
+def test_the_wheel_ships_the_migrations(installed: Path, tmp_path: Path) -> None:
+    """A store made and upgraded by the installed package: the Alembic files are in the wheel."""
+    home = str(tmp_path / "var")
+    fresh = _run([str(installed / "kundenwert"), "db", "current"], tmp_path, KUNDENWERT_HOME=home)
+    assert "no tables yet" in fresh.stdout + fresh.stderr
+    _run([str(installed / "kundenwert"), "db", "upgrade"], tmp_path, KUNDENWERT_HOME=home)
+    done = _run([str(installed / "kundenwert"), "db", "current"], tmp_path, KUNDENWERT_HOME=home)
+    assert "0001" in done.stdout + done.stderr
