@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from kundenwert.db.backends import backend_for
+from kundenwert.db.errors import map_exceptions
 from kundenwert.db.schema import metadata
 from kundenwert.errors import StoreOutdated
 
@@ -91,7 +92,8 @@ def ensure_tables(engine: Engine, *tables: sa.Table) -> None:
     """Create ``tables`` where missing, on an engine that may not have been opened as a store
     (the service's tables are usable on any database, as they always were). A store opened by
     ``Store`` has them already (the migrations made them)."""
-    metadata.create_all(engine, tables=list(tables), checkfirst=True)
+    with map_exceptions("creating the service's tables", ", ".join(t.name for t in tables)):
+        metadata.create_all(engine, tables=list(tables), checkfirst=True)
 
 
 def open_schema(engine: Engine) -> None:

@@ -90,7 +90,7 @@ class Store:
     def prune_live_changes(self, keep: int = LIVE_CHANGES_KEPT) -> None:
         """Delete all but the newest ``keep`` entries of the change log (a service that fell
         further behind drops its whole live cache, so nothing it needs is pruned)."""
-        with self.engine.begin() as conn:
+        with map_exceptions("pruning the change log", "kw_live_changes"), self.engine.begin() as conn:
             prune_live_changes(conn, keep)
 
     def dispose(self) -> None:
@@ -484,7 +484,7 @@ def spec_from_store(store: Store, config: SnapshotConfig | None = None) -> Snaps
     """``spec_for`` of everything in the store, from three small queries instead of the tables:
     what scoring a few customers needs to give them the columns the models were trained on."""
     purchases, contacts = TABLE_DEFS["purchases"], TABLE_DEFS["contacts"]
-    with store.engine.connect() as conn:
+    with store._reading("reading the store's categories, channels and attributes") as conn:
         cats = tuple(
             sorted(
                 conn.execute(

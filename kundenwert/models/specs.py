@@ -168,11 +168,6 @@ class ModelSpec:
         """Every type skops may load for this model."""
         return tuple(dict.fromkeys((*COMMON_TRUSTED_TYPES, self.estimator_path, *self.trusted_types)))
 
-    @property
-    def higher_is_better(self) -> bool:
-        """The direction of the primary metric (champion comparisons use it)."""
-        return self.primary_metric not in self.lower_is_better
-
     def gate_problems(self, gates: Mapping[str, float]) -> list[str]:
         """``<gate>: what is wrong`` for each gate that is not ``min_``/``max_`` of a metric of this model."""
         out = []

@@ -251,6 +251,8 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigurationError(f"action catalog {source} does not exist") from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise ConfigurationError(f"action catalog {source} cannot be read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"action catalog {source} is not valid TOML: {exc}") from None
     try:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
 from kundenwert.db.schema import API_KEYS as KEYS
 from kundenwert.errors import ConfigurationError
@@ -36,7 +37,7 @@ def create_key(engine: sa.Engine, role: str, name: str = "") -> str:
         raise ConfigurationError(f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
     ensure_tables(engine, KEYS)
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    with engine.begin() as conn:
+    with map_exceptions("storing the new key", KEYS.name), engine.begin() as conn:
         conn.execute(
             KEYS.insert().values(
                 key_id=key_id,
@@ -52,7 +53,7 @@ def create_key(engine: sa.Engine, role: str, name: str = "") -> str:
 
 def revoke_key(engine: sa.Engine, key_id: str) -> bool:
     ensure_tables(engine, KEYS)
-    with engine.begin() as conn:
+    with map_exceptions("revoking the key", KEYS.name), engine.begin() as conn:
         return conn.execute(KEYS.update().where(KEYS.c.key_id == key_id).values(revoked=True)).rowcount > 0
 
 
@@ -65,7 +66,7 @@ class KeyRing:
 
     def refresh(self) -> None:
         ensure_tables(self.engine, KEYS)
-        with self.engine.connect() as conn:
+        with map_exceptions("reading the keys", KEYS.name), self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(KEYS.c.key_id, KEYS.c.secret_sha256, KEYS.c.role).where(~KEYS.c.revoked)
             )

@@ -136,6 +136,10 @@ def load_config(path: str | Path | None = None) -> ExperimentConfig:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigurationError(f"experiment configuration {source} does not exist") from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise ConfigurationError(
+            f"experiment configuration {source} cannot be read: {exc.strerror}"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"experiment configuration {source} is not valid TOML: {exc}") from None
     try:

@@ -12,7 +12,7 @@ import numpy as np
 
 from kundenwert.errors import ConfigurationError
 from kundenwert.experiments import registry
-from kundenwert.models.specs import gate_metric, get_spec, lower_is_better
+from kundenwert.models.specs import ModelSpec, gate_metric, get_spec, lower_is_better
 
 
 def check_gates(
@@ -28,9 +28,11 @@ def check_gates(
     return out
 
 
-def better_or_equal(metric: str, new: float, old: float) -> bool:
-    """Whether ``new`` is at least as good as ``old`` for ``metric`` (direction from the specs)."""
-    return new <= old if lower_is_better(metric) else new >= old
+def better_or_equal(metric: str, new: float, old: float, spec: ModelSpec | None = None) -> bool:
+    """Whether ``new`` is at least as good as ``old`` for ``metric``: in the direction ``spec``
+    gives it, or (without a spec) the one the registered specs give that metric name."""
+    lower = metric in spec.lower_is_better if spec is not None else lower_is_better(metric)
+    return new <= old if lower else new >= old
 
 
 def promote(result, version: str | int) -> dict[str, object]:
@@ -50,7 +52,7 @@ def promote(result, version: str | int) -> dict[str, object]:
         champion = registry.load_version(result.name, current)
         old = float(spec.score(champion, *result.test)[metric])
         decision.update({"champion_version": int(current), "champion_value": old, "value": new})
-        if not better_or_equal(metric, new, old):
+        if not better_or_equal(metric, new, old, spec):
             return {
                 **decision,
                 "promoted": False,

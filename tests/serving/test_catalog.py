@@ -99,3 +99,10 @@ def test_names_are_checked_against_the_models_and_categories(tmp_path: Path) -> 
         load_catalog(_write(tmp_path, ONE + ONE))
     with pytest.raises(ConfigurationError, match="does not exist"):
         load_catalog(tmp_path / "nope.toml")
+
+
+def test_a_catalog_path_that_is_no_file_is_refused_by_name(tmp_path: Path) -> None:
+    from kundenwert.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=f"action catalog {tmp_path} cannot be read"):
+        load_catalog(tmp_path)

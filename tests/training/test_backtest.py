@@ -104,3 +104,11 @@ def test_unknown_models_and_empty_stores_are_clear_errors(frames) -> None:
     empty = {**frames, "purchases": frames["purchases"].iloc[:0]}
     with pytest.raises(ConfigurationError, match="no purchases"):
         train_models(empty, _config())
+
+
+def test_the_champion_comparison_takes_the_direction_of_the_models_own_spec() -> None:
+    from kundenwert.models.specs import get_spec
+
+    clv, churn = get_spec("clv"), get_spec("churn")
+    assert "mae" in clv.lower_is_better and "mae" not in churn.lower_is_better
+    assert not better_or_equal("mae", 3, 2, clv) and better_or_equal("mae", 3, 2, churn)

@@ -74,3 +74,8 @@ def test_a_model_without_a_section_gets_its_specs_gates() -> None:
     for m in MODELS:  # the default file repeats the specs' gates
         assert default.model(m).gates == dict(get_spec(m).gates) == bare.model(m).gates, m
     assert bare.enabled() == list(MODELS) and bare.model("churn").params == {}
+
+
+def test_a_config_path_that_is_no_file_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=f"experiment configuration {tmp_path} cannot be read"):
+        load_config(tmp_path)
