@@ -35,7 +35,26 @@ CUSTOMER_TYPES: tuple[CustomerType, ...] = ("consumer", "business", "retailer")
 
 # Names a formula may use besides the action's params: per-customer model outputs and facts
 # (``affinity_<category>`` and ``margin_<category>`` for every category of the store).
-SCORE_NAMES = ("clv", "p_alive", "churn", "winback", "response", "uplift", "monetary_value", "frequency")
+# Names a formula may use besides the models' stored scores (``score_names``): the propensity of a
+# pair (``response``, ``uplift``), P(alive) from BG/NBD and facts every scoring run holds.
+PAIR_NAMES = ("response", "uplift")
+FACT_NAMES = ("p_alive", "monetary_value", "frequency")
+
+
+def score_names() -> tuple[str, ...]:
+    """Every per-customer score a formula or an eligibility range may name: each model's stored
+    column as its spec says (a model registered with ``register_spec`` included), then the pair
+    and fact names. Per-category scores (``affinity_<category>``) are ``PER_CATEGORY``."""
+    from kundenwert.models.specs import SPECS
+
+    stored = [
+        s.stores.column or s.name
+        for s in SPECS.values()
+        if s.stores.predict is not None and not s.label.per_column
+    ]
+    return (*stored, *PAIR_NAMES, *FACT_NAMES)
+
+
 PER_CATEGORY = ("affinity_", "margin_")
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
@@ -218,7 +237,8 @@ class Catalog(BaseModel):
 
     def check_names(self, categories: list[str]) -> None:
         """Every formula and score range names a known model output, category or param."""
-        known = set(SCORE_NAMES) | {p + c for p in PER_CATEGORY for c in categories}
+        names = score_names()
+        known = set(names) | {p + c for p in PER_CATEGORY for c in categories}
         for a in self.actions:
             if a.category is not None and a.category not in categories:
                 raise ConfigurationError(
@@ -229,7 +249,7 @@ class Catalog(BaseModel):
                 if unknown:
                     raise ConfigurationError(
                         f"action {a.id}: {name} formula {getattr(a, name)!r} uses unknown name(s) "
-                        f"{', '.join(sorted(unknown))}; known: model outputs {', '.join(SCORE_NAMES)}, "
+                        f"{', '.join(sorted(unknown))}; known: model outputs {', '.join(names)}, "
                         f"affinity_<category>, margin_<category> and the action's params"
                     )
             bad = set(a.eligibility.scores) - known

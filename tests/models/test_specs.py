@@ -173,3 +173,22 @@ def test_the_registry_of_specs_names_what_is_known() -> None:
         assert list(SPECS)[-1] == "baseline_two" and get_spec("baseline_two") is other
         assert f"{ConstantRateClassifier.__module__}.ConstantRateClassifier" in other.all_trusted_types
     assert "baseline_two" not in SPECS
+
+
+def test_a_catalog_formula_may_use_a_new_models_score_once_its_spec_is_registered(tmp_path) -> None:
+    from kundenwert.datasets.design import CATEGORIES
+    from kundenwert.serving.catalog import DEFAULT_CATALOG, load_catalog
+
+    # a spec of its own (the module's ``sixth`` fixture may hold BASELINE registered meanwhile)
+    other = dataclasses.replace(
+        BASELINE, name="baseline_three", stores=dataclasses.replace(BASELINE.stores, column="rate_three")
+    )
+    text = DEFAULT_CATALOG.read_text(encoding="utf-8")
+    assert "clv * churn * save_rate" in text
+    path = tmp_path / "actions.toml"
+    path.write_text(text.replace("clv * churn * save_rate", "clv * rate_three * save_rate"))
+    catalog = load_catalog(path)
+    with pytest.raises(ConfigurationError, match="unknown name.*rate_three"):
+        catalog.check_names(list(CATEGORIES))
+    with registered(other):
+        catalog.check_names(list(CATEGORIES))  # the spec's stored column is a model output now
