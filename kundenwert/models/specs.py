@@ -227,6 +227,16 @@ def unknown_models(names: list[str]) -> list[str]:
     return sorted(set(names) - set(SPECS))
 
 
+def stored_scores() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The per-customer columns scoring runs store from the registered models: (names, prefixes).
+    A model stores its spec's ``column`` (default its name), or, with a per-column label
+    (``affinity_``), one column per label under that prefix. The response model stores pairs."""
+    stores = [s for s in SPECS.values() if s.stores.predict is not None]
+    names = tuple(s.stores.column or s.name for s in stores if not s.label.per_column)
+    prefixes = tuple(s.label.column for s in stores if s.label.per_column)
+    return names, prefixes
+
+
 def lower_is_better(metric: str) -> bool:
     """Whether a lower ``metric`` is better (a metric means the same for every model)."""
     return any(metric in s.lower_is_better for s in SPECS.values())

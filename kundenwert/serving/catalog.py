@@ -45,14 +45,9 @@ def score_names() -> tuple[str, ...]:
     """Every per-customer score a formula or an eligibility range may name: each model's stored
     column as its spec says (a model registered with ``register_spec`` included), then the pair
     and fact names. Per-category scores (``affinity_<category>``) are ``PER_CATEGORY``."""
-    from kundenwert.models.specs import SPECS
+    from kundenwert.models.specs import stored_scores
 
-    stored = [
-        s.stores.column or s.name
-        for s in SPECS.values()
-        if s.stores.predict is not None and not s.label.per_column
-    ]
-    return (*stored, *PAIR_NAMES, *FACT_NAMES)
+    return (*stored_scores()[0], *PAIR_NAMES, *FACT_NAMES)
 
 
 PER_CATEGORY = ("affinity_", "margin_")

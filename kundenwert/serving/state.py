@@ -25,6 +25,7 @@ import orjson
 import pandas as pd
 
 from kundenwert.db.store import Store
+from kundenwert.models.specs import stored_scores
 from kundenwert.serving.arbitration import Candidates, Decisions, Live, decide, decide_one
 from kundenwert.serving.catalog import Catalog
 from kundenwert.serving.decisions import DecisionLog
@@ -367,9 +368,8 @@ def verify(store: Store, catalog: Catalog, run: Run) -> None:
             f"{type(exc).__name__}: {str(exc)[:200]}"
         ) from None
     both = [i for i in probes if i in again.index]
-    columns = [
-        c for c in stored.columns if c in ("clv", "churn", "winback") or str(c).startswith("affinity_")
-    ]
+    names, prefixes = stored_scores()  # every model's stored scores, as the specs say
+    columns = [c for c in stored.columns if c in names or str(c).startswith(prefixes)]
     for c in columns:
         a = stored.loc[both, c].to_numpy(dtype="float64")
         b = again.loc[both, c].to_numpy(dtype="float64")
