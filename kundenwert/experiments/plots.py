@@ -270,13 +270,13 @@ def qini(y, treated, uplift) -> Plot:
     from kundenwert.models.response import qini_curve
 
     x, q = qini_curve(y, treated, uplift)
-    at = np.round(GRID * (len(x) - 1)).astype(int)
+    q_at = np.interp(GRID * x[-1], x, q)  # the curve is linear between its points (tied scores)
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot(GRID, q[at], label="model (uplift)")
+    ax.plot(GRID, q_at, label="model (uplift)")
     ax.plot([0, 1], [0, q[-1]], ls="--", c="grey", lw=1, label="random")
     ax.set(xlabel="share of contacts targeted", ylabel="incremental responses", title="response: Qini curve")
     ax.legend()
-    return Plot("qini", fig, {"share_targeted": _round(GRID), "incremental": _round(q[at])})
+    return Plot("qini", fig, {"share_targeted": _round(GRID), "incremental": _round(q_at)})
 
 
 def model_plots(spec: ModelSpec, model, test: tuple) -> list[Plot]:

@@ -173,15 +173,21 @@ class ResponseModel(BoostedSnapshotModel):
 
 def qini_curve(y, treated, score) -> tuple[np.ndarray, np.ndarray]:
     """Incremental responses when targeting the top-scored rows: for the top n rows, treated
-    responders minus control responders scaled to the treated count (Radcliffe's Qini curve)."""
+    responders minus control responders scaled to the treated count (Radcliffe's Qini curve).
+
+    Rows with the same score are one step: the curve has a point only where the score changes
+    (as scikit-uplift and causalml draw it), and is linear within a group of tied rows, which is
+    the average over every order of the ties. So no point and no area depends on row order."""
     y, t, s = (np.asarray(a, dtype="float64") for a in (y, treated, score))
     order = np.argsort(-s, kind="stable")
-    y, t = y[order], t[order]
+    y, t, s = y[order], t[order], s[order]
     n_t, n_c = np.cumsum(t), np.cumsum(1 - t)
     r_t, r_c = np.cumsum(y * t), np.cumsum(y * (1 - t))
+    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1] if len(s) else np.array([], dtype=int)
+    n_t, n_c, r_t, r_c = n_t[ends], n_c[ends], r_t[ends], r_c[ends]
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(n_c > 0, r_t - r_c * n_t / n_c, r_t)
-    return np.r_[0.0, np.arange(1, len(y) + 1, dtype="float64")], np.r_[0.0, q]
+    return np.r_[0.0, (ends + 1).astype("float64")], np.r_[0.0, q]
 
 
 def qini(y, treated, score) -> dict[str, float]:
