@@ -227,7 +227,7 @@ class Store:
                     "text": pc.cast(long.column("text"), pyarrow.string()).to_pandas(),
                 }
             )
-            with self.engine.connect() as conn:
+            with self._reading("reading attribute definitions", "attribute_definitions") as conn:
                 attrs = self._read_attributes(conn, long_df)
             out["customers"] = out["customers"].join(attrs, on="customer_id")
         return out
@@ -243,10 +243,10 @@ class Store:
         columns = columns or {}
         out = {name: self.read_for_customers(name, customer_ids, columns.get(name)) for name in names}
         if "customers" in out:
-            with self.engine.connect() as conn:
-                long = self.read_for_customers(
-                    "customer_attributes", customer_ids, ["customer_id", "name", "number", "text"]
-                )
+            long = self.read_for_customers(
+                "customer_attributes", customer_ids, ["customer_id", "name", "number", "text"]
+            )
+            with self._reading("reading attribute definitions", "attribute_definitions") as conn:
                 attrs = self._read_attributes(conn, long)
             out["customers"] = out["customers"].join(attrs, on="customer_id")
         return out
