@@ -230,17 +230,28 @@ def train_cmd(
     for c in ("model", "rows", "metrics (test cutoffs)", "gates", "version", "champion"):
         t.add_column(c)
     for name, r in results.items():
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in r.metrics.items() if k in _SHOWN)
-        d = decisions[name]
-        t.add_row(
-            name,
-            f"{r.data['rows']:,}",
-            shown,
-            "passed" if r.passed else "failed",
-            str(d["version"]),
-            "yes" if d["promoted"] else f"no: {d['reason']}",
+        shown = ", ".join(
+            f"{k} {'not measurable' if v is None else f'{v:.3f}'}"
+            for k, v in r.metrics.items()
+            if k in _SHOWN
         )
+        d = decisions[name]
+        inapplicable = [g for g, v in r.gates.items() if v.get("applicable") is False]
+        gates = "passed" if r.passed else "failed"
+        if inapplicable:
+            gates += f" ({', '.join(inapplicable)}: not applicable)"
+        rows = f"{r.data['rows']:,}" + (" (by customer)" if r.split.get("method") == "customer" else "")
+        t.add_row(
+            name, rows, shown, gates, str(d["version"]), "yes" if d["promoted"] else f"no: {d['reason']}"
+        )
+    for name, reason in getattr(results, "skipped", {}).items():
+        t.add_row(name, "-", f"skipped: {reason}", "-", "-", "-")
     out.print(t)
+    for name, r in results.items():
+        if r.split.get("reason"):
+            out.print(f"{name}: split by customer: {r.split['reason']}", soft_wrap=True, highlight=False)
+        for warning in r.warnings:
+            out.print(f"[yellow]warning[/] {name}: {warning}", soft_wrap=True, highlight=False)
     uri = tracking_uri()
     out.print(f"runs and models: {uri} (experiment {cfg.name!r})", soft_wrap=True, highlight=False)
     out.print(f"browse them: mlflow ui --backend-store-uri {uri}", soft_wrap=True, highlight=False)

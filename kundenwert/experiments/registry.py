@@ -139,7 +139,11 @@ def _log_and_register(
         mlflow.log_params(
             {k: str(v)[:500] for k, v in {**result.model.get_params(), **(params or {})}.items()}
         )
-        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)})
+        measured = {k: float(v) for k, v in result.metrics.items() if v is not None and np.isfinite(v)}
+        mlflow.log_metrics(measured)
+        unmeasurable = sorted(k for k, v in result.metrics.items() if v is None)
+        if unmeasurable:  # a metric these test rows cannot measure is not logged as a number
+            mlflow.set_tag("not_measurable", ",".join(unmeasurable))
         mlflow.log_dict({**result.data, "gates": result.gates, "passed": result.passed}, "training_set.json")
         _log_datasets(result, example)
         if result.test is not None:

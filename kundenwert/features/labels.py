@@ -6,11 +6,16 @@ at or after the cutoff only. A purchase is a purchase row with a positive amount
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DAY = pd.Timedelta(days=1)
+
+# Outcomes that may count as a response: what the customer did (not none, unsubscribed, bounced).
+ResponseOutcome = Literal["opened", "clicked", "responded", "converted"]
 
 
 class LabelConfig(BaseModel):
@@ -26,6 +31,21 @@ class LabelConfig(BaseModel):
     )
     activity_window: int = Field(180, gt=0, description="days: active = purchased within it")
     response_window: int = Field(14, ge=0, description="days after a contact in which a response counts")
+    response_outcomes: tuple[ResponseOutcome, ...] = Field(
+        ("responded", "converted"),
+        min_length=1,
+        description="contact outcomes that count as a response (add clicked, or opened, to count those)",
+    )
+    attribution: Literal["last_touch", "every_touch"] = Field(
+        "last_touch",
+        description="a response counts for the latest contact of its action before it (last_touch) "
+        "or for every contact of that action in the response window before it (every_touch)",
+    )
+
+    @field_validator("response_outcomes")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v))
 
 
 def _utc(t: pd.Timestamp | str) -> pd.Timestamp:
@@ -73,16 +93,68 @@ def labels_at(frames: dict[str, pd.DataFrame], cutoff, config: LabelConfig | Non
     return out
 
 
+def action_key(contacts: pd.DataFrame) -> pd.Series:
+    """What makes contacts "the same action" for response attribution: the ``action_id``; a
+    contact without one, its ``campaign_id``; without either, the contact alone (its id)."""
+    action = contacts["action_id"].astype("object") if "action_id" in contacts else None
+    campaign = contacts["campaign_id"].astype("object") if "campaign_id" in contacts else None
+    key = pd.Series("contact:" + contacts["contact_id"].astype("str"), index=contacts.index, dtype="object")
+    if campaign is not None:
+        key = key.mask(campaign.notna(), "campaign:" + campaign.astype("str"))
+    if action is not None:
+        key = key.mask(action.notna(), "action:" + action.astype("str"))
+    return key
+
+
+def campaign_position(contacts: pd.DataFrame) -> pd.DataFrame:
+    """Where each outbound contact stands in its campaign, as known when it is made: the earlier
+    outbound contacts of the same campaign to the same customer (``campaign_contacts_before``)
+    and the days since the first of them (``days_since_campaign_start``, 0 for the first
+    contact). A contact without a ``campaign_id`` is the first of its own campaign. Indexed like
+    the outbound rows of ``contacts``."""
+    out = contacts[contacts["direction"] == "outbound"]
+    campaign = (
+        out["campaign_id"].astype("object") if "campaign_id" in out else pd.Series(np.nan, index=out.index)
+    )
+    key = ("campaign:" + campaign.astype("str")).where(
+        campaign.notna(), "contact:" + out["contact_id"].astype("str")
+    )
+    frame = pd.DataFrame(
+        {"customer": out["customer_id"].astype("str"), "key": key, "at": out["contacted_at"]}
+    )
+    frame = frame.sort_values(["customer", "key", "at"], kind="stable")
+    group = frame.groupby(["customer", "key"], sort=False)
+    before = group.cumcount().astype("float64")
+    first = group["at"].transform("min")
+    days = (frame["at"] - first) / DAY
+    return pd.DataFrame(
+        {"campaign_contacts_before": before, "days_since_campaign_start": days.astype("float64")}
+    ).reindex(out.index)
+
+
 def response_labels(contacts: pd.DataFrame, cutoff, config: LabelConfig | None = None) -> pd.DataFrame:
-    """One row per outbound contact in ``[cutoff, cutoff + horizon)``: channel, action, treated or
-    control, and whether it got a response (``responded`` or ``converted``) within the response window."""
+    """One row per outbound contact (treated, or held out as control) whose whole response window
+    lies in the label window, ``[cutoff, cutoff + horizon - response_window)``: channel, action,
+    treated or control, where it stands in its campaign (``campaign_position``), and whether it
+    got a response.
+
+    A response is a contact row (either direction) with an outcome of ``response_outcomes``; it
+    counts for the outbound contacts of the same action (``action_key``) and customer made at most
+    ``response_window`` days before it: under ``last_touch`` for the latest of them only (a
+    response recorded on an outbound contact is that contact's own), under ``every_touch`` for
+    each of them. So a campaign of several calls whose outcome is recorded on the last call has
+    one responding call (last touch), or every call of the last ``response_window`` days (every
+    touch). Only rows at or after the cutoff are read, and no row after the label window."""
     cfg = config or LabelConfig()
     t = _utc(cutoff)
-    k = contacts[
-        (contacts["direction"] == "outbound")
-        & (contacts["contacted_at"] >= t)
-        & (contacts["contacted_at"] < t + cfg.horizon * DAY)
-    ]
+    window = cfg.response_window * DAY
+    end = t + cfg.horizon * DAY
+    rows = contacts[(contacts["contacted_at"] >= t) & (contacts["contacted_at"] < end)]
+    outbound = rows["direction"] == "outbound"
+    k = rows[outbound & (rows["contacted_at"] < end - window)]
+    responded = _attributed(rows, outbound, cfg).reindex(k.index, fill_value=False)
+    position = campaign_position(contacts[contacts["customer_id"].isin(k["customer_id"].unique())])
+    position = position.reindex(k.index)
     return pd.DataFrame(
         {
             "contact_id": k["contact_id"].to_numpy(),
@@ -91,9 +163,63 @@ def response_labels(contacts: pd.DataFrame, cutoff, config: LabelConfig | None =
             "channel": k["channel"].to_numpy(),
             "action_id": k["action_id"].to_numpy(),
             "treated": ~k["is_control"].fillna(False).astype(bool).to_numpy(),
-            "responded": k["outcome"].isin(["responded", "converted"]).to_numpy(),
+            "campaign_contacts_before": position["campaign_contacts_before"].to_numpy(),
+            "days_since_campaign_start": position["days_since_campaign_start"].to_numpy(),
+            "responded": responded.to_numpy(dtype=bool),
         }
     )
+
+
+def _attributed(rows: pd.DataFrame, outbound: pd.Series, cfg: LabelConfig) -> pd.Series:
+    """Per outbound row of ``rows``: whether a response of ``rows`` counts for it (see
+    ``response_labels``)."""
+    is_response = rows["outcome"].astype("object").isin(cfg.response_outcomes)
+    own = is_response & outbound  # a response recorded on the contact itself is its own
+    credited = pd.Series(own[outbound].to_numpy(), index=rows.index[outbound.to_numpy()])
+    window = cfg.response_window * DAY
+    key = action_key(rows)
+    sent = pd.DataFrame(
+        {
+            "row": rows.index[outbound.to_numpy()],
+            "customer": rows.loc[outbound, "customer_id"].astype("str").to_numpy(),
+            "key": key[outbound].to_numpy(),
+            "at": rows.loc[outbound, "contacted_at"].to_numpy(),
+        }
+    )
+    if cfg.attribution == "last_touch":
+        # A response recorded elsewhere (inbound) counts for the latest contact of its action.
+        other = rows[is_response & ~outbound]
+        if len(other) and len(sent):
+            found = pd.DataFrame(
+                {
+                    "customer": other["customer_id"].astype("str").to_numpy(),
+                    "key": key[is_response & ~outbound].to_numpy(),
+                    "at": other["contacted_at"].to_numpy(),
+                }
+            ).sort_values("at", kind="stable")
+            hit = pd.merge_asof(
+                found,
+                sent.sort_values("at", kind="stable"),
+                on="at",
+                by=["customer", "key"],
+                direction="backward",
+                tolerance=window,
+            )
+            credited.loc[hit["row"].dropna().astype(rows.index.dtype)] = True
+        return credited
+    # every touch: each contact of the action in [response - window, response]
+    found = pd.DataFrame(
+        {
+            "customer": rows.loc[is_response, "customer_id"].astype("str").to_numpy(),
+            "key": key[is_response].to_numpy(),
+            "response_at": rows.loc[is_response, "contacted_at"].to_numpy(),
+        }
+    )
+    pairs = sent.merge(found, on=["customer", "key"])
+    lag = pairs["response_at"] - pairs["at"]
+    hit = pairs.loc[(lag >= pd.Timedelta(0)) & (lag <= window), "row"]
+    credited.loc[hit.unique()] = True
+    return credited
 
 
 def purchase_days_between(purchases: pd.DataFrame, start, end) -> pd.Series:

@@ -8,6 +8,9 @@ first test cutoff. Cutoffs that would break this are dropped, not silently kept.
 
 from __future__ import annotations
 
+from typing import Literal
+
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +21,14 @@ DAY = pd.Timedelta(days=1)
 
 
 class SplitConfig(BaseModel):
-    """Rolling cutoffs and how many of the latest go to validation and test."""
+    """Rolling cutoffs, how many of the latest go to validation and test, and when the test rows
+    are customers set apart instead (``method``).
+
+    ``time`` tests on the latest cutoffs (label windows never overlap the training ones);
+    ``customer`` tests on a ``test_share`` of the customers (a stable hash), at every cutoff;
+    ``auto`` splits in time unless that leaves no training window or a test set too small to
+    judge (fewer than ``min_test_rows`` rows or ``min_test_positives`` positives), and then by
+    customer, saying why in the report."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -26,6 +36,18 @@ class SplitConfig(BaseModel):
     min_history_days: int = Field(180, ge=0, description="days of data before the first cutoff")
     validation_cutoffs: int = Field(1, ge=0)
     test_cutoffs: int = Field(1, ge=1)
+    method: Literal["auto", "time", "customer"] = Field("auto", description="how test rows are set apart")
+    test_share: float = Field(0.25, gt=0, lt=1, description="customers tested on, when split by customer")
+    min_test_rows: int = Field(1000, ge=0, description="fewer test rows are too few to judge")
+    min_test_positives: int = Field(100, ge=0, description="fewer positive test labels are too few to judge")
+
+
+def customer_test_rows(index: pd.Index, share: float, seed: int = 0) -> np.ndarray:
+    """Rows of the customers set apart for testing: a stable hash of (seed, customer id) below
+    ``share``, so a customer's rows are all on one side, at every cutoff and in every run."""
+    ids = index.get_level_values("customer_id") if "customer_id" in (index.names or []) else index
+    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"split{seed:012d}"[:16])
+    return (h % np.uint64(1_000_000)) < np.uint64(round(share * 1_000_000))
 
 
 def rolling_cutoffs(

@@ -18,18 +18,23 @@ from sklearn.utils.validation import check_is_fitted
 from kundenwert.models.tabular import BoostedSnapshotModel
 
 CONTACT_COLUMNS = ("channel", "action_id", "treated")
+# Where a contact stands in its campaign (``labels.campaign_position``). A suggestion is scored
+# as a new contact: the first of its campaign (no contacts before, day 0).
+POSITION_COLUMNS = ("campaign_contacts_before", "days_since_campaign_start")
+NEW_CONTACT = {"campaign_contacts_before": 0.0, "days_since_campaign_start": 0.0}
 
 
 def response_rows(snapshot: pd.DataFrame, contacts: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """Features (the contact's channel, action and arm plus the customer's snapshot) and labels of
-    ``contacts`` as ``response_labels`` gives them; contacts of customers not in the snapshot are
-    dropped. Indexed by ``(customer_id, contact_id)`` when contact ids are given."""
+    """Features (the contact's channel, action, arm and position in its campaign plus the
+    customer's snapshot) and labels of ``contacts`` as ``response_labels`` gives them; contacts of
+    customers not in the snapshot are dropped. Indexed by ``(customer_id, contact_id)`` when contact ids are given."""
     known = contacts[contacts["customer_id"].isin(snapshot.index)]
     X = snapshot.reindex(known["customer_id"].to_numpy())
     X = X.assign(
         channel=known["channel"].to_numpy(),
         action_id=known["action_id"].astype("str").to_numpy(),
         treated=known["treated"].to_numpy(dtype=bool),
+        **{c: known[c].to_numpy(dtype="float64") for c in POSITION_COLUMNS if c in known.columns},
     )
     if "contact_id" in known.columns:
         X.index = pd.MultiIndex.from_arrays(
@@ -66,6 +71,10 @@ class ResponseModel(BoostedSnapshotModel):
         if missing:
             raise ValueError(f"response rows need column(s) {', '.join(missing)} (see response_rows)")
         self.model_ = self._classifier().fit(X, y)
+        # Uplift is learnt only where both arms were seen: the actions with control rows.
+        arms = pd.crosstab(X["action_id"].astype("str"), X["treated"].astype(bool))
+        both = arms.index[(arms.reindex(columns=[False, True], fill_value=0) > 0).all(axis=1)]
+        self.uplift_actions_ = np.sort(np.asarray(both, dtype=object))
         self.feature_names_in_ = self.model_.feature_names_in_
         self.n_features_in_ = self.model_.n_features_in_
         # The booster and encoder, for reasons (explain) like every tree model.
@@ -87,6 +96,7 @@ class ResponseModel(BoostedSnapshotModel):
         contacted = self.model_.proba_encoded(Z)[:, 1]
         Z[:, arm] = 0.0
         not_contacted = self.model_.proba_encoded(Z)[:, 1]
+        not_contacted[~self.has_uplift(X["action_id"])] = np.nan
         return pd.DataFrame(
             {
                 "response": own,
@@ -100,6 +110,14 @@ class ResponseModel(BoostedSnapshotModel):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_frame(X)["uplift"].to_numpy()
 
+    def has_uplift(self, action_id) -> np.ndarray:
+        """Whether the uplift of each action of ``action_id`` was learnt (the training rows held
+        control rows for it); elsewhere uplift and the response without contact are unknown
+        (NaN), not zero. Models fitted before this was recorded: every action."""
+        actions = np.asarray(pd.Series(action_id).astype("str"), dtype=object)
+        known = getattr(self, "uplift_actions_", None)
+        return np.ones(len(actions), dtype=bool) if known is None else np.isin(actions, known)
+
     def predict_actions(
         self,
         X: pd.DataFrame,
@@ -111,7 +129,8 @@ class ResponseModel(BoostedSnapshotModel):
         every customer of a snapshot ``X`` (indexed by customer id): the numbers of
         ``predict_frame`` on one treated contact row per customer and pair, with ``X`` encoded and
         binned once and only the channel, action and arm columns set per pair. ``uplift=False``
-        skips the second (not contacted) pass. ``rows``: per pair, a mask of the customers to
+        skips the second (not contacted) pass. Each contact is a new one, the first of its
+        campaign (``NEW_CONTACT``). ``rows``: per pair, a mask of the customers to
         score for it (the others are left out of the result; default: everyone). Long frame
         indexed by (customer_id, action_id, channel)."""
         check_is_fitted(self, "model_")
@@ -119,7 +138,8 @@ class ResponseModel(BoostedSnapshotModel):
             raise ValueError("name at least one (action_id, channel) pair")
         names = list(self.encoder_.feature_names_in_)
         action0, channel0 = pairs[0]
-        Z = self.encoder_.transform(X.assign(channel=channel0, action_id=action0, treated=True))
+        new = {c: v for c, v in NEW_CONTACT.items() if c in names}
+        Z = self.encoder_.transform(X.assign(channel=channel0, action_id=action0, treated=True, **new))
         Zb = self.model_.bin(Z)
         varying = [names.index(c) for c in ("action_id", "channel", "treated") if c in names]
         # the bins of the varying columns for each (action, channel, arm): bin one small row each
@@ -143,9 +163,11 @@ class ResponseModel(BoostedSnapshotModel):
             part[:, varying] = bins[i * len(arms)]
             contacted = self.model_.proba_binned(part)[:, 1]
             response.append(contacted)
-            if uplift:
+            if uplift and self.has_uplift([pair[0]])[0]:
                 part[:, varying] = bins[i * len(arms) + 1]
                 lift.append(contacted - self.model_.proba_binned(part)[:, 1])
+            elif uplift:
+                lift.append(np.full(len(part), np.nan))  # no control rows for this action
         sizes = [len(w) for w in who]
         index = pd.MultiIndex.from_arrays(
             [
@@ -188,6 +210,28 @@ def qini_curve(y, treated, score) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(n_c > 0, r_t - r_c * n_t / n_c, r_t)
     return np.r_[0.0, (ends + 1).astype("float64")], np.r_[0.0, q]
+
+
+def uplift_rows(X: pd.DataFrame, uplift) -> np.ndarray:
+    """The rows of test contacts ``X`` on which an uplift ranking can be measured: rows of an
+    action whose test rows hold both arms (treated and control), with a predicted uplift."""
+    treated = X["treated"].to_numpy(dtype=bool)
+    action = X["action_id"].astype("str").to_numpy(dtype=object)
+    arms = pd.crosstab(action, treated)
+    both = arms.index[(arms.reindex(columns=[False, True], fill_value=0) > 0).all(axis=1)]
+    return np.isin(action, np.asarray(both, dtype=object)) & np.isfinite(np.asarray(uplift, dtype="float64"))
+
+
+def measurable_qini(y, X: pd.DataFrame, uplift) -> dict[str, float | None]:
+    """``qini`` of an uplift ranking on the test rows that can measure it (``uplift_rows``);
+    ``None`` for both (not measurable, never a number) when no action has control rows, and
+    ``qini_rows``: the share of test rows it was measured on."""
+    rows = uplift_rows(X, uplift)
+    if not rows.any():
+        return {"qini": None, "qini_normalized": None, "qini_rows": 0.0}
+    y_, u = np.asarray(y, dtype="float64")[rows], np.asarray(uplift, dtype="float64")[rows]
+    measured: dict[str, float | None] = {**qini(y_, X["treated"].to_numpy()[rows], u)}
+    return {**measured, "qini_rows": float(rows.mean())}
 
 
 def qini(y, treated, score) -> dict[str, float]:

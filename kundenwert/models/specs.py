@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 Population = Literal["all", "active", "lapsed", "contacts"]
 Horizon = Literal["horizon", "clv_horizon"]
-Metrics = Callable[[Any, "pd.DataFrame", Any], dict[str, float]]
+# A metric the test rows cannot measure is None (e.g. a Qini without control rows), never a number.
+Metrics = Callable[[Any, "pd.DataFrame", Any], Mapping[str, float | None]]
 
 
 class PlotKit(Protocol):
@@ -57,6 +58,8 @@ class LabelSpec:
     ``horizon``: the ``LabelConfig`` field giving the label window. ``population``: the
     customers the label is defined for (status at the cutoff), or ``contacts``.
     ``binary``: a 0/1 label (a rate is reported), else a value (CLV).
+    ``needs``: the tables that must have rows for the label to exist (a store without purchases
+    trains no model that learns from purchases; training says so and goes on with the others).
     """
 
     column: str
@@ -64,6 +67,7 @@ class LabelSpec:
     population: Population = "all"
     per_column: bool = False
     binary: bool = True
+    needs: tuple[str, ...] = ("purchases",)
 
 
 @dataclass(frozen=True)
@@ -274,12 +278,12 @@ def _affinity_metrics(model: Any, X: pd.DataFrame, y: pd.DataFrame) -> dict[str,
     }
 
 
-def _response_metrics(model: Any, X: pd.DataFrame, y: Any) -> dict[str, float]:
+def _response_metrics(model: Any, X: pd.DataFrame, y: Any) -> dict[str, float | None]:
     from kundenwert.models.metrics import classification_metrics
-    from kundenwert.models.response import qini
+    from kundenwert.models.response import measurable_qini
 
     pred = model.predict_frame(X)
-    return {**classification_metrics(y, pred["response"]), **qini(y, X["treated"], pred["uplift"])}
+    return {**classification_metrics(y, pred["response"]), **measurable_qini(y, X, pred["uplift"])}
 
 
 # ------------------------------------------------------------------ plots of the five models
@@ -323,8 +327,12 @@ def _response_plots(kit: PlotKit, model: Any, X: pd.DataFrame, y: Any) -> list:
     import numpy as np
 
     pred = model.predict_frame(X)
+    from kundenwert.models.response import uplift_rows
+
     plots = kit.curves("response", {"response": (np.asarray(y), pred["response"].to_numpy())}, "contacts")
-    return [*plots, kit.qini(y, X["treated"], pred["uplift"]), kit.shap_summary(model, X, "response")]
+    rows = uplift_rows(X, pred["uplift"])  # the Qini only where the test rows can measure it
+    qini = [kit.qini(np.asarray(y)[rows], X["treated"][rows], pred["uplift"][rows])] if rows.any() else []
+    return [*plots, *qini, kit.shap_summary(model, X, "response")]
 
 
 # ------------------------------------------------------------------ what scoring stores
@@ -408,7 +416,7 @@ def _builtin_specs() -> list[ModelSpec]:
         ModelSpec(
             name="response",
             estimator="kundenwert.models.response:ResponseModel",
-            label=LabelSpec("responded", population="contacts"),
+            label=LabelSpec("responded", population="contacts", needs=("contacts",)),
             metrics=(*CLASSIFICATION, "qini_normalized"),
             score=_response_metrics,
             primary_metric="roc_auc",

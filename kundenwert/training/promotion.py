@@ -8,29 +8,55 @@ its primary metric, both scored on the challenger's own test rows. The registry
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from kundenwert.errors import ConfigurationError
 from kundenwert.experiments import registry
 from kundenwert.models.specs import ModelSpec, gate_metric, get_spec, lower_is_better
 
+Gate = dict[str, float | bool | str | None]
 
-def check_gates(
-    metrics: dict[str, float], gates: dict[str, float]
-) -> dict[str, dict[str, float | bool | str]]:
-    """Each gate ``min_<metric>`` / ``max_<metric>`` with the measured value and whether it passed."""
-    out: dict[str, dict[str, float | bool | str]] = {}
+
+def check_gates(metrics: Mapping[str, float | None], gates: Mapping[str, float]) -> dict[str, Gate]:
+    """Each gate ``min_<metric>`` / ``max_<metric>`` with the measured value and whether it passed.
+
+    A gate on a metric the test rows cannot measure (``None``: a Qini without control rows) is
+    not applicable: ``applicable`` false, ``value`` None, and it neither passes nor fails the
+    model (``passed`` true, with the reason). A metric that was measured but is not a number
+    (NaN) fails its gate."""
+    out: dict[str, Gate] = {}
     for gate, bound in gates.items():
         kind, metric = gate_metric(gate)
-        value = float(metrics.get(metric, np.nan))
+        measured = metrics.get(metric, np.nan)
+        if metric in metrics and measured is None:
+            out[gate] = {
+                "metric": metric,
+                "bound": float(bound),
+                "value": None,
+                "passed": True,
+                "applicable": False,
+                "reason": f"{metric} is not measurable on these test rows",
+            }
+            continue
+        value = float(np.nan if measured is None else measured)
         ok = bool(np.isfinite(value) and (value >= bound if kind == "min" else value <= bound))
-        out[gate] = {"metric": metric, "bound": float(bound), "value": value, "passed": ok}
+        out[gate] = {
+            "metric": metric,
+            "bound": float(bound),
+            "value": value,
+            "passed": ok,
+            "applicable": True,
+        }
     return out
 
 
 def better_or_equal(metric: str, new: float, old: float, spec: ModelSpec | None = None) -> bool:
     """Whether ``new`` is at least as good as ``old`` for ``metric``: in the direction ``spec``
     gives it, or (without a spec) the one the registered specs give that metric name."""
+    if not np.isfinite(old):  # the champion cannot be measured on it: nothing to defend
+        return True
     lower = metric in spec.lower_is_better if spec is not None else lower_is_better(metric)
     return new <= old if lower else new >= old
 
@@ -46,11 +72,15 @@ def promote(result, version: str | int) -> dict[str, object]:
     if not result.passed:
         failed = [g for g, v in result.gates.items() if not v["passed"]]
         return {**decision, "promoted": False, "reason": f"gates failed: {', '.join(failed)}"}
-    new = float(result.metrics[metric])
+    measured = result.metrics.get(metric)
+    if measured is None:
+        return {**decision, "promoted": False, "reason": f"{metric} is not measurable on the test rows"}
+    new = float(measured)
     current = registry.alias_version(result.name, "champion")
     if current is not None and result.test is not None:
         champion = registry.load_version(result.name, current)
-        old = float(spec.score(champion, *result.test)[metric])
+        scored = spec.score(champion, *result.test).get(metric)
+        old = float("nan") if scored is None else float(scored)
         decision.update({"champion_version": int(current), "champion_value": old, "value": new})
         if not better_or_equal(metric, new, old, spec):
             return {

@@ -186,3 +186,94 @@ def test_changing_rows_before_the_cutoff_never_changes_labels_after_it(
     pd.testing.assert_frame_equal(moved[future], base[future])
     both = base["churn"].notna() & moved["churn"].notna()
     pd.testing.assert_series_equal(moved.loc[both, "churn"], base.loc[both, "churn"])
+
+
+# --------------------------------------------------------------- response labels per the contract
+
+T0 = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def _contacts(rows: list[tuple]) -> pd.DataFrame:
+    """Contact rows: (id, customer, day after T0, direction, campaign, action, control, outcome)."""
+    cols = ["contact_id", "customer_id", "day", "direction", "campaign_id", "action_id", "is_control", "outcome"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["contacted_at"] = T0 + pd.to_timedelta(df.pop("day"), unit="D")
+    df["channel"], df["topic"] = "phone", None
+    df["is_control"] = df["is_control"].astype("boolean")
+    return df
+
+
+# Customer 1: a campaign of three calls, the outcome recorded on the last one (day 9); customer 2:
+# an email and the customer's inbound order of the same action 5 days later; customer 3: a click;
+# customer 4: a response 20 days after its contact, outside the 14-day window; customer 5: a
+# control row whose organic response is on the row itself.
+CALLS = _contacts(
+    [
+        ("a", "1", 1, "outbound", "C1", "x", False, "none"),
+        ("b", "1", 4, "outbound", "C1", "x", False, "none"),
+        ("c", "1", 9, "outbound", "C1", "x", False, "converted"),
+        ("d", "2", 2, "outbound", "C2", "y", False, "opened"),
+        ("e", "2", 7, "inbound", None, "y", None, "converted"),
+        ("f", "3", 3, "outbound", "C2", "y", False, "clicked"),
+        ("g", "4", 3, "outbound", "C3", "z", False, "none"),
+        ("h", "4", 23, "inbound", None, "z", None, "responded"),
+        ("i", "5", 3, "outbound", "C1", "x", True, "responded"),
+    ]
+)
+
+
+def _labelled(**config) -> dict[str, bool]:
+    r = response_labels(CALLS, T0, LabelConfig(**config))
+    return dict(zip(r["contact_id"], r["responded"], strict=True))
+
+
+def test_a_response_counts_for_the_last_contact_of_its_action_in_the_window() -> None:
+    assert _labelled() == {"a": False, "b": False, "c": True, "d": True, "f": False, "g": False, "i": True}
+
+
+def test_every_touch_credits_each_contact_of_the_action_in_the_window() -> None:
+    got = _labelled(attribution="every_touch")
+    assert got == {"a": True, "b": True, "c": True, "d": True, "f": False, "g": False, "i": True}
+    # a shorter window leaves out the first call (8 days before the outcome)
+    assert _labelled(attribution="every_touch", response_window=6)["a"] is False
+
+
+def test_the_outcomes_that_count_are_a_setting() -> None:
+    assert _labelled(response_outcomes=("responded", "converted", "clicked"))["f"] is True
+    assert _labelled(response_outcomes=("converted",))["i"] is False
+    with pytest.raises(ValueError, match="response_outcomes"):
+        LabelConfig(response_outcomes=("unsubscribed",))
+    with pytest.raises(ValueError, match="response_outcomes"):
+        LabelConfig(response_outcomes=())
+
+
+def test_only_contacts_whose_response_window_fits_the_label_window_are_labelled() -> None:
+    """Horizon 18 days, window 14: contacts of the first 4 days only, so no label reads a row
+    after the label window (the time split keeps label windows apart)."""
+    r = response_labels(CALLS, T0, LabelConfig(horizon=18))
+    assert set(r["contact_id"]) == {"a", "d", "f", "g", "i"}
+    later = response_labels(CALLS, T0 + pd.Timedelta(days=2), LabelConfig(horizon=18))
+    assert set(later["contact_id"]) == {"b", "d", "f", "g", "i"}  # made at or after the cutoff
+
+
+def test_contacts_know_where_they_stand_in_their_campaign() -> None:
+    r = response_labels(CALLS, T0, LabelConfig()).set_index("contact_id")
+    assert r.loc[["a", "b", "c"], "campaign_contacts_before"].tolist() == [0, 1, 2]
+    assert r.loc[["a", "b", "c"], "days_since_campaign_start"].tolist() == [0, 3, 8]
+    assert r.loc["i", "campaign_contacts_before"] == 0  # another customer in the same campaign
+    # calls of the campaign before the cutoff count too: they were made before this one
+    late = response_labels(CALLS, T0 + pd.Timedelta(days=3), LabelConfig()).set_index("contact_id")
+    assert late.loc["b", "campaign_contacts_before"] == 1 and late.loc["c", "days_since_campaign_start"] == 8
+
+
+def test_sample_world_labels_are_the_contacts_own_outcomes(world) -> None:
+    """In the sample world every response is recorded on its contact, one contact per campaign:
+    the contract's labels are the contacts' own outcomes, as before attribution existed."""
+    frames, _ = world
+    c = frames["contacts"]
+    r = response_labels(c, CUTOFF, LabelConfig())
+    end = CUTOFF + pd.Timedelta(days=90 - 14)
+    own = c[(c["direction"] == "outbound") & (c["contacted_at"] >= CUTOFF) & (c["contacted_at"] < end)]
+    assert r["contact_id"].tolist() == own["contact_id"].tolist()
+    assert (r["responded"].to_numpy() == own["outcome"].isin(["responded", "converted"]).to_numpy()).all()
+    assert (r["campaign_contacts_before"] == 0).all()

@@ -77,7 +77,12 @@ def test_sampling_bounds_customers_per_cutoff_stably(frames) -> None:
     full = build_training_set(frames, wanted, cfg.snapshot, cfg.labels)
     pd.testing.assert_frame_equal(ts, _sample(full, 500, 3))
     # the response rows of a cutoff come from the same sampled customers
-    X, _y, Xt, _yt, split = data.response()
+    from kundenwert.models.specs import get_spec
+
+    in_time = cfg.model_copy(update={"split": cfg.split.model_copy(update={"method": "time"})})
+    data = TrainingData(frames, in_time)
+    X, _y, (Xt, _yt), split, _what = data.examples(get_spec("response"))
+    assert split["method"] == "time" and split["warnings"]  # 500 customers: a small test set
     (test_cutoff,) = split["test"]
     chosen = set(ts.xs(test_cutoff, level="cutoff").index)
     assert set(Xt.index.get_level_values("customer_id")) <= chosen
@@ -101,9 +106,12 @@ def test_gates_and_comparisons() -> None:
 def test_unknown_models_and_empty_stores_are_clear_errors(frames) -> None:
     with pytest.raises(ConfigurationError, match="unknown model"):
         train_models(frames, _config(), models=["churn", "nba"])
-    empty = {**frames, "purchases": frames["purchases"].iloc[:0]}
-    with pytest.raises(ConfigurationError, match="no purchases"):
-        train_models(empty, _config())
+    nothing = {**frames, "purchases": frames["purchases"].iloc[:0], "contacts": frames["contacts"].iloc[:0]}
+    with pytest.raises(ConfigurationError, match="no purchases and no contacts"):
+        train_models(nothing, _config())
+    no_contacts = {**frames, "contacts": frames["contacts"].iloc[:0]}
+    with pytest.raises(ConfigurationError, match="can train none of the models.*response: the store has no contacts"):
+        train_models(no_contacts, _config(), models=["response"])
 
 
 def test_the_champion_comparison_takes_the_direction_of_the_models_own_spec() -> None:
