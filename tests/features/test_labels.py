@@ -195,7 +195,16 @@ T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
 def _contacts(rows: list[tuple]) -> pd.DataFrame:
     """Contact rows: (id, customer, day after T0, direction, campaign, action, control, outcome)."""
-    cols = ["contact_id", "customer_id", "day", "direction", "campaign_id", "action_id", "is_control", "outcome"]
+    cols = [
+        "contact_id",
+        "customer_id",
+        "day",
+        "direction",
+        "campaign_id",
+        "action_id",
+        "is_control",
+        "outcome",
+    ]
     df = pd.DataFrame(rows, columns=cols)
     df["contacted_at"] = T0 + pd.to_timedelta(df.pop("day"), unit="D")
     df["channel"], df["topic"] = "phone", None

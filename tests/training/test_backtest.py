@@ -110,7 +110,9 @@ def test_unknown_models_and_empty_stores_are_clear_errors(frames) -> None:
     with pytest.raises(ConfigurationError, match="no purchases and no contacts"):
         train_models(nothing, _config())
     no_contacts = {**frames, "contacts": frames["contacts"].iloc[:0]}
-    with pytest.raises(ConfigurationError, match="can train none of the models.*response: the store has no contacts"):
+    with pytest.raises(
+        ConfigurationError, match="can train none of the models.*response: the store has no contacts"
+    ):
         train_models(no_contacts, _config(), models=["response"])
 
 
