@@ -55,13 +55,52 @@ def sample_cmd(
     start: Annotated[str, typer.Option(help="First day of the world (ISO date).")] = "2023-01-01",
     end: Annotated[str, typer.Option(help="Last day of the world (ISO date).")] = "2025-12-31",
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    max_calls: Annotated[
+        int,
+        typer.Option(
+            "--max-calls",
+            help="Phone campaigns call a treated customer up to this many times, a few days apart, "
+            "until they respond; the outcome is on the last call, earlier calls are 'none' "
+            "(1: one call).",
+        ),
+    ] = 1,
+    no_purchases: Annotated[
+        bool,
+        typer.Option(
+            "--no-purchases",
+            help="Write no purchases, products or offers (sold in another system); "
+            "customers, contacts, consents and complaints as usual.",
+        ),
+    ] = False,
+    experiment: Annotated[
+        bool,
+        typer.Option(
+            "--experiment",
+            help="Instead of the monthly campaigns, one randomised e-mail campaign 30 days before the end "
+            "to everyone with e-mail consent, a third held out; outcomes clicked / converted, "
+            "with an uplift that depends on the customer.",
+        ),
+    ] = False,
+    no_control: Annotated[
+        bool,
+        typer.Option("--no-control", help="No control groups: every selected customer is contacted."),
+    ] = False,
 ) -> None:
-    """Generate a sample CRM world with known ground truth."""
-    from kundenwert.datasets.sample import generate_world, write_world
+    """Generate a sample CRM world with known ground truth.
 
+    The options --max-calls, --no-purchases, --experiment and --no-control make variants like the
+    campaign data sets users bring (a bank-like world: --max-calls 3 --no-purchases --no-control);
+    without them the same seed gives the same world. They are recorded in truth/design.json.
+    """
+    from kundenwert.datasets.sample import Variants, generate_world, write_world
+
+    variants = Variants(
+        max_calls=max_calls, purchases=not no_purchases, experiment=experiment, control=not no_control
+    )
+    variants.check()
     t0 = time.perf_counter()
     with err.status(f"simulating {customers:,} customers"):
-        world = generate_world(customers, seed, start, end)
+        world = generate_world(customers, seed, start, end, variants)
     with err.status(f"writing {fmt} to {directory}"):
         rows = write_world(world, directory, fmt)
     _rows_table(f"sample world in {directory} (seed {seed})", rows)
@@ -128,7 +167,7 @@ def summary_cmd(
         r.add_row(
             str(year), f"{row['revenue']:,.2f}", f"{row['margin']:,.2f}", f"{int(row['purchase_rows']):,}"
         )
-    out.print(r)
+    out.print(r if len(s.revenue_by_year) else "no purchases in the store (products sold elsewhere?)")
     out.print(
         f"customers with valid email consent (double opt-in, no objection): {s.email_consent_share:.1%} of {s.customers:,}"
     )

@@ -70,3 +70,58 @@ def test_snapshot_and_features_commands(tmp_path: Path) -> None:
         ["snapshot", "--cutoff", "2025-06-01", "--out", str(tmp_path / "x.parquet"), "--unit", "M"], tmp_path
     )
     assert bad.returncode == 2 and "--unit must be D or W" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sample_variants_import_and_summary(tmp_path: Path, monkeypatch) -> None:
+    """``kundenwert sample`` with the variant options (a bank-like world; the e-mail experiment)."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from kundenwert.cli import app
+
+    monkeypatch.setenv("KUNDENWERT_HOME", str(tmp_path))
+    monkeypatch.delenv("KUNDENWERT_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["sample", "--help"], env={"COLUMNS": "200"}).output
+    assert all(o in help_text for o in ("--max-calls", "--no-purchases", "--experiment", "--no-control"))
+
+    bank = tmp_path / "bank"
+    args = [
+        "sample",
+        str(bank),
+        "-n",
+        "600",
+        "--seed",
+        "5",
+        "--max-calls",
+        "3",
+        "--no-purchases",
+        "--no-control",
+    ]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert not (bank / "purchases.csv").exists() and (bank / "contacts.csv").exists()
+    design = json.loads((bank / "truth" / "design.json").read_text())
+    assert design["variants"] == {"max_calls": 3, "purchases": False, "experiment": False, "control": False}
+    contacts = pd.read_csv(bank / "contacts.csv", dtype=str)
+    out = contacts[contacts["direction"] == "outbound"]
+    assert (out["is_control"] == "false").all()
+    assert out.groupby(["customer_id", "campaign_id"]).size().max() > 1
+    r = runner.invoke(app, ["import", str(bank), "--mode", "replace"])
+    assert r.exit_code == 0, r.output
+    s = runner.invoke(app, ["summary", "--at", "2025-12-31"])
+    assert s.exit_code == 0, s.output
+    assert "no purchases in the store" in s.output and "email consent" in s.output
+
+    exp = tmp_path / "experiment"
+    r = runner.invoke(app, ["sample", str(exp), "-n", "600", "--seed", "5", "--experiment"])
+    assert r.exit_code == 0, r.output
+    out = pd.read_csv(exp / "contacts.csv", dtype=str).query("direction == 'outbound'")
+    assert out["campaign_id"].nunique() == 1 and 0.2 < (out["is_control"] == "true").mean() < 0.45
+
+    bad = runner.invoke(app, ["sample", str(tmp_path / "x"), "-n", "50", "--experiment", "--no-control"])
+    assert bad.exit_code == 2 and "--no-control" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["sample", str(tmp_path / "x"), "-n", "50", "--max-calls", "0"])
+    assert bad.exit_code == 2 and "--max-calls must be at least 1" in bad.output

@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kundenwert.errors import ConfigurationError
+
 _SECONDS_PER_DAY = 86_400.0
 SALES_CHANNELS = ("web", "store", "field_sales", "phone")
 CONTACT_CHANNELS = ("email", "sms", "phone", "mail", "web", "store", "field_sales")
 TOPICS = ("information request", "service", "order status", "complaint")
+
+
+@dataclass(frozen=True)
+class Variants:
+    """Options of ``kundenwert sample`` that change the world (see the ``sample`` module docstring).
+
+    The default (``Variants()``) is the world as it always was: the same seed gives the same bytes.
+    """
+
+    max_calls: int = 1  # phone campaigns: calls per treated customer until they respond
+    purchases: bool = True  # False: no purchases, products or offers tables (sold in another system)
+    experiment: bool = False  # one randomised e-mail campaign instead of the monthly campaigns
+    control: bool = True  # False: no control groups (every selected customer is contacted)
+
+    def check(self) -> None:
+        if self.max_calls < 1:
+            raise ConfigurationError(f"--max-calls must be at least 1, not {self.max_calls}")
+        if self.experiment and not self.control:
+            raise ConfigurationError(
+                "--experiment holds out a third as control group; it cannot be combined with --no-control"
+            )
+        if self.experiment and self.max_calls > 1:
+            raise ConfigurationError(
+                "--max-calls repeats phone calls; the --experiment world has no phone campaign"
+            )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def variant_rng(seed: int) -> np.random.Generator:
+    """The variants' own random generator: their draws never touch the default world's stream."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

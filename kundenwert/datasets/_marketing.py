@@ -1,9 +1,10 @@
 """Steps 6-8 of the sample world: consents (with double opt-in, withdrawals and objections),
-monthly campaigns with control groups and responses, and inbound contacts."""
+monthly campaigns with control groups and responses (or, as a variant, repeated phone calls, no
+control groups, or one randomised e-mail experiment instead), and inbound contacts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from kundenwert.datasets._common import (
     _SECONDS_PER_DAY,
     CONTACT_CHANNELS,
     TOPICS,
+    Variants,
     _choice,
     _Clock,
     _ids,
@@ -93,13 +95,15 @@ def draw_consents(rng: np.random.Generator, p: People, span: float) -> ConsentHi
 
 @dataclass
 class Campaigns:
-    """The campaigns' outbound contacts (coded blocks), names, actions and unsubscribe records."""
+    """The campaigns' outbound contacts (coded blocks), names, actions and unsubscribe records;
+    ``truth``: extra per-customer truth columns a variant defines (the experiment's probabilities)."""
 
     u_resp: np.ndarray
     contact_parts: list[dict[str, np.ndarray]]
     campaigns: list[str]
     actions: list[str]
     unsub_rows: list[pd.DataFrame]
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def run_campaigns(
@@ -110,9 +114,15 @@ def run_campaigns(
     start_ts: pd.Timestamp,
     end_ts: pd.Timestamp,
     span: float,
+    variants: Variants | None = None,
+    vrng: np.random.Generator | None = None,
 ) -> Campaigns:
     """Every month one campaign per channel to customers with valid consent at that moment; a
-    control group held out; responses drawn; an unsubscribe withdraws the channel's consent."""
+    control group held out; responses drawn; an unsubscribe withdraws the channel's consent.
+
+    ``variants.control`` False: nobody is held out. ``variants.max_calls`` > 1: treated customers of
+    phone campaigns who do not respond are called again (``_repeat_calls``, drawn from ``vrng``)."""
+    variants = variants or Variants()
     ag, created, price_sens, pi, pref_i = p.ag, p.created, p.price_sens, p.pi, p.pref_i
     death_at = o.death_at
     grant, withdraw, obj_t = consent.grant, consent.withdraw, consent.obj_t
@@ -141,6 +151,8 @@ def run_campaigns(
             if len(sel) == 0:
                 continue
             control = rng.random(len(sel)) < D.CONTROL_SHARE
+            if not variants.control:  # the draw above still happens: the stream stays the default's
+                control = np.zeros(len(sel), dtype=bool)
             spread = 10.0 if ch == "phone" else 2.0
             ct = t + rng.uniform(0, spread, len(sel))
             dead = ~np.isnan(death_at[sel]) & (death_at[sel] < ct)
@@ -158,6 +170,7 @@ def run_campaigns(
                 + extra
             )
             logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u_resp[sel]
+            logit_alive = logit_t
             logit_t = logit_t + D.RESPONSE_DEAD * dead
             logit_c = logit_c + D.RESPONSE_DEAD * dead
             prob = np.where(control, _sigmoid(logit_c), _sigmoid(logit_t))
@@ -194,15 +207,29 @@ def run_campaigns(
                     )
                 )
             campaigns.append(f"CMP-{month:%Y-%m}-{ch}")
+            row = np.arange(len(sel))
+            if ch == "phone" and variants.max_calls > 1:
+                assert vrng is not None
+                row, ct, outcome = _repeat_calls(
+                    vrng,
+                    variants.max_calls,
+                    ct,
+                    ~control & ~responded,
+                    outcome,
+                    logit_alive,
+                    death_at[sel],
+                    np.minimum(withdraw[k, sel], obj_t[sel]),
+                    span,
+                )
             contact_parts.append(
                 _contact_part(
-                    sel,
+                    sel[row],
                     ct,
                     CONTACT_CHANNELS.index(ch),
                     0,
                     len(campaigns) - 1,
                     actions.index(action),
-                    control.astype(np.int8),
+                    control[row].astype(np.int8),
                     outcome,
                     -1,
                 )
@@ -213,6 +240,127 @@ def run_campaigns(
         campaigns=campaigns,
         actions=actions,
         unsub_rows=unsub_rows,
+    )
+
+
+def _repeat_calls(
+    vrng: np.random.Generator,
+    max_calls: int,
+    ct: np.ndarray,
+    again: np.ndarray,
+    outcome: np.ndarray,
+    logit_alive: np.ndarray,
+    death_at: np.ndarray,
+    allowed_until: np.ndarray,
+    span: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calls 2..``max_calls`` of one phone campaign, for the selected customers of its first call.
+
+    ``again``: treated and no response to the first call. Call ``k`` comes ``CALL_GAP_DAYS`` after
+    the previous one (while the world lasts and the consent holds) and responds with the first
+    call's logit (``logit_alive``, before the left-the-company effect) + ``CALL_LOGIT_DECAY (k - 1)``.
+    The campaign's outcome goes on each customer's last call; earlier calls are ``none``.
+    Returns per call: the index into the selected, its time and its outcome code.
+    """
+    oc = OUTCOMES.index
+    n = len(ct)
+    rows, times = [np.arange(n)], [ct]
+    n_calls = np.ones(n, dtype=np.int64)
+    final = outcome.copy()
+    t_prev = ct.copy()
+    waiting = again.copy()
+    for k in range(2, max_calls + 1):
+        t_k = t_prev + vrng.uniform(*D.CALL_GAP_DAYS, n)
+        u_resp, u_conv = vrng.random(n), vrng.random(n)
+        call = waiting & (t_k < span) & (t_k < allowed_until)
+        if not call.any():
+            break
+        dead = ~np.isnan(death_at) & (death_at < t_k)
+        logit = logit_alive + D.CALL_LOGIT_DECAY * (k - 1) + D.RESPONSE_DEAD * dead
+        responded = call & (u_resp < _sigmoid(logit))
+        converted = responded & (u_conv < D.CONVERT_GIVEN_RESPONSE)
+        final[call] = oc("none")
+        final[responded] = oc("responded")
+        final[converted] = oc("converted")
+        rows.append(np.flatnonzero(call))
+        times.append(t_k[call])
+        n_calls[call] = k
+        t_prev = np.where(call, t_k, t_prev)
+        waiting = call & ~responded
+    row = np.concatenate(rows)
+    number = np.concatenate([np.full(len(r), i + 1) for i, r in enumerate(rows)])
+    last = number == n_calls[row]
+    out = np.where(last, final[row], oc("none")).astype(np.int8)
+    return row, np.concatenate(times), out
+
+
+def run_experiment(
+    rng: np.random.Generator,
+    vrng: np.random.Generator,
+    p: People,
+    o: Orders,
+    consent: ConsentHistory,
+    start_ts: pd.Timestamp,
+    span: float,
+) -> Campaigns:
+    """``--experiment``: one e-mail campaign on one day ``EXPERIMENT['days_before_end']`` before the
+    end, to every customer with valid e-mail consent then; a third held out at random. Outcomes
+    ``clicked`` (a visit) or ``converted`` (a purchase after a visit), treated or not; the treated
+    effect depends on preferred channel, age group, price sensitivity and responsiveness.
+
+    The individual responsiveness comes from ``rng`` exactly as in ``run_campaigns`` (the truth's
+    ``response_individual`` is the default world's); everything else from ``vrng``. The true
+    probabilities of every customer on that day are returned as extra truth columns."""
+    E = D.EXPERIMENT
+    ch = D.EXPERIMENT_CHANNEL
+    k = D.CHANNELS.index(ch)
+    action = D.EXPERIMENT_ACTION
+    kind = D.ACTIONS[action][0]
+    n = len(p.created)
+    u_resp = rng.normal(0, D.RESPONSE_INDIVIDUAL_SD, n)
+    day = np.floor(span - E["days_before_end"])
+    t = day + 9.0 / 24.0  # 09:00, sent over the next eight hours
+    eligible = (p.created < t) & (consent.grant[k] <= t) & (t < consent.withdraw[k]) & ~(consent.obj_t <= t)
+    dead_t = ~np.isnan(o.death_at) & (o.death_at < t)
+    voucher = kind in ("retention", "win_back")
+    ps = p.price_sens - 0.5
+    click_t = (
+        E["click_base"]
+        + D.RESPONSE_PREFERRED_CHANNEL * (p.pref_i == k)
+        + np.asarray(D.RESPONSE_AGE[ch])[p.ag]
+        + u_resp
+        + (E["click_price_sensitivity"] * ps if voucher else 0.0)
+    )
+    click_c = E["click_organic_base"] + D.RESPONSE_ORGANIC_INDIVIDUAL * u_resp
+    conv_c = E["convert_base"] + E["convert_individual"] * u_resp
+    conv_t = conv_c + E["convert_treated"] + E["convert_price_sensitivity"] * ps
+    sel = np.flatnonzero(eligible)
+    control = vrng.random(len(sel)) < E["control_share"]
+    ct = t + vrng.uniform(0, 8.0 / 24.0, len(sel))
+    dead = ~np.isnan(o.death_at[sel]) & (o.death_at[sel] < ct)
+    shift = D.RESPONSE_DEAD * dead
+    p_click = _sigmoid(np.where(control, click_c[sel], click_t[sel]) + shift)
+    p_conv = _sigmoid(np.where(control, conv_c[sel], conv_t[sel]) + shift)
+    clicked = vrng.random(len(sel)) < p_click
+    converted = clicked & (vrng.random(len(sel)) < p_conv)
+    oc = OUTCOMES.index
+    outcome = np.full(len(sel), oc("none"), dtype=np.int8)
+    outcome[clicked] = oc("clicked")
+    outcome[converted] = oc("converted")
+    date = start_ts.normalize() + pd.Timedelta(days=float(day))
+    campaigns = [f"EXP-{date:%Y-%m-%d}-{ch}"]
+    actions = list(D.ACTIONS)
+    part = _contact_part(
+        sel, ct, CONTACT_CHANNELS.index(ch), 0, 0, actions.index(action), control.astype(np.int8), outcome, -1
+    )
+    truth = {}
+    for arm, c_logit, v_logit in (("treated", click_t, conv_t), ("control", click_c, conv_c)):
+        pc_ = _sigmoid(c_logit + D.RESPONSE_DEAD * dead_t)
+        truth[f"experiment_click_{arm}"] = pc_
+        truth[f"experiment_conversion_{arm}"] = pc_ * _sigmoid(v_logit + D.RESPONSE_DEAD * dead_t)
+    truth["experiment_eligible"] = eligible
+    return Campaigns(
+        u_resp=u_resp, contact_parts=[part], campaigns=campaigns, actions=actions, unsub_rows=[], truth=truth
     )
 
 

@@ -107,7 +107,9 @@ def draw_people(rng: np.random.Generator, n: int, span: float, end_ts: pd.Timest
     for k, (_, _, prefixes) in enumerate(REGIONS):
         m = reg_i == k
         pre = np.asarray(prefixes, dtype=object)[(prefix_pick[m] * len(prefixes)).astype(int)]
-        postal[m] = pre + np.char.zfill(rng.integers(0, 1000, m.sum()).astype(str), 3).astype(object)
+        digits = rng.integers(0, 1000, m.sum())
+        if len(digits):  # a tiny world may have nobody in a region (zfill of nothing fails)
+            postal[m] = pre + np.char.zfill(digits.astype(str), 3).astype(object)
     household = np.where(
         consumer, rng.choice(np.arange(1, 7), size=n, p=(0.38, 0.33, 0.12, 0.11, 0.04, 0.02)), np.nan
     )

@@ -127,3 +127,32 @@ RESPONSE_AGE = {
     "mail": (-0.5, -0.3, -0.1, 0.1, 0.3, 0.5, 0.0),
 }
 CONVERT_GIVEN_RESPONSE = 0.4
+
+# ------------------------------------------------------------------------------------------- variants
+# Options of ``kundenwert sample`` that mimic campaign data sets users bring; the default world uses
+# none of them (and its random stream never sees them: they draw from a generator of their own).
+# --max-calls N: a treated customer of a phone campaign is called again, CALL_GAP_DAYS apart, until
+# they respond or N calls are made; call k responds with the first call's logit + CALL_LOGIT_DECAY (k-1).
+CALL_GAP_DAYS = (2.0, 7.0)  # uniform
+CALL_LOGIT_DECAY = -0.4
+# --experiment: one randomised e-mail campaign (like the MineThatData/Hillstrom e-mail test) to every
+# customer with valid e-mail consent on one day; a third held out. Outcomes: ``clicked`` (a visit) and
+# ``converted`` (a purchase after the visit). Logits (u: individual responsiveness, dead: has left):
+#   click, treated:   click_base + RESPONSE_PREFERRED_CHANNEL [email preferred] + RESPONSE_AGE[email]
+#                     + u + click_price_sensitivity x (price_sensitivity - 0.5) + RESPONSE_DEAD dead
+#   click, control:   click_organic_base + RESPONSE_ORGANIC_INDIVIDUAL u + RESPONSE_DEAD dead
+#   convert | click:  convert_base (+ convert_treated + convert_price_sensitivity x (ps - 0.5) if treated)
+#                     + convert_individual u + RESPONSE_DEAD dead
+EXPERIMENT_CHANNEL = "email"
+EXPERIMENT_ACTION = "retention_voucher"
+EXPERIMENT: dict[str, float] = {
+    "days_before_end": 30,
+    "control_share": 1 / 3,
+    "click_base": -1.8,
+    "click_price_sensitivity": 1.5,
+    "click_organic_base": -2.0,
+    "convert_base": -2.0,
+    "convert_treated": 0.6,
+    "convert_price_sensitivity": 1.5,
+    "convert_individual": 0.5,
+}

@@ -49,6 +49,46 @@ Time runs from ``start`` to ``end`` (default 2023-01-01 to 2025-12-31), measured
    offers: won offers precede some orders, others are lost (price, competitor, timing, ...), and some
    are still open at the end (pending revenue).
 
+Variants
+--------
+Options of ``kundenwert sample`` (``Variants``; recorded in ``design.json`` under ``variants``)
+turn the world into one like the campaign data sets users bring. Without them the world is the one
+above, byte for byte. Their random draws come from a second generator seeded from the seed, so the
+tables drawn before the campaigns (customers, purchases, complaints, consent grants) stay those of
+the default world of the same seed. They combine, except ``--experiment`` with ``--no-control`` (the
+experiment needs its control group) or with ``--max-calls`` above 1 (it has no phone campaign); a
+bank-like world is ``--max-calls 3 --no-purchases --no-control``.
+
+- ``--max-calls N`` (default 1), like a bank's phone campaigns (UCI "Bank Marketing"): in phone
+  campaigns a treated customer who has not responded is called again ``CALL_GAP_DAYS`` (2-7) days
+  later, while the world lasts and the phone consent holds, up to N calls in all. Call k responds
+  with the first call's logit plus ``CALL_LOGIT_DECAY * (k - 1)`` (-0.4), so knowing the position
+  of a call in its campaign helps. All calls share campaign_id and action_id; the campaign's
+  outcome (``responded``, ``converted`` or ``none``) is on the customer's last call, earlier calls
+  are ``none``; control rows stay one row. Other channels and every other table are unchanged
+  (phone campaigns have no unsubscribes). The truth's ``response_phone_treated`` is the first call's.
+- ``--no-purchases``: products are sold in another system. The world is simulated as usual, but
+  purchases, products and offers (quotes precede orders and reveal them) are not written; customers,
+  contacts, consents and complaints are. The truth's purchase quantities (alive, expected purchases
+  and spend, churn, affinities) describe purchases no table shows; ``truth.posterior_state`` and
+  ``posterior_response_probability`` need a purchases table and do not apply.
+- ``--no-control``: nobody is held out; the 15% who would have been are contacted and respond as
+  treated. The truth's ``response_*_control`` is the organic response no row observes. Their
+  unsubscribes change later consents, so later campaigns, inbound contacts and offers are drawn anew.
+- ``--experiment``, like the MineThatData (Hillstrom) e-mail test: instead of the monthly campaigns,
+  one e-mail campaign ``EXP-<date>-email`` (action ``retention_voucher``) on one day 30 days before
+  the end (sent 09:00-17:00) to every customer with valid e-mail consent then; a third is held out
+  at random. Outcome ``clicked`` (a visit), ``converted`` (a visit and a purchase) or ``none``, on
+  treated and control rows alike (control: organic visits). The treated click logit depends on
+  preferred channel, age group, price sensitivity (the voucher) and responsiveness; a treated click
+  converts more often, the more so for the price sensitive (``design.EXPERIMENT``): the uplift
+  differs by customer and can be learnt. As in the default world a conversion is recorded on the
+  contact only; the purchase process stays BG/NBD. There are no unsubscribes; inbound contacts and
+  offers are drawn anew. The truth adds ``experiment_eligible`` and ``experiment_click_{treated,
+  control}`` / ``experiment_conversion_{treated,control}``: P(click) and P(click and conversion) on
+  that day for every customer (knowing who has left); its ``response_*`` columns describe the
+  monthly campaigns, which do not run in this world.
+
 ``truth/customers.parquet`` holds per customer the true parameters and the true values at the end
 date (alive, expected purchases and spend over 90 and 365 days, churn probability over 90 days,
 category affinities, response probability per channel with and without contact);
@@ -82,11 +122,20 @@ from kundenwert.datasets._buying import (
     complaints_table,
     draw_orders,
 )
-from kundenwert.datasets._common import _Clock
-from kundenwert.datasets._marketing import consents_table, contacts_table, draw_consents, run_campaigns
+from kundenwert.datasets._common import Variants, _Clock, variant_rng
+from kundenwert.datasets._marketing import (
+    consents_table,
+    contacts_table,
+    draw_consents,
+    run_campaigns,
+    run_experiment,
+)
 from kundenwert.datasets._people import People, _customer_ids, customers_table, draw_people
 from kundenwert.datasets.truth import truth_at_end
 from kundenwert.errors import ConfigurationError
+from kundenwert.features.contract import TABLE_ORDER
+
+__all__ = ["DEFAULT_END", "DEFAULT_START", "Variants", "World", "generate_world", "write_world"]
 
 DEFAULT_START = "2023-01-01"
 DEFAULT_END = "2025-12-31"
@@ -107,8 +156,11 @@ def generate_world(
     seed: int,
     start: str | pd.Timestamp = DEFAULT_START,
     end: str | pd.Timestamp = DEFAULT_END,
+    variants: Variants | None = None,
 ) -> World:
-    """Simulate the world (see the module docstring for the story)."""
+    """Simulate the world (see the module docstring for the story and the variants)."""
+    variants = variants or Variants()
+    variants.check()
     if n_customers < 1:
         raise ConfigurationError(f"--customers must be at least 1, not {n_customers}")
     start_ts = (
@@ -143,7 +195,11 @@ def generate_world(
     )
     tables["complaints"], c_owner, c_open = complaints_table(rng, clock, customer_ids, o)
     consent = draw_consents(rng, p, span)
-    campaigns = run_campaigns(rng, p, o, consent, start_ts, end_ts, span)
+    vrng = variant_rng(seed)  # variants draw here only: the default stream stays as it was
+    if variants.experiment:
+        campaigns = run_experiment(rng, vrng, p, o, consent, start_ts, span)
+    else:
+        campaigns = run_campaigns(rng, p, o, consent, start_ts, end_ts, span, variants, vrng)
     tables["contacts"] = contacts_table(rng, clock, customer_ids, p, o, campaigns, c_owner, c_open)
     tables["consents"] = consents_table(consent, campaigns, clock, customer_ids)
     tables["offers"] = _offers(
@@ -167,11 +223,17 @@ def generate_world(
             "name": [f"{c.replace('_', ' ').title()} item {j + 1}" for c in D.CATEGORIES for j in range(30)],
         }
     )
+    if not variants.purchases:  # sold in another system: the orders happen, the data does not show them
+        for name in ("purchases", "products", "offers"):
+            del tables[name]
+    truth = _truth(p, o, campaigns.u_resp, customer_ids, clock, end_ts)
+    for col, values in campaigns.truth.items():
+        truth[col] = values
     return World(
         tables=tables,
-        truth=_truth(p, o, campaigns.u_resp, customer_ids, clock, end_ts),
+        truth=truth,
         age_group_category=_age_group_category(p.pi, p.ag, o.buyer),
-        design=_design_dict(n, seed, start_ts, end_ts),
+        design=_design_dict(n, seed, start_ts, end_ts, variants),
     )
 
 
@@ -225,12 +287,13 @@ def _age_group_category(pi: np.ndarray, ag: np.ndarray, buyer: np.ndarray) -> pd
     return pd.DataFrame(rows)
 
 
-def _design_dict(n: int, seed: int, start: pd.Timestamp, end: pd.Timestamp) -> dict:
+def _design_dict(n: int, seed: int, start: pd.Timestamp, end: pd.Timestamp, variants: Variants) -> dict:
     return {
         "customers": n,
         "seed": seed,
         "start": start.isoformat(),
         "end": end.isoformat(),
+        "variants": variants.as_dict(),
         "categories": list(D.CATEGORIES),
         "age_groups": list(D.AGE_BANDS),
         "age_category_logweight": D.AGE_CATEGORY_LOGWEIGHT.tolist(),
@@ -256,6 +319,9 @@ def _design_dict(n: int, seed: int, start: pd.Timestamp, end: pd.Timestamp) -> d
         "response_dead": D.RESPONSE_DEAD,
         "response_age": D.RESPONSE_AGE,
         "convert_given_response": D.CONVERT_GIVEN_RESPONSE,
+        "call_gap_days": list(D.CALL_GAP_DAYS),
+        "call_logit_decay": D.CALL_LOGIT_DECAY,
+        "experiment": {"channel": D.EXPERIMENT_CHANNEL, "action": D.EXPERIMENT_ACTION, **D.EXPERIMENT},
     }
 
 
@@ -288,6 +354,11 @@ def write_world(world: World, out: Path | str, fmt: str = "csv") -> dict[str, in
     out = Path(out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     rows = {}
+    for name in TABLE_ORDER:  # a contract table this world has not (--no-purchases): no stale file
+        for other in ("csv", "parquet"):
+            stale = out / f"{name}.{other}"
+            if name not in world.tables and stale.exists():
+                stale.unlink()
     for name, df in world.tables.items():
         table = _to_arrow(df)
         for other in ("csv", "parquet"):  # never leave a stale file of the other format behind
@@ -310,7 +381,8 @@ def write_world(world: World, out: Path | str, fmt: str = "csv") -> dict[str, in
         "`kundenwert.datasets.sample`.\n\n"
         "- `customers.parquet`: per customer the true parameters and the true values at the end date.\n"
         "- `age_group_category.csv`: designed expected share of purchase lines per age group and category.\n"
-        "- `design.json`: every designed parameter of the world.\n"
+        "- `design.json`: every designed parameter of the world; `variants` holds the options of\n"
+        "  `kundenwert sample` it was generated with (see the module docstring for what each changes).\n"
         "\n`kundenwert.datasets.truth` computes the true values at any cutoff.\n"
     )
     return rows

@@ -12,6 +12,13 @@ true quantities have closed forms given each customer's parameters and state:
   ``q = 1 - (1 - share) exp(-mu share)`` (``1 + Poisson(mu)`` lines), which gives
   ``(1 - A)(1 - exp(-k h))`` with ``k = lambda (q + p - q p)``, ``A = lambda (1 - q) p / k``
   (future complaints are not anticipated here; their effect on 90-day affinities is small).
+
+In a variant world (``design.json``'s ``variants``, see ``kundenwert.datasets.sample``) these stay
+the truth of what they describe: without a purchases table (``--no-purchases``) the purchase
+quantities describe purchases no table shows, and the posteriors below, which read purchases, do not
+apply; ``response_*`` is a first contact of a monthly campaign (not a repeated call of
+``--max-calls``; not observed in the ``--experiment`` world, whose truth has ``experiment_*``
+columns instead); ``response_*_control`` is unobserved with ``--no-control``.
 """
 
 from __future__ import annotations

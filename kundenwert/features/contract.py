@@ -112,7 +112,9 @@ PURCHASES = Table(
         Column("sales_channel", "text", required=False, nullable=True),
     ),
     key=("purchase_id",),
-    required=True,
+    # Optional: a CRM whose products are sold in another system (a bank's campaigns) still has
+    # customers, contacts, consents and complaints to learn from; purchase features are then empty.
+    required=False,
 )
 
 CONTACTS = Table(

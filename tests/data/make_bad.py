@@ -157,10 +157,6 @@ CASES: dict[str, tuple[Callable[[dict], None], dict]] = {
         _drop_table("customers"),
         {"table": "customers", "rule": "required table is missing"},
     ),
-    "missing_purchases_table": (
-        _drop_table("purchases"),
-        {"table": "purchases", "rule": "required table is missing"},
-    ),
     "missing_column_customer_type": (
         _drop_column("customers", "customer_type"),
         {"table": "customers", "column": "customer_type", "rule": "required column is missing"},

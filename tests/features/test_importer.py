@@ -172,6 +172,20 @@ def test_replace_makes_the_folder_the_whole_store(store, tmp_path: Path) -> None
     assert counts["customer_attributes"] == 0
 
 
+def test_a_folder_without_purchases_imports(store, tmp_path: Path) -> None:
+    """Products sold in another system: customers, contacts, consents, complaints and nothing else."""
+    import_folder(DATA / "good", store, mode="append", now=NOW)
+    folder = tmp_path / "no_purchases"
+    shutil.copytree(DATA / "good", folder)
+    for name in ("purchases", "products", "offers"):
+        (folder / f"{name}.csv").unlink()
+    rows = import_folder(folder, store, mode="replace", now=NOW).rows
+    assert "purchases" not in rows and rows["customers"] == 4 and rows["contacts"] == 3
+    counts = store.counts()
+    assert counts["purchases"] == 0 and counts["products"] == 0 and counts["complaints"] == 2
+    assert store.read_table("purchases").empty
+
+
 def test_parquet_and_csv_give_the_same_store(tmp_path: Path) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
