@@ -197,14 +197,14 @@ def load_champions(alias: str = "champion") -> tuple[dict[str, object], dict[str
     """The champion of every model that has one (a model is a spec): (estimators, versions). A
     model without a champion is left out (training skips the models the data does not support);
     ``missing_models`` names them."""
-    from kundenwert.experiments.registry import load_champion
+    from kundenwert.experiments.registry import alias_version, load_version
 
     models, versions = {}, {}
     for name in SPECS:
-        try:
-            models[name], versions[name] = load_champion(name, alias)
-        except ConfigurationError:  # no version has the alias
+        version = alias_version(name, alias)
+        if version is None:  # no version has the alias (a champion that fails to load raises)
             continue
+        models[name], versions[name] = load_version(name, version), version
     return models, versions
 
 

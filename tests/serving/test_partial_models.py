@@ -293,3 +293,39 @@ def test_with_every_model_nothing_is_unavailable(partial) -> None:
     margins = partial["client"].app.state.serving.margins
     assert load_catalog().unavailable(list(SPECS), margins) == {}
     assert load_catalog().unavailable(list(SPECS)) == {}
+
+
+def test_a_champion_that_does_not_load_is_an_error_not_a_missing_model(monkeypatch) -> None:
+    import kundenwert.experiments.registry as registry
+    from kundenwert.serving.scoring import load_champions
+
+    monkeypatch.setattr(
+        registry, "alias_version", lambda name, alias="champion": "3" if name == "clv" else None
+    )
+
+    def broken(name: str, version: str):
+        raise ConfigurationError(f"cannot load kundenwert-{name} version {version}")
+
+    monkeypatch.setattr(registry, "load_version", broken)
+    with pytest.raises(ConfigurationError, match="cannot load kundenwert-clv version 3"):
+        load_champions()
+    monkeypatch.setattr(registry, "load_version", lambda name, version: f"{name}@{version}")
+    assert load_champions() == ({"clv": "clv@3"}, {"clv": "3"})
+
+
+def test_a_store_without_categories_passes_the_catalog_check_and_cannot_serve_cross_sell() -> None:
+    from kundenwert.datasets.design import CATEGORIES
+
+    catalog = load_catalog()
+    catalog.check_names([])  # nothing to check category names against
+    catalog.check_names(list(CATEGORIES))
+    with pytest.raises(ConfigurationError, match="unknown category 'fashion'"):
+        catalog.check_names([c for c in CATEGORIES if c != "fashion"])
+    models = ["clv", "churn", "winback", "affinity", "response"]
+    unavailable = catalog.unavailable(models, {})
+    assert set(unavailable) == {a.id for a in catalog.actions if a.kind == "cross_sell"}
+    assert unavailable["xsell_toys_kids"] == "needs margin_toys_kids: no purchases of toys_kids in the store"
+    only = catalog.unavailable(["response", "churn"])
+    assert only["service_call"] == (
+        "needs clv: no clv model in this scoring run; needs winback: no winback model in this scoring run"
+    )
