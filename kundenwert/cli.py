@@ -344,6 +344,14 @@ def score_cmd(
         soft_wrap=True,
         highlight=False,
     )
+    if done["missing_models"]:  # trained only on what the data has: say what this run lacks
+        out.print(
+            f"no champion for {', '.join(done['missing_models'])}: their scores are not stored; "
+            f"{len(done['unavailable_actions'])} catalog action(s) need them and are not suggested "
+            f"({', '.join(done['unavailable_actions'])})",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 @keys_app.command("create")

@@ -7,7 +7,7 @@ and per pair the limits and detail texts of the rules tested live.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -25,7 +25,7 @@ from kundenwert.serving.rules import (
     Rule,
     ScoreTest,
     check_table,
-    codes_of,
+    with_unavailable,
 )
 
 
@@ -121,14 +121,16 @@ def eligibility(
     customers: pd.DataFrame,
     details: Details | None = None,
     rules: tuple[Rule, ...] = RULES,
+    unavailable: Mapping[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(reason number, detail number) per customer x action of the rules on a scored customer
     (``CustomerTest``: status, customer type, open complaint, score ranges), in funnel order
     (0: eligible). Needs only the customers' scores, not the response model: batch scoring asks
-    the response model only about the pairs a customer is eligible for."""
+    the response model only about the pairs a customer is eligible for. ``unavailable``: actions
+    the run cannot serve (``Catalog.unavailable``), failing ``model_missing`` first."""
     d = details or Details()
-    numbers = codes_of(rules)
-    columns = CustomerColumns(customers)
+    rules, numbers = with_unavailable(rules, unavailable)
+    columns = CustomerColumns(customers, unavailable)
     parts = [
         (numbers[r.code], *_customer_part(r, actions, columns, d))
         for r in rules
@@ -158,6 +160,10 @@ class Candidates:
     One extra row at the end stands for a customer without scores: every action fails it with
     ``no_score`` at the first rule on a scored customer (after consent: an objecting customer is
     never scored and shows ``objection``).
+
+    ``unavailable``: the actions the scoring run cannot serve, with why (``Catalog.unavailable``:
+    a score they need comes from a model the run has none of); they fail ``model_missing``
+    (``rules.MODEL_MISSING``) at the first rule on a scored customer, for every customer.
     """
 
     def __init__(
@@ -170,10 +176,11 @@ class Candidates:
         channels: list[str] | None = None,
         actions: list[str] | None = None,
         rules: tuple[Rule, ...] = RULES,
+        unavailable: Mapping[str, str] | None = None,
     ) -> None:
         check_table(rules)
+        rules, self.code = with_unavailable(rules, unavailable)
         self.catalog, self.rules = catalog, rules
-        self.code = codes_of(rules)
         self.reason_names = np.array(["", *self.code], dtype=object)
         ids = customers.index
         self.ids = ids
@@ -214,7 +221,7 @@ class Candidates:
         # propensity, value and score per (customer, pair); the last row: none
         keys = [(self.actions[i].id, ch) for i, ch in pairs]
         model = {m: pivot(propensity, m, ids, keys, np.nan) for m in ("response", "uplift")}
-        columns = CustomerColumns(customers)
+        columns = CustomerColumns(customers, unavailable)
         self.propensity = np.full((n + 1, k), np.nan)
         self.value = np.full((n + 1, k), np.nan)
         for j, (i, _ch) in enumerate(pairs):
@@ -452,7 +459,7 @@ def _score_values(action: Action, columns: CustomerColumns, margins: dict[str, f
         if name in values or name in extra:
             continue
         found = columns.numbers(name)
-        if found is not None:
-            values[name] = found
+        # a score no model of the run gives: missing (the action is unavailable, model_missing)
+        values[name] = found if found is not None else np.full(len(columns.frame), np.nan)
     values.update(extra)
     return values

@@ -52,6 +52,26 @@ def score_names() -> tuple[str, ...]:
 
 PER_CATEGORY = ("affinity_", "margin_")
 
+
+def score_providers() -> tuple[dict[str, str], dict[str, str]]:
+    """Which model gives each score a formula may name: (score name -> model, prefix -> model),
+    as the specs say (``Stored``: a column, per-category columns under the label's prefix, or
+    the per-action ``response`` and ``uplift``). Facts and P(alive) come from no model."""
+    from kundenwert.models.specs import SPECS
+
+    names: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
+    for spec in SPECS.values():
+        stored = spec.stores
+        if stored.per_action is not None:
+            names.update(dict.fromkeys(PAIR_NAMES, spec.name))
+        elif stored.predict is not None and spec.label.per_column:
+            prefixes[spec.label.column] = spec.name
+        elif stored.predict is not None:
+            names[stored.column or spec.name] = spec.name
+    return names, prefixes
+
+
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 _FUNCS = {"min": np.minimum, "max": np.maximum}
 
@@ -185,6 +205,13 @@ class Action(BaseModel):
     def formula(self, name: Literal["value", "propensity"]) -> Formula:
         return Formula(getattr(self, name))
 
+    @property
+    def needs(self) -> set[str]:
+        """The scores the action reads: its formulas' names and its eligibility score ranges
+        (its params left out)."""
+        names = self.formula("value").names | self.formula("propensity").names | set(self.eligibility.scores)
+        return names - set(self.params)
+
 
 class Catalog(BaseModel):
     """All actions and the default contact policy per channel."""
@@ -230,12 +257,37 @@ class Catalog(BaseModel):
             return base
         return base.model_copy(update=own.model_dump(exclude_unset=True))
 
+    def unavailable(self, models, margins: dict[str, float] | None = None) -> dict[str, str]:
+        """The actions a scoring run with ``models`` (names) cannot serve, each with why: it
+        needs a score of a model the run has none of (``needs clv: no clv model in this scoring
+        run``), or, given the store's ``margins``, the margin of a category nobody bought.
+        Every other action is served as usual; with every model, none is unavailable."""
+        names, prefixes = score_providers()
+        have = set(models)
+        out = {}
+        for a in self.actions:
+            why = []
+            for name in sorted(a.needs):
+                model = names.get(name) or next((m for p, m in prefixes.items() if name.startswith(p)), None)
+                if model is not None and model not in have:
+                    why.append(f"needs {name}: no {model} model in this scoring run")
+                elif margins is not None and name.startswith("margin_") and name[7:] not in margins:
+                    why.append(f"needs {name}: no purchases of {name[7:]} in the store")
+            if why:
+                out[a.id] = "; ".join(why)
+        return out
+
     def check_names(self, categories: list[str]) -> None:
-        """Every formula and score range names a known model output, category or param."""
+        """Every formula and score range names a known model output, category or param. A store
+        without categories (no purchases) cannot tell a category's names from misspelt ones:
+        any ``affinity_``/``margin_`` name and category pass (``unavailable`` then keeps such
+        actions from being suggested)."""
         names = score_names()
         known = set(names) | {p + c for p in PER_CATEGORY for c in categories}
+        if not categories:
+            known |= {n for a in self.actions for n in a.needs if n.startswith(PER_CATEGORY)}
         for a in self.actions:
-            if a.category is not None and a.category not in categories:
+            if a.category is not None and categories and a.category not in categories:
                 raise ConfigurationError(
                     f"action {a.id}: unknown category {a.category!r}; categories are {', '.join(categories)}"
                 )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,10 +35,12 @@ NOT_SCORED = "no_score"  # the reason of every pair of a customer without scores
 
 
 class CustomerColumns:
-    """The scored customers' columns as arrays, each converted once per scoring run."""
+    """The scored customers' columns as arrays, each converted once per scoring run;
+    ``unavailable``: the actions the run cannot serve and why (``Catalog.unavailable``)."""
 
-    def __init__(self, customers: pd.DataFrame) -> None:
+    def __init__(self, customers: pd.DataFrame, unavailable: Mapping[str, str] | None = None) -> None:
         self.frame = customers
+        self.unavailable: Mapping[str, str] = unavailable or {}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
 
     def _get(self, name: str, default, kind: str, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -257,6 +259,40 @@ RULES: tuple[Rule, ...] = (
         PeriodTest(_control, lambda a: f"{a.control_share:.0%} held out"),
     ),
 )
+
+
+def _unavailable(a: Action, c: CustomerColumns):
+    why = c.unavailable.get(a.id)
+    if why:
+        yield np.ones(len(c.frame), dtype=bool), why
+
+
+# Not a row of ``RULES``: added in front of the customer rules by ``with_unavailable`` for a
+# scoring run without some models (its number after the table's, which keep theirs), so a run
+# with every model walks exactly the table.
+MODEL_MISSING = Rule(
+    "model_missing",
+    "the action needs a score no model of the current scoring run gives",
+    "the scoring run's models (kw_score_runs.models) and the action's formulas and score ranges",
+    CustomerTest(_unavailable),
+)
+
+
+def with_unavailable(
+    rules: tuple[Rule, ...], unavailable: Mapping[str, str] | None
+) -> tuple[tuple[Rule, ...], dict[str, int]]:
+    """(rules, reason numbers) of a funnel in which the actions of ``unavailable`` fail
+    ``MODEL_MISSING`` at the first customer rule; ``rules`` and ``codes_of`` as they are when
+    every action is available."""
+    if not unavailable or any(r.code == MODEL_MISSING.code for r in rules):
+        return rules, codes_of(rules)
+    at = next((i for i, r in enumerate(rules) if isinstance(r.test, CustomerTest)), len(rules))
+    return (*rules[:at], MODEL_MISSING, *rules[at:]), {**codes_of(rules), MODEL_MISSING.code: len(rules) + 1}
+
+
+def explanation(code: str) -> str:
+    """What a reason code means (the code itself for an unknown one)."""
+    return MODEL_MISSING.explanation if code == MODEL_MISSING.code else EXPLAINED.get(code, code)
 
 
 def check_table(rules: tuple[Rule, ...]) -> None:

@@ -5,6 +5,12 @@ Customers who object (``*`` record: no marketing and no profiling, GDPR Art. 21)
 all: no row of theirs is computed or stored. Churn risk is given for active customers and win-back
 chances for lapsed ones (the populations the models learnt from); P(alive) comes from BG/NBD fitted
 on the same snapshot (it needs no labels).
+
+A run scores with the models that have a champion (a CRM without purchases trains the response
+model only): it stores what they give and records their versions; the scores of the others are
+absent, and the catalog actions needing them are not suggested (``Catalog.unavailable``). The
+response model is the one a run cannot do without: every suggestion needs its per-action
+propensities.
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ def score_snapshot(
     ``reasons``: also each spec's ``reasons_<name>`` for its population (e.g. ``reasons_churn``,
     ``reasons_value``: what drives bringing any value in the CLV horizon): each customer's top
     three SHAP factors as JSON sentences.
-    ``models``: a fitted estimator per registered spec, by name.
+    ``models``: a fitted estimator by spec name: every spec's, or some of them (the specs without
+    one store nothing; the one storing per-action propensities is required).
     ``fit_p_alive``: fit BG/NBD on these customers for P(alive) (needs many; else unknown).
     """
     from kundenwert.models.btyd import BTYDModel
@@ -63,13 +70,13 @@ def score_snapshot(
     scores["open_complaint"] = X["open_complaints"].fillna(0).to_numpy() > 0
     for c in FACTS:
         scores[c] = X[c].to_numpy(dtype="float64", na_value=np.nan)
-    specs = list(SPECS.values())
-    missing = [s.name for s in specs if s.name not in models]
-    if missing:
+    acting = per_action_spec()
+    if acting.name not in models:
         raise ConfigurationError(
-            f"scoring needs a fitted model for every spec; missing: {', '.join(missing)} "
-            "(train them, or load the champions)"
+            f"scoring needs the {acting.name} model (every suggestion needs its per-action "
+            f"propensities); models given: {', '.join(models) or 'none'}"
         )
+    specs = [s for s in SPECS.values() if s.name in models]  # the others store nothing
     populations = {
         "all": np.ones(len(X), dtype=bool),
         "active": (scores["status"] == "active").to_numpy(),
@@ -87,12 +94,6 @@ def score_snapshot(
             scores[f"reasons_{spec.stores.reasons}"] = _reasons(
                 explained, X, populations[spec.stores.population]
             )
-    per_action = [(s, s.stores.per_action) for s in specs if s.stores.per_action is not None]
-    if len(per_action) != 1:
-        raise ConfigurationError(
-            "exactly one model spec must store per-action propensities (Stored.per_action); "
-            f"found: {', '.join(s.name for s, _ in per_action) or 'none'}"
-        )
     uses_uplift = any(
         "uplift" in a.formula(f).names for a in catalog.actions for f in ("value", "propensity")
     )
@@ -101,13 +102,26 @@ def score_snapshot(
     # customer-pairs of the sample world are eligible)
     from kundenwert.serving.arbitration import eligibility
 
-    eligible, _ = eligibility(catalog.actions, scores)
+    # (and not for actions needing a score no model of the run gives: they are never suggested)
+    eligible, _ = eligibility(catalog.actions, scores, unavailable=catalog.unavailable(models))
     position = {a.id: i for i, a in enumerate(catalog.actions)}
     pairs = pairs_of(catalog)
     rows = {(a, ch): eligible[:, position[a]] == 0 for a, ch in pairs}
-    ((spec, predict_actions),) = per_action
-    propensity = predict_actions(models[spec.name], X, pairs, uplift=uses_uplift, rows=rows)
+    predict_actions = acting.stores.per_action
+    assert predict_actions is not None  # as selected by per_action_spec
+    propensity = predict_actions(models[acting.name], X, pairs, uplift=uses_uplift, rows=rows)
     return scores, propensity
+
+
+def per_action_spec() -> ModelSpec:
+    """The one spec storing per-action propensities (``Stored.per_action``: the response model)."""
+    found = [s for s in SPECS.values() if s.stores.per_action is not None]
+    if len(found) != 1:
+        raise ConfigurationError(
+            "exactly one model spec must store per-action propensities (Stored.per_action); "
+            f"found: {', '.join(s.name for s in found) or 'none'}"
+        )
+    return found[0]
 
 
 def _store_scores(scores: pd.DataFrame, spec: ModelSpec, model, X: pd.DataFrame, rows: np.ndarray) -> None:
@@ -180,23 +194,38 @@ def decision_inputs(
 
 
 def load_champions(alias: str = "champion") -> tuple[dict[str, object], dict[str, str]]:
-    """Every model's champion from the registry (a model is a spec): (estimators, versions)."""
-    from kundenwert.experiments.registry import load_champion
+    """The champion of every model that has one (a model is a spec): (estimators, versions). A
+    model without a champion is left out (training skips the models the data does not support);
+    ``missing_models`` names them."""
+    from kundenwert.experiments.registry import alias_version, load_version
 
     models, versions = {}, {}
     for name in SPECS:
-        models[name], versions[name] = load_champion(name, alias)
+        version = alias_version(name, alias)
+        if version is None:  # no version has the alias (a champion that fails to load raises)
+            continue
+        models[name], versions[name] = load_version(name, version), version
     return models, versions
+
+
+def missing_models(used) -> list[str]:
+    """The registered models a scoring run had none of, in spec order."""
+    return [name for name in SPECS if name not in used]
 
 
 def as_of(frames: dict[str, pd.DataFrame], now=None) -> pd.Timestamp:
     """The scoring date: ``now`` when given, else the day after the latest purchase or contact
-    (today on live data; the end of a sample world, whose clock stopped)."""
+    (today on live data; the end of a sample world, whose clock stopped; today when the store
+    holds neither)."""
+    today = pd.Timestamp.now(tz="UTC")
     if now is not None:
         t = pd.Timestamp(now)
         return t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
-    last = max(frames["purchases"]["purchased_at"].max(), frames["contacts"]["contacted_at"].max())
-    return min(pd.Timestamp.now(tz="UTC"), (last + pd.Timedelta(days=1)).normalize())
+    seen = [frames["purchases"]["purchased_at"].max(), frames["contacts"]["contacted_at"].max()]
+    seen = [t for t in seen if pd.notna(t)]  # an empty table has no latest row
+    if not seen:
+        return today.normalize()
+    return min(today, (max(seen) + pd.Timedelta(days=1)).normalize())
 
 
 def run_scoring(store, catalog: Catalog, at=None, progress=None) -> dict:
@@ -209,9 +238,23 @@ def run_scoring(store, catalog: Catalog, at=None, progress=None) -> dict:
     say("reading the store")
     frames = load_frames(store)
     t = as_of(frames, at)
-    catalog.check_names(sorted(category_margins(frames["purchases"])))
+    margins = category_margins(frames["purchases"])
+    catalog.check_names(sorted(margins))
     say("loading the champion models")
     models, versions = load_champions()
+    missing = missing_models(models)
+    if not models:
+        raise ConfigurationError(
+            f"no champion for any model ({', '.join(missing)}): run `kundenwert train` first"
+        )
+    needed = per_action_spec().name
+    if needed not in models:  # refused before the snapshot, not after
+        raise ConfigurationError(
+            f"no champion for {needed}: every suggestion needs its per-action propensities "
+            f"(champions: {', '.join(models)}); run `kundenwert train` on data with contacts"
+        )
+    if missing:
+        say(f"no champion for {', '.join(missing)}: their scores are not stored")
     say(f"snapshot at {t:%Y-%m-%d}")
     X = snapshot(frames, t)
     consent = consent_now(frames["consents"], t)
@@ -227,6 +270,8 @@ def run_scoring(store, catalog: Catalog, at=None, progress=None) -> dict:
         "not_profiled": int(X.index.isin(objecting).sum()),
         "pairs": len(pairs_of(catalog)),
         "models": versions,
+        "missing_models": missing,
+        "unavailable_actions": catalog.unavailable(versions, margins),
     }
 
 

@@ -95,8 +95,9 @@ class TargetListRequest(BaseModel):
         return self
 
 
-def actions_for(request: TargetListRequest, catalog) -> list[str]:
-    """The catalog actions that serve the request's objective on its channel."""
+def actions_for(request: TargetListRequest, catalog, unavailable: dict[str, str] | None = None) -> list[str]:
+    """The catalog actions that serve the request's objective on its channel (and that the
+    scoring run can serve: none of ``unavailable``, ``Catalog.unavailable``)."""
     if request.objective == "action":
         chosen = [catalog.action(request.action_id)]
     else:
@@ -113,7 +114,14 @@ def actions_for(request: TargetListRequest, catalog) -> list[str]:
             + (f" of {request.category}" if request.category else "")
             + f" on {request.channel}"
         )
-    return [a.id for a in chosen]
+    unavailable = unavailable or {}
+    servable = [a for a in chosen if a.id not in unavailable]
+    if not servable:
+        raise UnservableRequest(
+            f"no catalog action for {request.objective} on {request.channel} can be served by the "
+            "current scoring run: " + "; ".join(f"{a.id} {unavailable[a.id]}" for a in chosen)
+        )
+    return [a.id for a in servable]
 
 
 def _filtered(scores: pd.DataFrame, f: Filters) -> pd.DataFrame:
@@ -126,6 +134,12 @@ def _filtered(scores: pd.DataFrame, f: Filters) -> pd.DataFrame:
     ):
         if allowed is not None:
             keep &= scores[column].isin(allowed).to_numpy()
+    if "clv" not in scores.columns:
+        if f.min_clv is not None or f.max_clv is not None:
+            raise UnservableRequest(
+                "the min_clv and max_clv filters need clv: no clv model in this scoring run"
+            )
+        return scores[keep]
     clv = scores["clv"].to_numpy(dtype="float64", na_value=np.nan)
     if f.min_clv is not None:
         keep &= clv >= f.min_clv
@@ -135,11 +149,16 @@ def _filtered(scores: pd.DataFrame, f: Filters) -> pd.DataFrame:
 
 
 def build_target_list(
-    request: TargetListRequest, catalog, decide, scores: pd.DataFrame
+    request: TargetListRequest,
+    catalog,
+    decide,
+    scores: pd.DataFrame,
+    unavailable: dict[str, str] | None = None,
 ) -> tuple[str, dict, pd.DataFrame]:
     """(list id, summary, members) for ``request``; ``decide(ids, channels=, actions=)`` gives
-    arbitration's ``Decisions`` with the customers' live state."""
-    action_ids = actions_for(request, catalog)
+    arbitration's ``Decisions`` with the customers' live state. ``unavailable``: the actions the
+    scoring run cannot serve (left out, and named in the summary)."""
+    action_ids = actions_for(request, catalog, unavailable)
     pool = _filtered(scores, request.filters)
     list_id = uuid.uuid4().hex
     if len(pool):
@@ -182,6 +201,9 @@ def build_target_list(
         "candidates": int(len(pool)),
         "actions": action_ids,
     }
+    left_out = {a: why for a, why in (unavailable or {}).items() if a in actions_for(request, catalog)}
+    if left_out:  # only when the run lacks models: a run with every model keeps the summary as it was
+        summary["unavailable_actions"] = left_out
     return list_id, summary, members
 
 

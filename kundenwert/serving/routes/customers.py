@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from kundenwert.features.contract import MARKETING_CHANNELS
-from kundenwert.serving.arbitration import REASON_OF_CODE, Decisions
+from kundenwert.serving.arbitration import Decisions
 from kundenwert.serving.deps import allow, get_state, serving_of
 from kundenwert.serving.schemas import ConsentView, CustomerDecision, CustomerView
 from kundenwert.serving.state import ServingState, explain_reason
@@ -91,7 +91,7 @@ def decisions_of(
                 {
                     "action_id": action_ids[j],
                     "channel": channels[j],
-                    "reason": (code := REASON_OF_CODE[r[j]]),
+                    "reason": (code := d.reason_names[r[j]]),
                     "detail": d.details[detail[j]],
                     "explanation": explain_reason(code),
                 }

@@ -16,7 +16,8 @@ def live() -> dict[str, str]:
 
 @router.get("/health/ready", responses={503: {"description": "models not loaded yet"}})
 def ready(request: Request, response: Response) -> dict[str, object]:
-    """Ready to answer: the scoring run and its models are loaded (names both); 503 with the
+    """Ready to answer: the scoring run and its models are loaded (names both, the models the
+    run had none of and the catalog actions it therefore cannot suggest, with why); 503 with the
     reason while they are not (for a readiness probe or a load balancer)."""
     state = request.app.state.serving
     if state is None:
@@ -26,6 +27,8 @@ def ready(request: Request, response: Response) -> dict[str, object]:
         "status": "ready",
         "score_run": state.run["run_id"],
         "models": state.run["models"],
+        "missing_models": state.current.missing_models,
+        "unavailable_actions": state.current.unavailable,
         "last_reload": request.app.state.reloader.last,
     }
 

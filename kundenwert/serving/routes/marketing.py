@@ -29,7 +29,9 @@ def create_target_list(body: TargetListRequest, state: Annotated[ServingState, D
     objective's actions are the best suggestion now (consent and contact rules applied), filtered,
     ranked and cut to a size or a budget, with a control group held out. Returns the list id and a
     summary; ``GET /v1/target-lists/{id}`` exports the members."""
-    list_id, summary, members = build_target_list(body, state.catalog, state.decide, state.scores)
+    list_id, summary, members = build_target_list(
+        body, state.catalog, state.decide, state.scores, state.current.unavailable
+    )
     created = save_target_list(state.store.engine, list_id, body, summary, members)
     return {
         "list_id": list_id,
@@ -72,6 +74,12 @@ def affinity_by_age(state: Annotated[ServingState, Depends(get_state)]) -> dict:
 
     scores = state.scores
     predicted = scores[[c for c in scores.columns if c.startswith("affinity_")]]
+    if predicted.columns.empty:  # a run without the affinity model
+        return {
+            "score_run": state.run["run_id"],
+            "rows": [],
+            "missing": "no affinity model in this scoring run",
+        }
     table = affinity_by_age_group(scores[["age_group"]], predicted=predicted)
     table = table[table["customers"] >= MIN_GROUP]
     rows = [
