@@ -162,8 +162,12 @@ def small_config():
     from kundenwert.models.specs import SPECS
     from kundenwert.training.config import ExperimentConfig
 
+    # No gates: these tests need champions of a tiny world, not its quality (tests/models has that).
     return ExperimentConfig.model_validate(
-        {"models": {m: {"params": {"max_iter": 30}} for m in SPECS}, "data": {"max_train_cutoffs": 2}}
+        {
+            "models": {m: {"params": {"max_iter": 30}, "gates": {}} for m in SPECS},
+            "data": {"max_train_cutoffs": 2},
+        }
     )
 
 

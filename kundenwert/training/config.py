@@ -74,7 +74,8 @@ class ExperimentConfig(BaseModel):
     labels: LabelConfig = Field(default_factory=LabelConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     models: dict[str, ModelConfig] = Field(
-        default_factory=dict, description="per model; a model without a section gets its spec's gates"
+        default_factory=dict,
+        description="per model; a model without a section, or a section without gates, gets its spec's gates",
     )
 
     @field_validator("models")
@@ -116,10 +117,15 @@ class ExperimentConfig(BaseModel):
         return [m for m in SPECS if self.model(m).enabled]
 
     def model(self, name: str) -> ModelConfig:
-        """The section of model ``name``; without one: enabled, default parameters, the spec's gates."""
-        if name in self.models:
-            return self.models[name]
-        return ModelConfig(gates=dict(get_spec(name).gates))
+        """The section of model ``name``; without one: enabled, default parameters, the spec's
+        gates. A section without a ``gates`` key keeps the spec's gates too (setting parameters
+        must not silently drop the gates); ``gates = {}`` turns them off."""
+        if name not in self.models:
+            return ModelConfig(gates=dict(get_spec(name).gates))
+        section = self.models[name]
+        if "gates" not in section.model_fields_set:
+            return section.model_copy(update={"gates": dict(get_spec(name).gates)})
+        return section
 
 
 def _where(error: ErrorDetails) -> str:

@@ -33,7 +33,7 @@ def logged(imported_world, trained_small, small_config, tmp_path_factory):
     data = TrainingData(frames, cfg)
     ts, _ = data.table(cfg.labels.horizon, cfg.labels)
     X = ts[[c for c in ts.columns if not c.startswith("label_")]]
-    R_X = data.response()[0]
+    R_X = data.examples(get_spec("response"))[0]
     versions = {n: R.log_and_register(r, R_X if n == "response" else X, "test") for n, r in results.items()}
     yield {"results": results, "X": X, "RX": R_X, "versions": versions, "home": home, "frames": frames}
     mp.undo()

@@ -79,3 +79,15 @@ def test_a_model_without_a_section_gets_its_specs_gates() -> None:
 def test_a_config_path_that_is_no_file_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=f"experiment configuration {tmp_path} cannot be read"):
         load_config(tmp_path)
+
+
+def test_a_section_with_parameters_only_keeps_the_specs_gates() -> None:
+    from kundenwert.models.specs import get_spec
+
+    """Setting a hyperparameter must not silently drop a model's gates; ``gates = {}`` does."""
+    cfg = ExperimentConfig.model_validate(
+        {"models": {"response": {"params": {"max_iter": 40}}, "churn": {"gates": {}}}}
+    )
+    assert cfg.model("response").gates == dict(get_spec("response").gates)
+    assert cfg.model("response").params == {"max_iter": 40}
+    assert cfg.model("churn").gates == {}
