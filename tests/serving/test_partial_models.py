@@ -193,31 +193,22 @@ def test_scoring_refuses_without_any_champion_or_without_the_response_model(
 
 
 @pytest.fixture(scope="module")
-def no_purchases(imported_world, trained_small, small_config, tmp_path_factory):
-    """The small world without its purchases (products sold elsewhere), with a response champion
-    only. Training cannot run on a store without purchases yet (issue 14, in the works), so the
-    response model is the small world's, and the snapshots of this store get the columns of the
-    world it was trained on (its categories' columns, empty here) by borrowing that world's
-    snapshot spec: scoring and serving themselves see a store without a single purchase."""
-    import kundenwert.db.store as store_module
-    import kundenwert.features.snapshot as snapshot_module
-    from kundenwert.training.run import publish
+def no_purchases(imported_world, small_config, tmp_path_factory):
+    """The small world without its purchases (products sold elsewhere): `train` fits the only
+    model it can, response, on this store itself; scoring and serving see no single purchase."""
+    from kundenwert.training.run import run_training
 
     home, url = _home(imported_world, tmp_path_factory, "kw-no-purchases")
-    world = Store(url)
-    spec = store_module.spec_from_store(world)  # before the purchases go
-    world.dispose()
     mp = pytest.MonkeyPatch()
     mp.setenv("KUNDENWERT_HOME", str(home))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     mp.delenv("KUNDENWERT_DATABASE_URL", raising=False)
-    whole = snapshot_module.snapshot
-    mp.setattr(snapshot_module, "snapshot", lambda frames, cutoff, **kw: whole(frames, cutoff, spec=spec))
-    mp.setattr(store_module, "spec_from_store", lambda *_a, **_kw: spec)
     store = Store(url)
     with store.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM purchases"))
-    publish({"response": trained_small["response"]}, small_config)
+    results, decisions = run_training(small_config, store=store)
+    assert set(results) == {"response"} and decisions["response"]["promoted"]
+    assert set(results.skipped) == {"clv", "churn", "winback", "affinity"}
     yield {"home": home, "url": url, "store": store}
     store.dispose()
     mp.undo()
