@@ -141,7 +141,7 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         self,
         monotonic: dict[str, int] | None = None,
         exclude: tuple[str, ...] = (),
-        calibration: str = "isotonic",
+        calibration: str = "auto",
         calibration_folds: int = 3,
         max_iter: int = 300,
         learning_rate: float = 0.08,
