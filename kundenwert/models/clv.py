@@ -29,7 +29,7 @@ class CLVModel(RegressorMixin, BoostedSnapshotModel):
 
     def __init__(
         self,
-        calibration: str = "sigmoid",
+        calibration: str = "auto",
         max_iter: int = 300,
         learning_rate: float = 0.08,
         max_depth: int | None = 5,

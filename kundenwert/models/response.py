@@ -49,7 +49,7 @@ class ResponseModel(BoostedSnapshotModel):
 
     def __init__(
         self,
-        calibration: str = "isotonic",
+        calibration: str = "auto",
         max_iter: int = 300,
         learning_rate: float = 0.08,
         max_depth: int | None = 5,

@@ -95,6 +95,7 @@ class Stored:
 COMMON_TRUSTED_TYPES = (
     "kundenwert.models.tabular.CalibratedGBMClassifier",
     "kundenwert.models.tabular.FeatureEncoder",
+    "kundenwert.models.calibration.LogitCalibrator",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn._loss.link.LogitLink",

@@ -15,6 +15,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
@@ -24,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
 from kundenwert.features.snapshot import lookup
+from kundenwert.models.calibration import LogitCalibrator
 
 NEVER_FEATURES = ("consent_", "objection", "label_", "cutoff")  # prefixes of columns never used
 
@@ -104,10 +106,16 @@ def _fit(booster, Z: np.ndarray, y: np.ndarray):
 class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
     """HistGradientBoosting with out-of-fold calibration, on snapshot frames.
 
-    The booster is fitted on all rows; the calibration map (isotonic, or sigmoid, both
-    monotone) is fitted on out-of-fold scores from ``calibration_folds`` boosters whose folds
-    keep each customer's rows together. Monotone calibration keeps the booster's order, so the
-    ``monotonic`` constraints ({feature: +1 or -1}) hold for the calibrated probability too.
+    The booster is fitted on all rows; the calibration map is fitted on out-of-fold scores from
+    ``calibration_folds`` boosters whose folds keep each customer's rows together.
+    ``calibration``: ``auto`` (the default) is the smooth, strictly increasing map of
+    ``LogitCalibrator`` with the lowest held-out log-loss among Platt, beta and centered
+    isotonic (``kundenwert.models.calibration``); ``beta`` and ``centered_isotonic`` choose one
+    of them; ``isotonic`` (a step function: ties, and exactly 0 or 1 at the ends) and
+    ``sigmoid`` are the earlier maps, kept so that models stored with them load and predict the
+    same; ``none`` uses the booster's probability. Every map is monotone, so it keeps the
+    booster's order and the ``monotonic`` constraints ({feature: +1 or -1}) hold for the
+    calibrated probability too.
     ``decision_function`` is the booster's log-odds, the scale SHAP values add up to.
     ``monotonic=None`` takes the class's ``default_monotonic`` (for the features X has).
     """
@@ -117,7 +125,7 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "monotonic": [dict, None],
         "exclude": [tuple, list],
-        "calibration": [StrOptions({"isotonic", "sigmoid", "none"})],
+        "calibration": [StrOptions({"auto", "beta", "centered_isotonic", "isotonic", "sigmoid", "none"})],
         "calibration_folds": [Interval(Integral, 2, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
@@ -133,7 +141,7 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         self,
         monotonic: dict[str, int] | None = None,
         exclude: tuple[str, ...] = (),
-        calibration: str = "isotonic",
+        calibration: str = "auto",
         calibration_folds: int = 3,
         max_iter: int = 300,
         learning_rate: float = 0.08,
@@ -196,19 +204,23 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         self.feature_names_in_ = self.encoder_.feature_names_in_
         self.n_features_in_ = len(names)
         if self.calibration != "none":
-            folds = customer_groups(X.index) % np.uint64(self.calibration_folds)
-            oof = np.empty(len(y))
+            groups = customer_groups(X.index)
+            folds = groups % np.uint64(self.calibration_folds)
+            oof = np.empty(len(y))  # the out-of-fold booster log-odds
             for k in range(self.calibration_folds):
                 part = folds == k
                 if y[~part].min() == y[~part].max():
                     raise ModelFitError("a calibration fold has only one outcome; use fewer folds")
                 booster = _fit(self._booster(constraints), Z[~part], y[~part])
-                oof[part] = booster.predict_proba(Z[part])[:, 1]
+                oof[part] = booster.decision_function(Z[part])
             if self.calibration == "isotonic":
-                self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(oof, y)
+                self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+                    expit(oof), y
+                )
+            elif self.calibration == "sigmoid":
+                self.calibrator_ = LogisticRegression(C=1e6).fit(_logit(expit(oof))[:, None], y)
             else:
-                logit = np.log(np.clip(oof, 1e-12, 1 - 1e-12) / np.clip(1 - oof, 1e-12, 1))
-                self.calibrator_ = LogisticRegression(C=1e6).fit(logit[:, None], y)
+                self.calibrator_ = LogitCalibrator(self.calibration).fit(oof, y, groups)
         else:
             self.calibrator_ = None
         self.booster_ = _fit(self._booster(constraints), Z, y)
@@ -237,17 +249,18 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         instead of values; a test holds them equal), about 3x faster, for scoring one customer
         base many times over (every action and channel). Uses scikit-learn's internal
         ``_predict_iterations``, as its own early stopping does."""
-        b = self.booster_
-        return self._calibrated(b._loss.predict_proba(raw_binned(b, Zb))[:, 1])
+        return self._calibrated(raw_binned(self.booster_, Zb)[:, 0])
 
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
-        if self.calibrator_ is None:
-            p = raw
-        elif isinstance(self.calibrator_, IsotonicRegression):
+        """[1 - p, p] of the booster's raw scores (log-odds) through the calibration map."""
+        if isinstance(self.calibrator_, LogitCalibrator):
             p = self.calibrator_.predict(raw)
-        else:
-            logit = np.log(np.clip(raw, 1e-12, 1 - 1e-12) / np.clip(1 - raw, 1e-12, 1))
-            p = self.calibrator_.predict_proba(logit[:, None])[:, 1]
+        else:  # no map, or one of a model stored before LogitCalibrator: on the probability
+            p = self.booster_._loss.link.inverse(raw)
+            if isinstance(self.calibrator_, IsotonicRegression):
+                p = self.calibrator_.predict(p)
+            elif self.calibrator_ is not None:
+                p = self.calibrator_.predict_proba(_logit(p)[:, None])[:, 1]
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -256,6 +269,11 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
     def predict_frame(self, X: pd.DataFrame, name: str = "probability") -> pd.DataFrame:
         """The calibrated probability as a frame indexed like ``X`` (by customer)."""
         return pd.DataFrame({name: self.predict_proba(X)[:, 1]}, index=X.index)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    """The log-odds the ``sigmoid`` calibration was fitted on (probabilities clipped as then)."""
+    return np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1))
 
 
 def raw_binned(booster, Zb: np.ndarray) -> np.ndarray:
