@@ -97,7 +97,7 @@ def references(train: pd.DataFrame, y: np.ndarray, test: pd.DataFrame) -> dict[s
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-    text = [c for c in train.columns if train[c].dtype == object]
+    text = [c for c in train.columns if not pd.api.types.is_numeric_dtype(train[c])]
     numbers = [c for c in train.columns if c not in text]
     onehot = ColumnTransformer(
         [

@@ -19,7 +19,8 @@ from kundenwert.cli import app
 pytestmark = pytest.mark.slow  # four worlds trained, scored and served: about N minutes
 
 SMALL = "".join(
-    f"[models.{m}]\nparams = {{ max_iter = 40 }}\n" for m in ("clv", "churn", "winback", "affinity", "response")
+    f"[models.{m}]\nparams = {{ max_iter = 40 }}\n"
+    for m in ("clv", "churn", "winback", "affinity", "response")
 )
 
 # A store without purchases has no CLV or affinity: its actions are worth what the company says
@@ -135,7 +136,11 @@ def test_b_no_purchases_trains_the_response_model_and_says_what_it_skipped(tmp_p
         assert f"skipping {model}: the store has no purchases" in got["train"]
     assert _champion(report, "response")
     assert "no champion for clv, churn, winback, affinity" in " ".join(got["score"].split())
-    assert {s["action_id"] for s in got["suggestions"]} <= {"upsell_premium", "retention_voucher", "newsletter"}
+    assert {s["action_id"] for s in got["suggestions"]} <= {
+        "upsell_premium",
+        "retention_voucher",
+        "newsletter",
+    }
     assert got["suggestions"], "a store without purchases serves the actions that need no purchase model"
 
 
