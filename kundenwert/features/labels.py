@@ -153,7 +153,12 @@ def response_labels(contacts: pd.DataFrame, cutoff, config: LabelConfig | None =
     outbound = rows["direction"] == "outbound"
     k = rows[outbound & (rows["contacted_at"] < end - window)]
     responded = _attributed(rows, outbound, cfg).reindex(k.index, fill_value=False)
-    position = campaign_position(contacts[contacts["customer_id"].isin(k["customer_id"].unique())])
+    # the campaigns of these contacts, as far as they had come by the latest of them
+    same = contacts["contacted_at"] < end - window
+    if "campaign_id" in contacts:
+        same &= contacts["campaign_id"].isin(k["campaign_id"].dropna().unique())
+    same |= contacts.index.isin(k.index)  # every labelled contact (one without a campaign too)
+    position = campaign_position(contacts[same & contacts["customer_id"].isin(k["customer_id"].unique())])
     position = position.reindex(k.index)
     return pd.DataFrame(
         {

@@ -286,3 +286,10 @@ def test_sample_world_labels_are_the_contacts_own_outcomes(world) -> None:
     assert r["contact_id"].tolist() == own["contact_id"].tolist()
     assert (r["responded"].to_numpy() == own["outcome"].isin(["responded", "converted"]).to_numpy()).all()
     assert (r["campaign_contacts_before"] == 0).all()
+
+
+def test_a_contact_without_a_campaign_is_the_first_of_its_own() -> None:
+    calls = CALLS.assign(campaign_id=CALLS["campaign_id"].where(CALLS["contact_id"] != "g", None))
+    r = response_labels(calls, T0, LabelConfig()).set_index("contact_id")
+    assert r.loc["g", "campaign_contacts_before"] == 0 and r.loc["g", "days_since_campaign_start"] == 0
+    assert r[["campaign_contacts_before", "days_since_campaign_start"]].notna().all().all()
