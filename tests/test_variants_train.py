@@ -108,7 +108,7 @@ def _run(
     assert all(a.status_code == 200 for a in answers + views)
     suggestions = [s for a in answers for s in a.json()["suggestions"]]
     report = json.loads((tmp_path / "report.json").read_text())
-    return {"report": report, "train": trained, "score": scored, "suggestions": suggestions}
+    return {"report": report, "train": trained, "score": scored, "suggestions": suggestions, "url": url}
 
 
 def _champion(report: dict, model: str) -> bool:
@@ -122,6 +122,20 @@ def test_a_multi_call_campaigns_train_with_the_calls_position(tmp_path, monkeypa
     response = got["report"]["response"]
     assert {"campaign_contacts_before", "days_since_campaign_start"} <= set(response["data"]["features"])
     assert response["metrics"]["roc_auc"] > 0.65 and response["metrics"]["qini_normalized"] is not None
+    # the store's frames carry the campaign, so repeated calls know they are repeats
+    from kundenwert.db.store import Store
+    from kundenwert.features.labels import response_labels
+    from kundenwert.features.snapshot import load_frames
+
+    store = Store(got["url"])
+    frames = load_frames(store)
+    store.dispose()
+    (test_cutoff,) = response["data"]["cutoffs"]["test"]
+    rows = response_labels(frames["contacts"], test_cutoff)
+    phone = rows[rows["channel"] == "phone"]
+    assert (phone["campaign_contacts_before"] > 0).mean() > 0.2 and (
+        phone["days_since_campaign_start"] >= 2
+    ).any()
     assert _champion(got["report"], "response") and got["suggestions"]
 
 

@@ -157,6 +157,7 @@ FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
         "contacted_at",
         "channel",
         "direction",
+        "campaign_id",  # where a contact stands in its campaign (response labels)
         "action_id",
         "is_control",
         "outcome",
