@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from kundenwert.cli import app
 
-pytestmark = pytest.mark.slow  # four worlds trained, scored and served: about 5 minutes on 2 quiet cores
+pytestmark = pytest.mark.slow  # four worlds trained, scored and served: about a minute on 2 quiet cores
 
 SMALL = "".join(
     f"[models.{m}]\nparams = {{ max_iter = 40 }}\n"
