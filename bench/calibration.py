@@ -51,6 +51,22 @@ def _row(name: str, variant: str, p: np.ndarray, test_y: np.ndarray, test_p: np.
     ]
 
 
+def _paired_intervals(y: np.ndarray, old: np.ndarray, new: np.ndarray, n: int = 300) -> list[str]:
+    """The differences new - old of test ECE and ROC-AUC with 95% intervals from resampling the
+    test rows (the same rows for both: the calibrations are compared, not the samples)."""
+    from kundenwert.models.metrics import classification_metrics
+
+    def diff(rows: np.ndarray) -> tuple[float, float]:
+        a, b = classification_metrics(y[rows], old[rows]), classification_metrics(y[rows], new[rows])
+        return b["ece"] - a["ece"], b["roc_auc"] - a["roc_auc"]
+
+    rng = np.random.default_rng(0)
+    point = diff(np.arange(len(y)))
+    draws = np.array([diff(rng.integers(0, len(y), len(y))) for _ in range(n)])
+    low, high = np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
+    return [f"{point[i]:+.4f} [{low[i]:+.4f}, {high[i]:+.4f}]" for i in range(2)]
+
+
 def _classifier(name: str, model):
     """The calibrated classifier inside a model (CLV: its buy classifier)."""
     return {"clv": lambda m: m.buy_, "response": lambda m: m.model_}.get(name, lambda m: m)(model)
@@ -110,6 +126,7 @@ def main() -> None:
     status = status_at(frames, t)
     catalog = load_catalog()
     rows, causes, chosen = [], [], []
+    tests: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for variant in ("old", "new"):
         results = fitted[variant]
         models_now = {**shared, **{n: r.model for n, r in results.items()}}
@@ -133,6 +150,7 @@ def main() -> None:
                 test_y, test_p = yt.to_numpy(), r.model.predict_proba(Xt)[:, 1]
             label = {"clv": "clv: P(any value)", "response": "response: propensity"}.get(name, name)
             rows.append(_row(label, f"{variant}: {clf.calibration}", p, test_y, test_p))
+            tests.setdefault(label, {})[variant] = (test_y, test_p)
             if variant == "new":
                 cal = clf.calibrator_
                 losses = ", ".join(f"{k} {v:.5f}" for k, v in cal.holdout_log_loss_.items())
@@ -170,6 +188,13 @@ def main() -> None:
                 "largest booster tie group",
             ],
             causes,
+        )
+    )
+    print()
+    print(
+        table(
+            ["score", "test ECE new - old (95% bootstrap)", "test ROC-AUC new - old (95% bootstrap)"],
+            [[label, *_paired_intervals(*both["old"], both["new"][1])] for label, both in tests.items()],
         )
     )
     print(
