@@ -266,7 +266,7 @@ def train_cmd(
 
         results, decisions = run_training(cfg, chosen, report_path=report, progress=progress)
     t = Table(title=f"training run ({time.perf_counter() - t0:.0f} s)")
-    for c in ("model", "rows", "metrics (test cutoffs)", "gates", "version", "champion"):
+    for c in ("model", "rows", "metrics (test rows)", "gates", "version", "champion"):
         t.add_column(c)
     for name, r in results.items():
         shown = ", ".join(

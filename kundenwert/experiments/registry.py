@@ -157,7 +157,10 @@ def _log_and_register(
             pip_requirements=pip_requirements(),
             pyfunc_predict_fn=method,
         )
-        version = mlflow.register_model(info.model_uri, name, tags={"gates_passed": str(result.passed)})
+        split = json.dumps(result.data.get("split_key", {"method": "time"}), sort_keys=True)
+        version = mlflow.register_model(
+            info.model_uri, name, tags={"gates_passed": str(result.passed), "split": split}
+        )
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(name, "challenger", version.version)
     client.set_model_version_tag(name, version.version, "run_id", run.info.run_id)
@@ -290,6 +293,17 @@ def alias_version(model: str, alias: str = "champion") -> str | None:
             )
         except mlflow.exceptions.MlflowException:
             return None
+
+
+def version_split(model: str, version: str | int) -> dict | None:
+    """How the test rows of a registered version were set apart (``split`` tag: method, and for a
+    split by customer its seed and share), or None for a version registered before it was kept."""
+    import mlflow
+
+    with _tracking():
+        v = mlflow.MlflowClient().get_model_version(REGISTERED.format(model), str(version))
+    raw = v.tags.get("split")
+    return json.loads(raw) if raw else None
 
 
 def set_alias(model: str, version: str | int, alias: str = "champion") -> None:

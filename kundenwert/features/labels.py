@@ -93,19 +93,6 @@ def labels_at(frames: dict[str, pd.DataFrame], cutoff, config: LabelConfig | Non
     return out
 
 
-def action_key(contacts: pd.DataFrame) -> pd.Series:
-    """What makes contacts "the same action" for response attribution: the ``action_id``; a
-    contact without one, its ``campaign_id``; without either, the contact alone (its id)."""
-    action = contacts["action_id"].astype("object") if "action_id" in contacts else None
-    campaign = contacts["campaign_id"].astype("object") if "campaign_id" in contacts else None
-    key = pd.Series("contact:" + contacts["contact_id"].astype("str"), index=contacts.index, dtype="object")
-    if campaign is not None:
-        key = key.mask(campaign.notna(), "campaign:" + campaign.astype("str"))
-    if action is not None:
-        key = key.mask(action.notna(), "action:" + action.astype("str"))
-    return key
-
-
 def campaign_position(contacts: pd.DataFrame) -> pd.DataFrame:
     """Where each outbound contact stands in its campaign, as known when it is made: the earlier
     outbound contacts of the same campaign to the same customer (``campaign_contacts_before``)
@@ -139,20 +126,23 @@ def response_labels(contacts: pd.DataFrame, cutoff, config: LabelConfig | None =
     got a response.
 
     A response is a contact row (either direction) with an outcome of ``response_outcomes``; it
-    counts for the outbound contacts of the same action (``action_key``) and customer made at most
+    counts for the outbound contacts of the same action (its ``action_id``; a response with only a
+    ``campaign_id``: of that campaign) and customer made at most
     ``response_window`` days before it: under ``last_touch`` for the latest of them only (a
     response recorded on an outbound contact is that contact's own), under ``every_touch`` for
     each of them. So a campaign of several calls whose outcome is recorded on the last call has
     one responding call (last touch), or every call of the last ``response_window`` days (every
-    touch). Only rows at or after the cutoff are read, and no row after the label window."""
+    touch). Labels read only rows at or after the cutoff and none after the label window; the
+    campaign position also counts the campaign's earlier contacts (known when the contact is made)."""
     cfg = config or LabelConfig()
     t = _utc(cutoff)
     window = cfg.response_window * DAY
     end = t + cfg.horizon * DAY
     rows = contacts[(contacts["contacted_at"] >= t) & (contacts["contacted_at"] < end)]
-    outbound = rows["direction"] == "outbound"
-    k = rows[outbound & (rows["contacted_at"] < end - window)]
-    responded = _attributed(rows, outbound, cfg).reindex(k.index, fill_value=False)
+    outbound = (rows["direction"] == "outbound").to_numpy()
+    labelled = outbound & (rows["contacted_at"] < end - window).to_numpy()
+    k = rows[labelled]
+    responded = _attributed(rows, outbound, cfg)[labelled]
     # the campaigns of these contacts, as far as they had come by the latest of them
     same = contacts["contacted_at"] < end - window
     if "campaign_id" in contacts:
@@ -170,61 +160,70 @@ def response_labels(contacts: pd.DataFrame, cutoff, config: LabelConfig | None =
             "treated": ~k["is_control"].fillna(False).astype(bool).to_numpy(),
             "campaign_contacts_before": position["campaign_contacts_before"].to_numpy(),
             "days_since_campaign_start": position["days_since_campaign_start"].to_numpy(),
-            "responded": responded.to_numpy(dtype=bool),
+            "responded": responded,
         }
     )
 
 
-def _attributed(rows: pd.DataFrame, outbound: pd.Series, cfg: LabelConfig) -> pd.Series:
-    """Per outbound row of ``rows``: whether a response of ``rows`` counts for it (see
-    ``response_labels``)."""
-    is_response = rows["outcome"].astype("object").isin(cfg.response_outcomes)
-    own = is_response & outbound  # a response recorded on the contact itself is its own
-    credited = pd.Series(own[outbound].to_numpy(), index=rows.index[outbound.to_numpy()])
+def _attributed(rows: pd.DataFrame, outbound: np.ndarray, cfg: LabelConfig) -> np.ndarray:
+    """Per row of ``rows`` (by position): whether a response of ``rows`` counts for it, an
+    outbound contact (see ``response_labels``). A response with an ``action_id`` counts for the
+    contacts of that action; one with only a ``campaign_id`` (a reply logged against the
+    campaign) for the contacts of that campaign."""
+    outcome = rows["outcome"] if "outcome" in rows else pd.Series(np.nan, index=rows.index)
+    is_response = outcome.astype("object").isin(cfg.response_outcomes).to_numpy()
+    credited = is_response & outbound  # a response recorded on the contact itself is its own
     window = cfg.response_window * DAY
-    key = action_key(rows)
-    sent = pd.DataFrame(
-        {
-            "row": rows.index[outbound.to_numpy()],
-            "customer": rows.loc[outbound, "customer_id"].astype("str").to_numpy(),
-            "key": key[outbound].to_numpy(),
-            "at": rows.loc[outbound, "contacted_at"].to_numpy(),
-        }
-    )
-    if cfg.attribution == "last_touch":
-        # A response recorded elsewhere (inbound) counts for the latest contact of its action.
-        other = rows[is_response & ~outbound]
-        if len(other) and len(sent):
-            found = pd.DataFrame(
-                {
-                    "customer": other["customer_id"].astype("str").to_numpy(),
-                    "key": key[is_response & ~outbound].to_numpy(),
-                    "at": other["contacted_at"].to_numpy(),
-                }
-            ).sort_values("at", kind="stable")
+    customer = rows["customer_id"].astype("str").to_numpy()
+    at = rows["contacted_at"].array
+    action = _keys(rows, "action_id")
+    campaign = _keys(rows, "campaign_id")
+    response_key = np.where(pd.notna(action), action, campaign)
+    for sent_key in (action, campaign):
+        # the responses matched on this key: by action where they name one, else by campaign
+        if sent_key is campaign:
+            matched = is_response & pd.isna(action) & pd.notna(campaign)
+        else:
+            matched = is_response & pd.notna(action)
+        if cfg.attribution == "last_touch":
+            matched &= ~outbound  # on an outbound contact it is that contact's own
+        sending = outbound & pd.notna(sent_key)
+        if not matched.any() or not sending.any():
+            continue
+        sent = pd.DataFrame(
+            {
+                "row": np.flatnonzero(sending),
+                "customer": customer[sending],
+                "key": sent_key[sending],
+                "at": at[sending],
+            }
+        )
+        found = pd.DataFrame({"customer": customer[matched], "key": response_key[matched], "at": at[matched]})
+        if cfg.attribution == "last_touch":  # the latest contact of its key before it
             hit = pd.merge_asof(
-                found,
+                found.sort_values("at", kind="stable"),
                 sent.sort_values("at", kind="stable"),
                 on="at",
                 by=["customer", "key"],
                 direction="backward",
                 tolerance=window,
-            )
-            credited.loc[hit["row"].dropna().astype(rows.index.dtype)] = True
-        return credited
-    # every touch: each contact of the action in [response - window, response]
-    found = pd.DataFrame(
-        {
-            "customer": rows.loc[is_response, "customer_id"].astype("str").to_numpy(),
-            "key": key[is_response].to_numpy(),
-            "response_at": rows.loc[is_response, "contacted_at"].to_numpy(),
-        }
-    )
-    pairs = sent.merge(found, on=["customer", "key"])
-    lag = pairs["response_at"] - pairs["at"]
-    hit = pairs.loc[(lag >= pd.Timedelta(0)) & (lag <= window), "row"]
-    credited.loc[hit.unique()] = True
+            )["row"].dropna()
+        else:  # every contact of its key in [response - window, response]
+            pairs = sent.merge(found.rename(columns={"at": "response_at"}), on=["customer", "key"])
+            lag = pairs["response_at"] - pairs["at"]
+            hit = pairs.loc[(lag >= pd.Timedelta(0)) & (lag <= window), "row"]
+        credited[hit.to_numpy(dtype="int64")] = True
     return credited
+
+
+def _keys(rows: pd.DataFrame, column: str) -> np.ndarray:
+    """``column`` as text keys (object array; missing: None), or all missing without the column."""
+    if column not in rows:
+        return np.full(len(rows), None, dtype=object)
+    values = rows[column].astype("object")
+    out = values.astype("str").to_numpy(dtype=object)
+    out[values.isna().to_numpy()] = None
+    return out
 
 
 def purchase_days_between(purchases: pd.DataFrame, start, end) -> pd.Series:

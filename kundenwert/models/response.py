@@ -224,13 +224,16 @@ def uplift_rows(X: pd.DataFrame, uplift) -> np.ndarray:
 
 def measurable_qini(y, X: pd.DataFrame, uplift) -> dict[str, float | None]:
     """``qini`` of an uplift ranking on the test rows that can measure it (``uplift_rows``);
-    ``None`` for both (not measurable, never a number) when no action has control rows, and
-    ``qini_rows``: the share of test rows it was measured on."""
+    ``None`` for both (not measurable, never a number) when no action has control rows (and the
+    normalised one when nobody responded: there is no perfect ranking to compare with), and ``qini_rows``: the share of test rows it was measured on."""
     rows = uplift_rows(X, uplift)
     if not rows.any():
         return {"qini": None, "qini_normalized": None, "qini_rows": 0.0}
     y_, u = np.asarray(y, dtype="float64")[rows], np.asarray(uplift, dtype="float64")[rows]
     measured: dict[str, float | None] = {**qini(y_, X["treated"].to_numpy()[rows], u)}
+    normalized = measured["qini_normalized"]
+    if normalized is None or not np.isfinite(normalized):  # nobody responded: no perfect ranking
+        measured["qini_normalized"] = None
     return {**measured, "qini_rows": float(rows.mean())}
 
 

@@ -228,7 +228,9 @@ class TrainingData:
         xs, ys, cut = [], [], []
         for t in cutoffs:
             snap = ts.xs(t, level="cutoff")[features]
-            x, y = response_rows(snap, response_labels(self.frames["contacts"], t, self.config.labels))
+            contacts = self.frames["contacts"]
+            mine = contacts[contacts["customer_id"].isin(snap.index)]  # the sampled customers' only
+            x, y = response_rows(snap, response_labels(mine, t, self.config.labels))
             xs.append(x)
             ys.append(y)
             cut.append(np.full(len(x), t))
@@ -267,7 +269,8 @@ class TrainingData:
         rows are, for the progress line. Under ``split.method = "auto"`` a time split whose
         training rows hold one outcome only becomes a split by customer, and so does one whose
         test rows are too few to judge when customers set apart give at least 1.5x its positive
-        test labels (else the time split stays, with a warning). ``ModelFitError`` when the rows cannot train the model at all."""
+        test labels, counted over distinct contacts or customers (else the time split stays,
+        with a warning). ``ModelFitError`` when the rows cannot train the model at all."""
         cfg = self.config.split
         X, y, cut, plan = self._rows(spec)
         if not len(X):
@@ -282,7 +285,8 @@ class TrainingData:
             problem = _too_few(y[train], y[test], spec, cfg)
             # Too few test rows: customers set apart judge better only with clearly more of them.
             better = problem is not None and (
-                problem.startswith("the training") or _positives(y[by_customer]) >= 1.5 * _positives(y[test])
+                problem.startswith("the training")
+                or _distinct_positives(y[by_customer]) >= 1.5 * _distinct_positives(y[test])
             )
             if cfg.method == "auto" and better:
                 method, reason = "customer", f"{problem} in the time split; customers are set apart instead"
@@ -333,6 +337,19 @@ def _positives(y: Any) -> int:
     return int((frame > 0).sum().min()) if len(frame) else 0
 
 
+def _distinct_positives(y: Any) -> int:
+    """Positive labels of distinct contacts (a contact is labelled at every cutoff whose window
+    holds it) or, per customer, of distinct customers: what a split by customer spread over many
+    cutoffs really adds over one test cutoff."""
+    frame = y if isinstance(y, pd.DataFrame) else pd.DataFrame({"y": y})
+    names = frame.index.names or []
+    level = "contact_id" if "contact_id" in names else "customer_id" if "customer_id" in names else None
+    if level is None or not len(frame):
+        return _positives(frame)
+    who = frame.index.get_level_values(level)
+    return int(min(who[(frame[c] > 0).to_numpy()].nunique() for c in frame.columns))
+
+
 def _too_few(y_train: Any, y_test: Any, spec: ModelSpec, cfg) -> str | None:
     """Why a time split cannot train (starts "the training") or judge a model, or None."""
     if not len(y_train) or (spec.label.binary and _outcomes(y_train) < 2):
@@ -379,6 +396,12 @@ def fit_and_backtest(name: str, data: TrainingData, progress: Progress | None = 
     rate = float(y.to_numpy().mean()) if isinstance(y, pd.DataFrame) else float(y.mean())
     metrics = spec.score(model, *test)
     described = _describe(split, len(X), rate, list(model.feature_names_in_), data.fingerprint)
+    # what a later run needs to know which rows this model never trained on (promotion)
+    described["split_key"] = (
+        {"method": "customer", "seed": cfg.data.seed, "test_share": cfg.split.test_share}
+        if split["method"] == "customer"
+        else {"method": "time"}
+    )
     for warning in split["warnings"]:
         say(f"{name}: {warning}")
     return ModelResult(name, model, metrics, check_gates(metrics, section.gates), described, test)

@@ -78,8 +78,22 @@ def promote(result, version: str | int) -> dict[str, object]:
     new = float(measured)
     current = registry.alias_version(result.name, "champion")
     if current is not None and result.test is not None:
+        unseen = unseen_by_champion(result, registry.version_split(result.name, current))
+        if unseen is None or not unseen.any():
+            return {
+                **decision,
+                "champion_version": int(current),
+                "promoted": False,
+                "reason": "the champion was tested on another split: no test row is one it never trained "
+                "on, so it cannot be compared; promote by hand (kundenwert promote) if this one is better",
+            }
         champion = registry.load_version(result.name, current)
-        scored = spec.score(champion, *result.test).get(metric)
+        X_test, y_test = result.test
+        if not unseen.all():  # only the rows the champion never trained on, for both
+            X_test, y_test = X_test[unseen], y_test[unseen]
+            again = spec.score(result.model, X_test, y_test).get(metric)
+            new = float("nan") if again is None else float(again)
+        scored = spec.score(champion, X_test, y_test).get(metric)
         old = float("nan") if scored is None else float(scored)
         decision.update({"champion_version": int(current), "champion_value": old, "value": new})
         if not better_or_equal(metric, new, old, spec):
@@ -90,6 +104,24 @@ def promote(result, version: str | int) -> dict[str, object]:
             }
     registry.set_alias(result.name, version, "champion")
     return {**decision, "value": new, "promoted": True, "reason": "gates passed, not worse than the champion"}
+
+
+def unseen_by_champion(result, champion_split: dict | None):
+    """Which of the challenger's test rows the champion cannot have trained on, or None when
+    that is unknown. Time split against time split: every row (later runs test on later label
+    windows; versions registered before splits were recorded count as time splits). A champion
+    split by customer never trained on its own test customers (the same stable hash): those
+    rows. A challenger split by customer against a champion split in time: unknown."""
+    from kundenwert.features.training_set import customer_test_rows
+
+    champion = champion_split or {"method": "time"}
+    ours = result.data.get("split_key", {"method": "time"})
+    X = result.test[0]
+    if champion["method"] == "customer":
+        return customer_test_rows(X.index, float(champion["test_share"]), int(champion["seed"]))
+    if ours["method"] == "time":
+        return np.ones(len(X), dtype=bool)
+    return None
 
 
 def promote_by_hand(model: str, version: int) -> None:

@@ -1,5 +1,6 @@
 """One training run: every chosen model fitted and backtested first, then logged, registered and
-promoted. Nothing reaches the registry unless every model trained: a failure while training
+promoted. A model the store's data cannot train (``ModelFitError``: no purchases, one outcome
+only) is skipped with its reason and keeps its champion; any other failure while training
 leaves the registry (and every champion) as it was. (A failure of MLflow itself while registering
 model k leaves models 1..k-1 registered and, where they won, promoted: each is complete.)"""
 

@@ -293,3 +293,27 @@ def test_a_contact_without_a_campaign_is_the_first_of_its_own() -> None:
     r = response_labels(calls, T0, LabelConfig()).set_index("contact_id")
     assert r.loc["g", "campaign_contacts_before"] == 0 and r.loc["g", "days_since_campaign_start"] == 0
     assert r[["campaign_contacts_before", "days_since_campaign_start"]].notna().all().all()
+
+
+def test_a_reply_logged_against_the_campaign_only_counts_for_its_contacts() -> None:
+    """Outbound calls of action x in campaign C1; the customer's reply names the campaign, not
+    the action: it counts for the latest call of the campaign (every call, every touch)."""
+    calls = _contacts(
+        [
+            ("a", "1", 1, "outbound", "C1", "x", False, "none"),
+            ("b", "1", 4, "outbound", "C1", "x", False, "none"),
+            ("r", "1", 6, "inbound", "C1", None, None, "responded"),
+            ("o", "2", 4, "outbound", "C9", "x", False, "none"),  # another customer: not credited
+        ]
+    )
+    last = response_labels(calls, T0, LabelConfig()).set_index("contact_id")["responded"]
+    assert last.to_dict() == {"a": False, "b": True, "o": False}
+    every = response_labels(calls, T0, LabelConfig(attribution="every_touch")).set_index("contact_id")
+    assert every["responded"].to_dict() == {"a": True, "b": True, "o": False}
+
+
+def test_duplicate_index_labels_do_not_credit_another_contact() -> None:
+    calls = CALLS.set_axis([0, 1, 2, 0, 3, 4, 5, 6, 7])
+    assert _labelled() == dict(
+        zip(*response_labels(calls, T0, LabelConfig())[["contact_id", "responded"]].to_numpy().T, strict=True)
+    )

@@ -158,3 +158,15 @@ def test_qini_of_tied_scores_does_not_depend_on_row_order() -> None:
         assert again["qini"] == pytest.approx(first["qini"], rel=1e-12, abs=1e-12)
         assert again["qini_normalized"] == pytest.approx(first["qini_normalized"], rel=1e-12)
     assert first["qini_normalized"] > 0  # the score does carry uplift
+
+
+def test_a_qini_without_any_responder_is_not_measurable() -> None:
+    """Both arms but nobody responded: no perfect ranking to normalise by, so the normalised
+    Qini is not measurable (None) rather than NaN (which would fail a gate)."""
+    from kundenwert.models.response import measurable_qini
+
+    X = pd.DataFrame({"treated": [True, True, False, False], "action_id": ["a"] * 4})
+    got = measurable_qini(np.zeros(4), X, np.array([0.1, 0.2, 0.3, 0.4]))
+    assert got["qini_normalized"] is None and got["qini_rows"] == 1.0
+    none = measurable_qini(np.zeros(4), X.assign(treated=True), np.arange(4.0))
+    assert none == {"qini": None, "qini_normalized": None, "qini_rows": 0.0}

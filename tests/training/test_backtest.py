@@ -122,3 +122,29 @@ def test_the_champion_comparison_takes_the_direction_of_the_models_own_spec() ->
     clv, churn = get_spec("clv"), get_spec("churn")
     assert "mae" in clv.lower_is_better and "mae" not in churn.lower_is_better
     assert not better_or_equal("mae", 3, 2, clv) and better_or_equal("mae", 3, 2, churn)
+
+
+def test_the_champion_is_compared_only_on_rows_it_never_trained_on() -> None:
+    """A champion split by customer trained on the other customers: only its own test customers
+    judge it; a challenger split by customer cannot be compared with a champion split in time."""
+    from types import SimpleNamespace
+
+    from kundenwert.features.training_set import customer_test_rows
+    from kundenwert.training.promotion import unseen_by_champion
+
+    index = pd.MultiIndex.from_arrays(
+        [[pd.Timestamp("2025-01-01", tz="UTC")] * 400, [f"c{i}" for i in range(400)]],
+        names=["cutoff", "customer_id"],
+    )
+    X = pd.DataFrame({"x": np.arange(400)}, index=index)
+    in_time = SimpleNamespace(data={"split_key": {"method": "time"}}, test=(X, None))
+    by_customer = SimpleNamespace(
+        data={"split_key": {"method": "customer", "seed": 0, "test_share": 0.25}}, test=(X, None)
+    )
+    assert unseen_by_champion(in_time, None).all()  # versions from before splits were recorded
+    assert unseen_by_champion(in_time, {"method": "time"}).all()
+    assert unseen_by_champion(by_customer, {"method": "time"}) is None
+    champion = {"method": "customer", "seed": 3, "test_share": 0.25}
+    unseen = unseen_by_champion(in_time, champion)
+    np.testing.assert_array_equal(unseen, customer_test_rows(index, 0.25, 3))
+    assert 0.15 < unseen.mean() < 0.35
