@@ -100,14 +100,13 @@ def campaign_position(contacts: pd.DataFrame) -> pd.DataFrame:
     contact). A contact without a ``campaign_id`` is the first of its own campaign. Indexed like
     the outbound rows of ``contacts``."""
     out = contacts[contacts["direction"] == "outbound"]
-    campaign = (
-        out["campaign_id"].astype("object") if "campaign_id" in out else pd.Series(np.nan, index=out.index)
-    )
-    key = ("campaign:" + campaign.astype("str")).where(
-        campaign.notna(), "contact:" + out["contact_id"].astype("str")
-    )
+    campaign = _keys(out, "campaign_id")
+    alone = pd.isna(campaign)  # no campaign: a campaign of its own
+    campaign[~alone] = "campaign:" + campaign[~alone]
+    campaign[alone] = ("contact:" + out["contact_id"].astype("str")).to_numpy(dtype=object)[alone]
     frame = pd.DataFrame(
-        {"customer": out["customer_id"].astype("str"), "key": key, "at": out["contacted_at"]}
+        {"customer": out["customer_id"].astype("str"), "key": campaign, "at": out["contacted_at"]},
+        index=out.index,
     )
     frame = frame.sort_values(["customer", "key", "at"], kind="stable")
     group = frame.groupby(["customer", "key"], sort=False)
@@ -178,13 +177,12 @@ def _attributed(rows: pd.DataFrame, outbound: np.ndarray, cfg: LabelConfig) -> n
     at = rows["contacted_at"].array
     action = _keys(rows, "action_id")
     campaign = _keys(rows, "campaign_id")
-    response_key = np.where(pd.notna(action), action, campaign)
-    for sent_key in (action, campaign):
-        # the responses matched on this key: by action where they name one, else by campaign
-        if sent_key is campaign:
-            matched = is_response & pd.isna(action) & pd.notna(campaign)
-        else:
-            matched = is_response & pd.notna(action)
+    # responses are matched by their action where they name one, else by their campaign
+    passes = (
+        (action, is_response & pd.notna(action)),
+        (campaign, is_response & pd.isna(action) & pd.notna(campaign)),
+    )
+    for sent_key, matched in passes:
         if cfg.attribution == "last_touch":
             matched &= ~outbound  # on an outbound contact it is that contact's own
         sending = outbound & pd.notna(sent_key)
@@ -198,7 +196,7 @@ def _attributed(rows: pd.DataFrame, outbound: np.ndarray, cfg: LabelConfig) -> n
                 "at": at[sending],
             }
         )
-        found = pd.DataFrame({"customer": customer[matched], "key": response_key[matched], "at": at[matched]})
+        found = pd.DataFrame({"customer": customer[matched], "key": sent_key[matched], "at": at[matched]})
         if cfg.attribution == "last_touch":  # the latest contact of its key before it
             hit = pd.merge_asof(
                 found.sort_values("at", kind="stable"),

@@ -21,7 +21,17 @@ CONTACT_COLUMNS = ("channel", "action_id", "treated")
 # Where a contact stands in its campaign (``labels.campaign_position``). A suggestion is scored
 # as a new contact: the first of its campaign (no contacts before, day 0).
 POSITION_COLUMNS = ("campaign_contacts_before", "days_since_campaign_start")
-NEW_CONTACT = {"campaign_contacts_before": 0.0, "days_since_campaign_start": 0.0}
+NEW_CONTACT = dict.fromkeys(POSITION_COLUMNS, 0.0)
+
+
+def actions_with_both_arms(action_id, treated) -> np.ndarray:
+    """The actions (as text, sorted) among rows ``action_id``/``treated`` that hold treated and
+    control rows: the only ones whose uplift can be learnt or measured."""
+    arms = pd.crosstab(
+        np.asarray(pd.Series(action_id).astype("str"), dtype=object), np.asarray(treated, dtype=bool)
+    )
+    both = arms.index[(arms.reindex(columns=[False, True], fill_value=0) > 0).all(axis=1)]
+    return np.sort(np.asarray(both, dtype=object))
 
 
 def response_rows(snapshot: pd.DataFrame, contacts: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -72,9 +82,7 @@ class ResponseModel(BoostedSnapshotModel):
             raise ValueError(f"response rows need column(s) {', '.join(missing)} (see response_rows)")
         self.model_ = self._classifier().fit(X, y)
         # Uplift is learnt only where both arms were seen: the actions with control rows.
-        arms = pd.crosstab(X["action_id"].astype("str"), X["treated"].astype(bool))
-        both = arms.index[(arms.reindex(columns=[False, True], fill_value=0) > 0).all(axis=1)]
-        self.uplift_actions_ = np.sort(np.asarray(both, dtype=object))
+        self.uplift_actions_ = actions_with_both_arms(X["action_id"], X["treated"])
         self.feature_names_in_ = self.model_.feature_names_in_
         self.n_features_in_ = self.model_.n_features_in_
         # The booster and encoder, for reasons (explain) like every tree model.
@@ -215,11 +223,9 @@ def qini_curve(y, treated, score) -> tuple[np.ndarray, np.ndarray]:
 def uplift_rows(X: pd.DataFrame, uplift) -> np.ndarray:
     """The rows of test contacts ``X`` on which an uplift ranking can be measured: rows of an
     action whose test rows hold both arms (treated and control), with a predicted uplift."""
-    treated = X["treated"].to_numpy(dtype=bool)
     action = X["action_id"].astype("str").to_numpy(dtype=object)
-    arms = pd.crosstab(action, treated)
-    both = arms.index[(arms.reindex(columns=[False, True], fill_value=0) > 0).all(axis=1)]
-    return np.isin(action, np.asarray(both, dtype=object)) & np.isfinite(np.asarray(uplift, dtype="float64"))
+    both = actions_with_both_arms(action, X["treated"].to_numpy(dtype=bool))
+    return np.isin(action, both) & np.isfinite(np.asarray(uplift, dtype="float64"))
 
 
 def measurable_qini(y, X: pd.DataFrame, uplift) -> dict[str, float | None]:

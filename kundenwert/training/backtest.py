@@ -278,20 +278,28 @@ class TrainingData:
                 f"no {'contacts' if spec.label.population == 'contacts' else 'rows'} to learn from"
             )
         method, reason = plan["method"], plan["reason"]
-        by_customer = customer_test_rows(X.index, cfg.test_share, self.config.data.seed)
+
+        def by_customer() -> np.ndarray:  # the customers set apart: only hashed when needed
+            return customer_test_rows(X.index, cfg.test_share, self.config.data.seed)
+
         if method == "time":
             train = np.asarray(cut.isin(plan["train"] + plan["validation"]))
             test = np.asarray(cut.isin(plan["test"]))
             problem = _too_few(y[train], y[test], spec, cfg)
             # Too few test rows: customers set apart judge better only with clearly more of them.
-            better = problem is not None and (
-                problem.startswith("the training")
-                or _distinct_positives(y[by_customer]) >= 1.5 * _distinct_positives(y[test])
+            better = (
+                problem is not None
+                and cfg.method == "auto"
+                and (
+                    problem.startswith("the training")
+                    or _distinct_positives(y[by_customer()]) >= 1.5 * _distinct_positives(y[test])
+                )
             )
-            if cfg.method == "auto" and better:
+            if better:
                 method, reason = "customer", f"{problem} in the time split; customers are set apart instead"
         if method == "customer":
-            test, train = by_customer, ~by_customer
+            test = by_customer()
+            train = ~test
         Xtr, ytr, Xte, yte = X[train], y[train], X[test], y[test]
         if spec.label.binary and _outcomes(ytr) < 2:
             raise ModelFitError(f"the training rows hold only one outcome ({len(Xtr):,} rows)")
