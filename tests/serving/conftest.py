@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,31 +13,43 @@ from kundenwert.serving.app import create_app
 from kundenwert.serving.keys import ROLES, create_key
 
 
-@pytest.fixture(scope="package")
-def served(imported_world, trained_small, small_config, tmp_path_factory):
+@contextmanager
+def serving(home, url: str, results: dict, config):
+    """A registry in ``home`` holding ``results`` (published as a training run would), the store at
+    ``url`` scored with them, keys for every role and the served app: the dict the tests read."""
     from kundenwert.serving.catalog import load_catalog
     from kundenwert.serving.scoring import run_scoring
     from kundenwert.training.run import publish
 
-    _, folder = imported_world(3_000, 5)
-    home = tmp_path_factory.mktemp("kw-serve")
-    shutil.copy(folder / "kw.db", home / "kw.db")  # the shared world stays untouched
-    url = f"sqlite:///{home / 'kw.db'}"
     mp = pytest.MonkeyPatch()
     mp.setenv("KUNDENWERT_HOME", str(home))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("KUNDENWERT_DATABASE_URL", raising=False)
     store = Store(url)
-    publish(trained_small, small_config)  # the shared training of this world, registered here
-    run_scoring(store, load_catalog())
+    publish(results, config)
+    done = run_scoring(store, load_catalog())
     keys = {role: create_key(store.engine, role) for role in ROLES}
     customers = store.read_table("customers", ["customer_id"])["customer_id"].tolist()
-    with TestClient(create_app(Store(url))) as client:
-        yield {
-            "client": client,
-            "keys": keys,
-            "store": store,
-            "customers": customers,
-            "url": url,
-            "home": home,
-        }
-    mp.undo()
+    try:
+        with TestClient(create_app(Store(url))) as client:
+            yield {
+                "client": client,
+                "keys": keys,
+                "store": store,
+                "done": done,
+                "customers": customers,
+                "url": url,
+                "home": home,
+            }
+    finally:
+        store.dispose()
+        mp.undo()
+
+
+@pytest.fixture(scope="package")
+def served(imported_world, trained_small, small_config, tmp_path_factory):
+    _, folder = imported_world(3_000, 5)
+    home = tmp_path_factory.mktemp("kw-serve")
+    shutil.copy(folder / "kw.db", home / "kw.db")  # the shared world stays untouched
+    with serving(home, f"sqlite:///{home / 'kw.db'}", trained_small, small_config) as world:
+        yield world

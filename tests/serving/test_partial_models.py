@@ -21,7 +21,8 @@ from kundenwert.db.store import Store
 from kundenwert.errors import ConfigurationError
 from kundenwert.serving.app import create_app
 from kundenwert.serving.catalog import load_catalog
-from kundenwert.serving.keys import ROLES, create_key
+from kundenwert.serving.keys import create_key
+from tests.serving.conftest import serving
 
 NEED_CHURN = "needs churn: no churn model in this scoring run"
 
@@ -37,30 +38,10 @@ def _home(imported_world, tmp_path_factory, name: str) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def partial(imported_world, trained_small, small_config, tmp_path_factory):
     """The small world scored with champions of clv and response only, and served."""
-    from kundenwert.serving.scoring import run_scoring
-    from kundenwert.training.run import publish
-
     home, url = _home(imported_world, tmp_path_factory, "kw-partial")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KUNDENWERT_HOME", str(home))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.delenv("KUNDENWERT_DATABASE_URL", raising=False)
-    store = Store(url)
-    publish({m: trained_small[m] for m in ("clv", "response")}, small_config)
-    done = run_scoring(store, load_catalog())
-    keys = {role: create_key(store.engine, role) for role in ROLES}
-    customers = store.read_table("customers", ["customer_id"])["customer_id"].tolist()
-    with TestClient(create_app(Store(url))) as client:
-        yield {
-            "client": client,
-            "keys": keys,
-            "store": store,
-            "done": done,
-            "customers": customers,
-            "home": home,
-        }
-    store.dispose()
-    mp.undo()
+    results = {m: trained_small[m] for m in ("clv", "response")}
+    with serving(home, url, results, small_config) as world:
+        yield world
 
 
 def _get(p, path: str, role: str = "sales", **params):
