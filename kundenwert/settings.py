@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,18 @@ class Settings(BaseSettings):
         default=300.0,
         ge=0,
         description="How often the service looks for a new scoring run and swaps to it (0: never).",
+    )
+
+    erasure_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the keyed hashes of erased customer ids (any long random text). Default: "
+        "<home>/erasure.key, made on first use; a shared store needs the same key everywhere.",
+    )
+    retention_days: int = Field(
+        default=730,
+        ge=1,
+        description="Decisions and feedback events older than this are deleted by the service's "
+        "maintenance schedule.",
     )
 
     def resolved_database_url(self) -> str:

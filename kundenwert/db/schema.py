@@ -154,7 +154,7 @@ DECISIONS = sa.Table(
     # no index on customer_id: with one, every commit wrote a random page per decision (85 us
     # per decision against 15 us without, measured); nothing reads by customer, and an erasure
     # request may scan the table
-    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("score_run", sa.String(32), nullable=False),
     sa.Column("suggestions", sa.Text, nullable=False),  # JSON: [{action_id, channel, score, rank}]
@@ -186,7 +186,7 @@ TARGET_LIST_MEMBERS = sa.Table(
     metadata,
     sa.Column("list_id", sa.String(32), nullable=False, index=True),
     sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column("group", sa.String(8), nullable=False),
     sa.Column("action_id", sa.String(64), nullable=False),
     sa.Column("score", sa.Float, nullable=False),
@@ -204,4 +204,35 @@ API_KEYS = sa.Table(
     sa.Column("name", sa.String(200), nullable=False, default=""),
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+    sa.Column("expires_at", sa.String(32), nullable=True, comment="ISO instant; NULL: never"),
+    sa.Column("revoked_at", sa.String(32), nullable=True),
+)
+
+# ------------------------------------------------------------------------------ data protection
+# Erased customers (GDPR Art. 17): only a keyed hash of each id (HMAC-SHA256 with the erasure
+# key, which is kept outside the store), so that a later import of the same id can be refused
+# without the register naming anyone. ``key_id`` tells which key made the hash.
+ERASED = sa.Table(
+    "kw_erased",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("erased_at", sa.String(32), nullable=False),
+)
+
+# Who did what to which object, and how many rows: list creations and exports, erasures, keys.
+# Never a secret, never a customer id in clear.
+AUDIT = sa.Table(
+    "kw_audit",
+    metadata,
+    sa.Column("audit_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(32), nullable=False, comment="ISO instant, UTC"),
+    sa.Column("key_id", sa.String(16), nullable=True, comment="the API key; NULL: the command line"),
+    sa.Column("role", sa.String(32), nullable=False, comment="the key's role, or cli"),
+    sa.Column("actor", sa.String(200), nullable=False, comment="key id and role, or cli and OS user"),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("object_type", sa.String(40), nullable=False),
+    sa.Column("object_id", sa.String(200), nullable=True),
+    sa.Column("rows", sa.Integer, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True, comment="JSON"),
 )

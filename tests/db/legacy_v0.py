@@ -187,8 +187,9 @@ def create_legacy_store(url: str, n: int = 400, seed: int = 3) -> None:
     engine.dispose()
 
 
-def checksums(url: str) -> dict[str, tuple[int, str]]:
-    """Rows and a checksum of their contents per table (every column, in a fixed order)."""
+def checksums(url: str, columns: dict[str, list[str]] | None = None) -> dict[str, tuple[int, str]]:
+    """Rows and a checksum of their contents per table (every column, or the ``columns`` given
+    per table: those a store had before a migration added more, in a fixed order)."""
     engine = sa.create_engine(url)
     out = {}
     try:
@@ -197,7 +198,7 @@ def checksums(url: str) -> dict[str, tuple[int, str]]:
                 if name == "alembic_version":
                     continue
                 t = sa.Table(name, sa.MetaData(), autoload_with=conn)
-                cols = sorted(c.name for c in t.c)
+                cols = sorted(c.name for c in t.c if columns is None or c.name in columns.get(name, [c.name]))
                 rows = conn.execute(
                     sa.select(*[t.c[c] for c in cols]).order_by(*[t.c[c] for c in cols])
                 ).all()
@@ -206,3 +207,14 @@ def checksums(url: str) -> dict[str, tuple[int, str]]:
     finally:
         engine.dispose()
     return out
+
+
+def column_names(url: str) -> dict[str, list[str]]:
+    """The columns of every table of the database at ``url``."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            insp = sa.inspect(conn)
+            return {t: [c["name"] for c in insp.get_columns(t)] for t in insp.get_table_names()}
+    finally:
+        engine.dispose()
