@@ -20,6 +20,8 @@ from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
 from kundenwert.db.schema import AUDIT
 
+__all__ = ["ACTIONS", "AUDIT", "Actor", "actor_of", "cli_actor", "read_audit", "record"]
+
 ACTIONS = (
     "target_list.create",
     "target_list.export",

@@ -160,6 +160,8 @@ class Decisions:
     details: list[str]
     # reason code by number, of the rule table the decisions were made with
     reason_names: np.ndarray = field(default_factory=lambda: REASON_OF_CODE)
+    # per customer: an objection to profiling holds at the moment of the decision (GDPR Art. 21)
+    objection: Rows = None
 
     @staticmethod
     def concat(parts: list[Decisions], customer_ids: list[str]) -> Decisions:
@@ -171,6 +173,8 @@ class Decisions:
             name: np.concatenate([getattr(p, name) for p in parts])[order]
             for name in ("customer_ids", "propensity", "value", "score", "reason", "detail", "rank")
         }
+        if all(p.objection is not None for p in parts):
+            rows["objection"] = np.concatenate([np.asarray(p.objection, dtype=bool) for p in parts])[order]
         first = parts[0]
         return Decisions(
             action_ids=first.action_ids,
@@ -264,6 +268,7 @@ def decide(
         rank=rank,
         details=cands.details.texts,
         reason_names=cands.reason_names,
+        objection=np.asarray(live.objection, dtype=bool),
     )
 
 
@@ -365,4 +370,5 @@ def decide_one(
         rank=[rank],
         details=cands.details.texts,
         reason_names=cands.reason_names,
+        objection=[bool(live.objection)],
     )

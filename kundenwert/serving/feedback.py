@@ -12,6 +12,13 @@ Every new event moves the contact of its (decision, action, channel) in the ``co
 the first event creates it (outbound, not control, the action, the time of the event); later
 ones raise its outcome along none < opened < clicked < converted < bounced < unsubscribed. The
 next training reads those contacts like any other.
+
+Legal signals act at once, in the same transaction as their event: an ``unsubscribed`` event
+writes a consent record (granted false on that channel, the source naming the event) and so does
+a hard bounce (``bounce`` "hard", the default for a bounce: the address does not exist; a soft
+bounce, a full mailbox, changes nothing). The record is dated when the event arrives, so the
+very next request sees it (the change log's triggers tell every service); a later consent
+record (a new opt-in, a new address) lifts it, as the consent rule says.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from typing import Literal
 
 import pandas as pd
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kundenwert.db.backends import backend_for
 from kundenwert.db.errors import map_exceptions
@@ -81,9 +89,24 @@ class Event(BaseModel):
     channel: str
     outcome: str = Field(pattern="^(sent|opened|clicked|converted|unsubscribed|bounced)$")
     occurred_at: datetime
+    bounce: Literal["hard", "soft"] | None = Field(
+        None, description="bounced only: hard (the address does not exist; default) or soft"
+    )
+
+    @model_validator(mode="after")
+    def _bounce_only_on_bounced(self) -> Event:
+        if self.bounce is not None and self.outcome != "bounced":
+            raise ValueError(f"bounce is for outcome bounced only, not {self.outcome!r}")
+        return self
+
+    @property
+    def withdraws_consent(self) -> bool:
+        """An unsubscribe, or a hard bounce: the channel is stopped for the customer."""
+        return self.outcome == "unsubscribed" or (self.outcome == "bounced" and self.bounce != "soft")
 
     def digest(self) -> str:
-        body = self.model_dump(mode="json", exclude={"event_id"})
+        # fields left empty are left out: events stored before ``bounce`` existed keep their digest
+        body = self.model_dump(mode="json", exclude={"event_id"}, exclude_none=True)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -136,7 +159,10 @@ def _record(store: Store, events: list[Event]) -> dict[str, int]:
         }
         for e in unique:
             if e.decision_id not in known:
-                raise FeedbackInvalid(f"event {e.event_id!r}: unknown decision_id {e.decision_id!r}")
+                raise FeedbackInvalid(
+                    f"event {e.event_id!r}: unknown decision_id {e.decision_id!r} (never made here, "
+                    "deleted after the retention period, or its customer was erased)"
+                )
             if (e.action_id, e.channel) not in known[e.decision_id][1]:
                 raise FeedbackInvalid(
                     f"event {e.event_id!r}: decision {e.decision_id} did not suggest {e.action_id} on {e.channel}"
@@ -188,7 +214,34 @@ def _record(store: Store, events: list[Event]) -> dict[str, int]:
                 )
         for e in inserted:
             _move_contact(conn, contacts, known[e.decision_id][0], e)
+        _withdraw(conn, [(known[e.decision_id][0], e) for e in inserted if e.withdraws_consent], now)
     return {"stored": len(inserted), "duplicates": len(events) - len(inserted)}
+
+
+def _withdraw(conn, events: list[tuple[str, Event]], received_at: str) -> None:
+    """A consent record (granted false) per customer and channel of the withdrawing ``events``,
+    dated when they arrived; inserted-or-ignored, so a record of the same instant stays one."""
+    if not events:
+        return
+    consents = TABLE_DEFS["consents"]
+    at = pd.Timestamp(received_at).to_pydatetime()
+    insert = backend_for(conn).insert_ignore(consents)
+    done = set()
+    for customer_id, e in events:
+        if (customer_id, e.channel) in done:
+            continue
+        done.add((customer_id, e.channel))
+        what = "unsubscribed" if e.outcome == "unsubscribed" else "hard bounce"
+        conn.execute(
+            insert.values(
+                customer_id=customer_id,
+                channel=e.channel,
+                granted=False,
+                recorded_at=at,
+                double_opt_in=False,
+                source=f"kundenwert feedback: {what} (event {e.event_id})"[:1000],
+            )
+        )
 
 
 def _move_contact(conn, contacts: sa.Table, customer_id: str, e: Event) -> None:

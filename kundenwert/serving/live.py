@@ -5,7 +5,9 @@ counts this morning).
 Contacts that count are outbound and not held out in a control group (a control member was not
 contacted). An offer is ignored when its contact is older than the response window and its outcome
 is none or opened (or missing); ``ignored_in_a_row`` counts them since the last contact of the same
-action that was clicked, responded, converted, unsubscribed or bounced.
+action that was answered: clicked, responded or converted. An unsubscribe or a bounce is no answer
+(it neither counts as ignored nor starts the count again): the consent record it leaves stops the
+channel instead (``kundenwert.serving.feedback``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -28,6 +31,7 @@ from kundenwert.serving.arbitration import LiveOne
 
 DAY = pd.Timedelta(days=1)
 IGNORED = ("none", "opened")
+ANSWERED = ("clicked", "responded", "converted")
 
 
 def _utc(t) -> pd.Timestamp:
@@ -80,7 +84,7 @@ def ignored_offers(contacts: pd.DataFrame, now, response_window: int = 14) -> pd
     matured = (c["contacted_at"] <= now - response_window * DAY).to_numpy()
     outcome = c["outcome"].astype("object").to_numpy()
     ignored = matured & (pd.isna(outcome) | np.isin(outcome, IGNORED))
-    answered = ~pd.isna(outcome) & ~np.isin(outcome, IGNORED)
+    answered = np.isin(outcome, ANSWERED)
     frame = pd.DataFrame(
         {
             "customer_id": c["customer_id"].to_numpy(),
@@ -123,9 +127,10 @@ class Prepared(NamedTuple):
 
     consents: list[tuple]
     contacts: list[tuple]
+    exists: bool = True  # the customer is in the store (false: never was, or erased)
 
 
-def prepare_rows(consents: list[tuple], contacts: list[tuple]) -> Prepared:
+def prepare_rows(consents: list[tuple], contacts: list[tuple], exists: bool = True) -> Prepared:
     """``consents`` as (channel, granted, recorded_at, double_opt_in), ``contacts`` as
     (contacted_at, channel, direction, action_id, is_control, outcome), as ``LiveReader`` reads
     them; sorted stably, as the batch rules sort."""
@@ -134,7 +139,15 @@ def prepare_rows(consents: list[tuple], contacts: list[tuple]) -> Prepared:
         sorted(
             ((_us(r[0]), r[1], r[3], r[5]) for r in contacts if r[2] == "outbound" and not r[4]), key=_first
         ),
+        exists,
     )
+
+
+def objects_now(rows: Prepared, now_us: int) -> bool:
+    """Whether the customer's consent records up to ``now_us`` hold an objection (the consent rule)."""
+    return consent_of_records(((r[1], bool(r[2]), bool(r[3])) for r in rows.consents if r[0] <= now_us), ())[
+        1
+    ]
 
 
 def _first(row: tuple):
@@ -169,9 +182,9 @@ def live_of_prepared(
             since[j] = min(since[j], age)
         if action_id is None:
             continue
-        if outcome is not None and outcome not in IGNORED:  # answered: the count starts again
+        if outcome in ANSWERED:  # the count starts again
             per_action[action_id] = 0
-        elif at <= matured_before:
+        elif at <= matured_before and (outcome is None or outcome in IGNORED):
             per_action[action_id] = per_action.get(action_id, 0) + 1
     return LiveOne(
         objection=objection,
@@ -231,16 +244,20 @@ class LiveReader:
         finally:
             conn.close()  # back to the pool (rolled back there)
 
-    def rows_on(self, cur, customer_id: str) -> tuple[list[tuple], list[tuple]]:
-        """(consent rows, contact rows) of one customer read on ``cur``, as ``prepare_rows``
-        takes them."""
-        consents, contacts = self._fetch(cur, (self._consents, self._contacts), customer_id)
-        return consents, contacts
+    def rows_on(self, cur, customer_id: str) -> tuple[list[tuple], list[tuple], bool]:
+        """(consent rows, contact rows, whether the customer exists) of one customer read on
+        ``cur``, as ``prepare_rows`` takes them."""
+        consents, contacts, found = self._fetch(
+            cur, (self._consents, self._contacts, self._exists), customer_id
+        )
+        return consents, contacts, bool(found)
 
-    def rows(self, customer_id: str) -> tuple[list[tuple], list[tuple]]:
+    def rows(self, customer_id: str) -> tuple[list[tuple], list[tuple], bool]:
         """``rows_on`` a pooled connection."""
-        consents, contacts = self._run(self._consents, self._contacts, customer_id=customer_id)
-        return consents, contacts
+        consents, contacts, found = self._run(
+            self._consents, self._contacts, self._exists, customer_id=customer_id
+        )
+        return consents, contacts, bool(found)
 
     def exists(self, customer_id: str) -> bool:
         return bool(self._run(self._exists, customer_id=customer_id)[0])
@@ -253,6 +270,10 @@ class LiveCache:
     it moved, the customers named since are dropped (all of them after a bulk import, or when
     more than ``catch_up`` changes came in). A change committed before the call is therefore
     always seen. Rows of a customer not held are read through ``reader``'s statements.
+
+    Whatever else a service keeps per customer (its online scores) follows the same log: each
+    callable in ``listeners`` is called, under the cache's lock, with the ids named since (None:
+    anyone may have changed). ``sync`` catches up without reading a customer.
 
     One dedicated connection (not the pool's: no checkout and rollback per request), used under a
     lock; any thread may call. On a database without the change log's triggers every call reads.
@@ -272,27 +293,42 @@ class LiveCache:
         self._rows: dict[str, Prepared] = {}
         self._seen: int | None = None
         self.hits = self.misses = self.clears = 0
+        self.listeners: list[Callable[[list[str] | None], None]] = []
 
     def rows(self, customer_id: str) -> Prepared:
         """The live rows of one customer as they are in the store now, prepared."""
         if not self.enabled:
             return prepare_rows(*self.reader.rows(customer_id))
+        return self._locked(self._rows_of, customer_id)
+
+    def sync(self) -> None:
+        """Catch up with the change log now (drop what changed, tell the listeners)."""
+        if not self.enabled:
+            self._tell(None)  # no log: anything may have changed
+            return
+        self._locked(lambda _: self._probe(), None)
+
+    def _locked(self, work, arg):
         with self._lock:
             for attempt in (0, 1):
                 try:
-                    return self._rows_of(customer_id)
+                    return work(arg)
                 except Exception:
                     self._forget()  # a broken connection: start again from nothing
                     if attempt:
                         raise
         raise AssertionError("unreachable")
 
-    def _rows_of(self, customer_id: str) -> Prepared:
+    def _probe(self):
         cur = self._cursor()
         cur.execute(self._top.sql, self._top.params({}))
         top = cur.fetchall()[0][0]  # all: a statement left unfinished keeps its read snapshot open
         if top != self._seen:
             self._catch_up(cur, top)
+        return cur
+
+    def _rows_of(self, customer_id: str) -> Prepared:
+        cur = self._probe()
         hit = self._rows.get(customer_id)
         if hit is not None:
             self.hits += 1
@@ -311,17 +347,23 @@ class LiveCache:
         else:
             cur.execute(self._since.sql, self._since.params({"seen": seen}))
             changed = [r[0] for r in cur.fetchall()]
-            if any(c is None for c in changed):  # a bulk write: anyone may have changed
+            if any(c is None for c in changed):  # a bulk write or an erasure: anyone may have changed
                 self._clear()
             else:
                 for c in changed:
                     self._rows.pop(c, None)
+                self._tell(changed)
         self._seen = top
+
+    def _tell(self, changed: list[str] | None) -> None:
+        for listener in self.listeners:
+            listener(changed)
 
     def _clear(self) -> None:
         if self._rows:
             self.clears += 1
         self._rows.clear()
+        self._tell(None)
 
     def _cursor(self):
         if self._cur is None:
@@ -335,6 +377,7 @@ class LiveCache:
     def _forget(self) -> None:
         conn, self._conn, self._cur = self._conn, None, None
         self._rows.clear()
+        self._tell(None)
         self._seen = None
         if conn is not None:
             with contextlib.suppress(Exception):  # already broken

@@ -115,3 +115,6 @@ class CustomerView(BaseModel):
         description="top SHAP factors: churn (active), winback (lapsed), value (everyone scored)"
     )
     model_versions: dict[str, str]
+    profiling_stopped: str | None = Field(
+        None, description="why nothing is shown: the customer objected to profiling (GDPR Art. 21)"
+    )

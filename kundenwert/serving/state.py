@@ -33,6 +33,7 @@ from kundenwert.serving.kinds import ACTION_KINDS
 from kundenwert.serving.live import (
     LiveCache,
     LiveReader,
+    Prepared,
     consent_now,
     contact_pressure,
     ignored_offers,
@@ -94,6 +95,24 @@ class Run:
         return missing_models(self.info["models"])
 
 
+@dataclass(frozen=True)
+class Standing:
+    """Customers as the store holds them at one moment: who ``exists``, who is ``objecting``
+    (GDPR Art. 21: no profiling, no direct marketing) and the consent per channel (``consent_now``;
+    customers without records are missing)."""
+
+    exists: set[str]
+    objecting: set[str]
+    consent: pd.DataFrame
+
+    def permitted(self, channel: str) -> set[str]:
+        """The customers who may be contacted on ``channel`` now."""
+        c = self.consent
+        if channel not in c.columns:
+            return set()
+        return set(c.index[c[channel].to_numpy(dtype=bool)].astype(str))
+
+
 NO_REASONS = orjson.Fragment(b"[]")
 ONLINE_TTL = 600.0  # seconds an online score is reused before it is computed again
 ONLINE_KEPT = 10_000
@@ -108,6 +127,7 @@ class ServingState:
         self.store, self.catalog = store, catalog
         self.reader = LiveReader(store.engine)
         self.live = LiveCache(self.reader)
+        self.live.listeners.append(self._changed)  # online scores follow the change log too
         self.decisions = DecisionLog(store.engine)
         self._models: dict[tuple[str, str], object] = {}
         try:
@@ -172,13 +192,28 @@ class ServingState:
         return consent_now(self.store.read_for_customers("consents", ids), now)
 
     def known(self, ids: list[str]) -> set[str]:
-        main = self.current.main.candidates
-        found = {i for i in ids if main.position(i) is not None}
-        rest = [i for i in ids if i not in found]
-        if rest:
-            customers = self.store.read_for_customers("customers", rest, ["customer_id"])
-            found |= set(customers["customer_id"].astype(str))
-        return found
+        """The ids the store holds now (an erased customer is gone at once, whatever the run
+        holds)."""
+        customers = self.store.read_for_customers("customers", ids, ["customer_id"])
+        return set(customers["customer_id"].astype(str))
+
+    def standing(self, ids: list[str], now: pd.Timestamp | None = None) -> Standing:
+        """Who of ``ids`` exists and who objects, as the store says at this moment: what every
+        output of a customer's data checks first."""
+        consent = self.consent_of(ids, now)
+        objecting = set(consent.index[consent["objection"].to_numpy(dtype=bool)].astype(str))
+        return Standing(self.known(ids), objecting, consent)
+
+    def _changed(self, ids: list[str] | None) -> None:
+        """The change log named ``ids`` (None: anyone): their online scores are scored again."""
+        run = getattr(self, "current", None)
+        if run is None:
+            return
+        if ids is None:
+            run.online.clear()
+        else:
+            for cid in ids:
+                run.online.pop(cid, None)
 
     # ------------------------------------------------------------------ scores, online if need be
 
@@ -195,6 +230,10 @@ class ServingState:
         run = self.current
         out: dict[str, Block | None] = {}
         todo = []
+        if any(run.main.candidates.position(cid) is None for cid in ids):
+            # online scores of customers the change log names since are dropped first, and the
+            # scores made now are newer than the log's position (a later change drops them)
+            self.live.sync()
         clock = time.monotonic()
         for cid in ids:
             if run.main.candidates.position(cid) is not None:
@@ -273,13 +312,15 @@ class ServingState:
         channels: list[str] | None = None,
         now: pd.Timestamp | None = None,
         block: Block | None = None,
+        rows: Prepared | None = None,
     ) -> Decisions:
         """The funnel for one customer: the same rules as ``decide`` on their rows, read fast
-        (``block``: the one holding the customer, when the caller knows it)."""
+        (``block``: the one holding the customer, ``rows``: their live rows, when the caller
+        has them)."""
         now_us = time.time_ns() // 1000 if now is None else pd.Timestamp(now).value // 1000
         block = block or self.blocks([customer_id]).get(customer_id) or self.current.main
         cands = block.candidates
-        rows = self.live.rows(customer_id)
+        rows = rows if rows is not None else self.live.rows(customer_id)
         live = live_of_prepared(rows, now_us, cands.channels, cands.action_id_list)
         month = datetime.fromtimestamp(now_us / 1e6, UTC)
         period = f"{month.year:04d}-{month.month:02d}"  # pandas' strftime costs 10 us
@@ -324,7 +365,8 @@ class ServingState:
         return json.loads(text) if isinstance(text, str) else []
 
     def profile(self, customer_id: str) -> dict | None:
-        """The scores of one customer, online if the run does not hold them (None: not scored)."""
+        """The scores of one customer, online if the run does not hold them (None: not scored).
+        Callers check ``standing`` first: an objecting customer is never shown profiled."""
         block = self.blocks([customer_id]).get(customer_id)
         if block is None:
             return None

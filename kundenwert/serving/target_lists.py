@@ -20,6 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kundenwert.db import audit
 from kundenwert.db.backends import backend_for
 from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
@@ -208,12 +209,28 @@ def build_target_list(
 
 
 def save_target_list(
-    engine: sa.Engine, list_id: str, request: TargetListRequest, summary: dict, members: pd.DataFrame
+    engine: sa.Engine,
+    list_id: str,
+    request: TargetListRequest,
+    summary: dict,
+    members: pd.DataFrame,
+    who=None,
 ) -> str:
-    ensure_tables(engine, LISTS, MEMBERS)
+    """Store the list and its members, and its audit row (``who``: the caller; default the
+    command line), in one transaction."""
+    ensure_tables(engine, LISTS, MEMBERS, audit.AUDIT)
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    # the list and its members together, or nothing
+    # the list, its members and its audit row together, or nothing
     with map_exceptions("saving the target list", MEMBERS.name), engine.begin() as conn:
+        audit.record(
+            conn,
+            who if who is not None else audit.cli_actor(),
+            "target_list.create",
+            "target_list",
+            list_id,
+            rows=len(members),
+            detail={"objective": request.objective, "channel": request.channel},
+        )
         conn.execute(
             LISTS.insert().values(
                 list_id=list_id,
@@ -226,6 +243,29 @@ def save_target_list(
             rows = members.assign(list_id=list_id)
             backend_for(conn).bulk_write(conn, MEMBERS, rows, list(rows.columns))
     return created
+
+
+def members_now(meta: dict, members: pd.DataFrame, standing) -> tuple[pd.DataFrame, dict]:
+    """The members of a stored list that may still be on it at this moment, and how many were
+    left out since its creation and why: ``objection`` (an objection to profiling and direct
+    marketing), ``no_consent`` (the consent for the list's channel is withdrawn or bounced),
+    ``erased`` (erased customers are gone from the store, the list keeps its count). Both
+    groups are checked alike, so target and control stay comparable. ``standing``: the members'
+    ``ServingState.standing`` now."""
+    channel = meta["request"]["channel"]
+    ids = members["customer_id"].astype(str)
+    objecting = ids.isin(standing.objecting).to_numpy()
+    gone = ~ids.isin(standing.exists).to_numpy()
+    no_consent = ~ids.isin(standing.permitted(channel)).to_numpy() & ~objecting & ~gone
+    keep = ~(objecting | gone | no_consent)
+    erased = max(0, int(meta["summary"].get("customers", len(members))) - len(members)) + int(gone.sum())
+    left = {
+        "objection": int(objecting.sum()),
+        "no_consent": int(no_consent.sum()),
+        "erased": erased,
+    }
+    left["total"] = sum(left.values())
+    return members[keep].reset_index(drop=True), left
 
 
 def load_target_list(engine: sa.Engine, list_id: str) -> tuple[dict, pd.DataFrame]:

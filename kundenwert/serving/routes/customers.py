@@ -50,6 +50,7 @@ def decisions_of(
     models = state.run["models"]
     actions = {a.id: a for a in state.catalog.actions}
     held = state.blocks(ids, online=False) if held is None else held  # customer -> Block or None
+    objecting = _lists(d.objection) if d.objection is not None else [False] * len(ids)
     reason, rank, score = _lists(d.reason), _lists(d.rank), _lists(d.score)
     propensity, value = _lists(d.propensity), _lists(d.value)
     action_ids, channels, cost = _lists(d.action_ids), _lists(d.channels), _lists(d.cost)
@@ -102,7 +103,7 @@ def decisions_of(
             {
                 "customer_id": cid,
                 "decision_id": None,
-                "scored": block is not None,
+                "scored": block is not None and not objecting[i],
                 "suggestions": suggestions,
                 "funnel": funnel,
                 "model_versions": models,
@@ -157,7 +158,10 @@ async def next_best_actions(
     _check_channels(channels)
     main = state.current.main
     if main.candidates.position(customer_id) is not None:
-        decisions = state.decide_one(customer_id, channels=channels, block=main)
+        rows = state.live.rows(customer_id)  # as the store holds them now: erased is gone
+        if not rows.exists:
+            raise HTTPException(404, detail=f"no customer {customer_id!r} in the store")
+        decisions = state.decide_one(customer_id, channels=channels, block=main, rows=rows)
         held = {customer_id: main}
         return json_response(decisions_of(state, decisions, [customer_id], limit, explain, True, held)[0])
     # not in the run: a new customer is scored online (models and SHAP: far more than a
@@ -168,8 +172,15 @@ async def next_best_actions(
 def _not_in_run(state: ServingState, customer_id: str, channels, limit: int, explain: bool) -> dict:
     if not state.reader.exists(customer_id):
         raise HTTPException(404, detail=f"no customer {customer_id!r} in the store")
-    decisions = state.decide_one(customer_id, channels=channels)
-    return decisions_of(state, decisions, [customer_id], limit, explain, record=True)[0]
+    held = state.blocks([customer_id])
+    decisions = state.decide_one(customer_id, channels=channels, block=held[customer_id])
+    return decisions_of(state, decisions, [customer_id], limit, explain, record=True, held=held)[0]
+
+
+PROFILING_STOPPED = (
+    "The customer has objected to profiling and direct marketing (GDPR Art. 21): no scores, "
+    "reasons or suggestions are shown, and the customer is left out of every list and analysis."
+)
 
 
 def _num(v) -> float | None:
@@ -182,13 +193,29 @@ def customer(customer_id: str, state: Annotated[ServingState, Depends(get_state)
     open complaint), value (CLV, P(alive)), churn risk or win-back chance, top product affinities,
     consent per channel and any objection, and the reasons behind each score. 404: no such
     customer in the store."""
-    if not state.known([customer_id]):
+    now = state.standing([customer_id])
+    if customer_id not in now.exists:
         raise HTTPException(404, detail=f"no customer {customer_id!r} in the store")
-    consent = state.consent_of([customer_id])
+    consent = now.consent
     c = consent.reindex([customer_id]).iloc[0] if len(consent) else None
     consent_view = ConsentView(
         **{k: bool(c[k]) if c is not None and pd.notna(c[k]) else False for k in ConsentView.model_fields}
     )
+    if customer_id in now.objecting:  # GDPR Art. 21: no scores, no reasons, no profile
+        return CustomerView(
+            customer_id=customer_id,
+            scored=False,
+            profile={},
+            clv=None,
+            p_alive=None,
+            churn_risk=None,
+            winback_chance=None,
+            top_affinities=[],
+            consent=consent_view,
+            reasons={},
+            model_versions=state.run["models"],
+            profiling_stopped=PROFILING_STOPPED,
+        )
     p = state.profile(customer_id) or {}
     affinities = sorted(
         (

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Response
 
+from kundenwert.db import audit
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.deps import allow, get_state
+from kundenwert.serving.exports import safe_csv
+from kundenwert.serving.keys import Caller
 from kundenwert.serving.state import ServingState
 from kundenwert.serving.target_lists import (
     TargetListRequest,
     build_target_list,
     load_target_list,
+    members_now,
     save_target_list,
 )
 
@@ -23,8 +26,12 @@ router = APIRouter(prefix="/v1", tags=["marketing"])
 MIN_GROUP = 20  # analytics never show a group of fewer customers
 
 
-@router.post("/target-lists", status_code=201, dependencies=[Depends(allow("marketing"))])
-def create_target_list(body: TargetListRequest, state: Annotated[ServingState, Depends(get_state)]) -> dict:
+@router.post("/target-lists", status_code=201)
+def create_target_list(
+    body: TargetListRequest,
+    state: Annotated[ServingState, Depends(get_state)],
+    who: Annotated[Caller, Depends(allow("marketing"))],
+) -> dict:
     """Build and store a target list for an objective on one channel: the customers for whom the
     objective's actions are the best suggestion now (consent and contact rules applied), filtered,
     ranked and cut to a size or a budget, with a control group held out. Returns the list id and a
@@ -32,7 +39,7 @@ def create_target_list(body: TargetListRequest, state: Annotated[ServingState, D
     list_id, summary, members = build_target_list(
         body, state.catalog, state.decide, state.scores, state.current.unavailable
     )
-    created = save_target_list(state.store.engine, list_id, body, summary, members)
+    created = save_target_list(state.store.engine, list_id, body, summary, members, who)
     return {
         "list_id": list_id,
         "created_at": created,
@@ -43,36 +50,55 @@ def create_target_list(body: TargetListRequest, state: Annotated[ServingState, D
 
 @router.get(
     "/target-lists/{list_id}",
-    dependencies=[Depends(allow("marketing", "data_science"))],
     responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
 )
 def get_target_list(
     list_id: str,
     state: Annotated[ServingState, Depends(get_state)],
+    who: Annotated[Caller, Depends(allow("marketing", "data_science"))],
     format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
 ):
     """A stored target list with its members in rank order (customer, group: treated or
     control, action, score, propensity, expected value, cost), as JSON or as a CSV download for
-    the campaign tool. Control members are never to be contacted: they measure the effect."""
-    meta, members = load_target_list(state.store.engine, list_id)
+    the campaign tool. Control members are never to be contacted: they measure the effect.
+
+    Members are checked against the store at the moment of the export: a customer who objected,
+    withdrew the consent for the list's channel or was erased since the list was made is left
+    out, and ``left_out`` says how many and why (the CSV carries the counts in the headers
+    ``X-Left-Out-*``). Text cells that a spreadsheet would run as a formula are escaped. Every
+    export is audited (who, which list, how many rows)."""
+    meta, stored = load_target_list(state.store.engine, list_id)
+    ids = stored["customer_id"].astype(str).tolist()
+    members, left_out = members_now(meta, stored, state.standing(ids))
+    audit.record(
+        state.store.engine,
+        who,
+        "target_list.export",
+        "target_list",
+        list_id,
+        rows=len(members),
+        detail={"format": format, "left_out": left_out["total"]},
+    )
     if format == "csv":
-        buf = io.StringIO()
-        members.to_csv(buf, index=False)
         return Response(
-            buf.getvalue(),
+            safe_csv(members),
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="target-list-{list_id}.csv"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="target-list-{list_id}.csv"',
+                **{f"X-Left-Out-{k.replace('_', '-').title()}": str(v) for k, v in left_out.items()},
+            },
         )
-    return {**meta, "members": members.to_dict("records")}
+    return {**meta, "left_out": left_out, "members": members.to_dict("records")}
 
 
 @router.get("/analytics/affinity-by-age-group", dependencies=[Depends(allow("marketing", "data_science"))])
 def affinity_by_age(state: Annotated[ServingState, Depends(get_state)]) -> dict:
     """Mean predicted affinity per category and age group and its lift against all customers
-    (groups of fewer than 20 customers left out)."""
+    (groups of fewer than 20 customers left out; customers who object to profiling now are not
+    counted)."""
     from kundenwert.models.affinity import affinity_by_age_group
 
-    scores = state.scores
+    scores = _profiled_now(state)
     predicted = scores[[c for c in scores.columns if c.startswith("affinity_")]]
     if predicted.columns.empty:  # a run without the affinity model
         return {
@@ -87,6 +113,19 @@ def affinity_by_age(state: Annotated[ServingState, Depends(get_state)]) -> dict:
         for (cat, age), r in table.iterrows()
     ]
     return {"score_run": state.run["run_id"], "rows": rows}
+
+
+def _profiled_now(state: ServingState) -> pd.DataFrame:
+    """The run's scores of the customers who are in the store and do not object at this moment:
+    an objection made after the scoring run takes them out of every analysis at once."""
+    from kundenwert.serving.live import consent_now
+
+    scores = state.scores
+    now = consent_now(state.store.read_table("consents"), pd.Timestamp.now(tz="UTC"))
+    objecting = now.index[now["objection"].to_numpy(dtype=bool)]
+    exists = state.store.read_table("customers", ["customer_id"], attributes=False)["customer_id"]
+    keep = scores.index.isin(exists) & ~scores.index.isin(objecting)
+    return scores[keep]
 
 
 @router.get("/analytics/kpis", dependencies=[Depends(allow("marketing", "data_science"))])
@@ -112,12 +151,13 @@ def kpis(
         }
         for ch in MARKETING_CHANNELS
     }
-    status = state.scores["status"].value_counts()
+    profiled = _profiled_now(state)
+    status = profiled["status"].value_counts()
     return {
         "pending_offer_revenue": pending,
         "customers": {k: int(status.get(k, 0)) for k in ("active", "lapsed", "new")},
         "customers_not_profiled": int(
-            len(state.store.read_table("customers", ["customer_id"])) - len(state.scores)
+            len(state.store.read_table("customers", ["customer_id"])) - len(profiled)
         ),
         "contacts_per_channel": per_channel,
         "days": days,

@@ -60,7 +60,9 @@ def upgrade() -> None:
     with op.batch_alter_table("kw_api_keys") as batch:
         if "expires_at" not in have:
             batch.add_column(
-                sa.Column("expires_at", sa.String(length=32), nullable=True, comment="ISO instant; NULL: never")
+                sa.Column(
+                    "expires_at", sa.String(length=32), nullable=True, comment="ISO instant; NULL: never"
+                )
             )
         if "revoked_at" not in have:
             batch.add_column(sa.Column("revoked_at", sa.String(length=32), nullable=True))
@@ -77,9 +79,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("kw_decisions", "kw_target_list_members"):
         with op.batch_alter_table(table) as batch:
-            batch.alter_column(
-                "customer_id", existing_type=sa.String(length=200), type_=sa.String(length=64)
-            )
+            batch.alter_column("customer_id", existing_type=sa.String(length=200), type_=sa.String(length=64))
     with op.batch_alter_table("kw_api_keys") as batch:
         batch.drop_column("revoked_at")
         batch.drop_column("expires_at")
