@@ -114,13 +114,17 @@ class Reloader:
 
     def maintain(self, seconds: float) -> None:
         """Between reloads: keep the store's live change log short (feedback adds to it; imports
-        prune too) and work out the control draws of the month the next ticks fall in."""
+        prune too), delete decisions and feedback past their retention period and work out the
+        control draws of the month the next ticks fall in."""
         import pandas as pd
 
         from kundenwert.serving.decisions import WRITER
+        from kundenwert.serving.retention import apply_retention
+        from kundenwert.settings import get_settings
 
         with WRITER:
             self.app.state.store.prune_live_changes()
+            apply_retention(self.app.state.store.engine, get_settings().retention_days)
         state = self.app.state.serving
         if state is not None:
             state.warm(pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=2 * seconds))
