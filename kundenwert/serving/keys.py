@@ -97,9 +97,15 @@ def parse_expiry(text: str, now: datetime | None = None, option: str = "--expire
 
 
 def _when(expires: str | datetime | None) -> datetime | None:
-    if expires is None or isinstance(expires, datetime):
-        return expires if expires is None or expires.tzinfo else expires.replace(tzinfo=UTC)
-    return parse_expiry(expires)
+    """An expiry given as ``--expires`` text or a ``datetime`` (UTC when naive), in the future."""
+    if expires is None:
+        return None
+    if isinstance(expires, str):
+        return parse_expiry(expires)
+    at = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+    if at <= _now():
+        raise ConfigurationError(f"the expiry {_iso(at)} is not in the future; give a later time")
+    return at.astimezone(UTC)
 
 
 def _check_role(role: str) -> None:

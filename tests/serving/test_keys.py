@@ -81,6 +81,8 @@ def test_expiry_accepts_durations_and_dates_and_refuses_the_past() -> None:
         parse_expiry("2026-11-30", now)
     with pytest.raises(ConfigurationError, match="neither a duration"):
         parse_expiry("soon", now)
+    with pytest.raises(ConfigurationError, match="not in the future"):
+        create_key(sa.create_engine("sqlite://"), "sales", expires=datetime(2020, 1, 1))
 
 
 def test_rotation_keeps_role_name_and_lifetime_and_revokes_or_lets_the_old_key_run_out(
