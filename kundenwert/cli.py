@@ -359,14 +359,136 @@ def score_cmd(
 def keys_create_cmd(
     role: Annotated[str, typer.Option(help="sales, marketing, campaign, data_science or admin")],
     name: Annotated[str, typer.Option(help="Who or what uses the key (shown in listings).")] = "",
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            help="When it stops working: a duration (90d, 12h) or an ISO date/instant (2027-01-01)."
+        ),
+    ] = None,
 ) -> None:
-    """Create an API key; it is printed once and stored only as a hash."""
+    """Create an API key; it is printed once and stored only as a hash (audited)."""
     from kundenwert.db.store import Store
-    from kundenwert.serving.keys import create_key
+    from kundenwert.serving.keys import create_key, parse_expiry
 
-    key = create_key(Store().engine, role, name)
+    at = parse_expiry(expires) if expires else None
+    key = create_key(Store().engine, role, name, expires=at)
     out.print(key, highlight=False, soft_wrap=True)
-    err.print(f"[dim]a {role} key; it is not shown again[/]")
+    until = f", valid until {_instant(at.isoformat())}" if at else ""
+    err.print(f"[dim]a key for role {role}{until}; it is not shown again[/]", highlight=False)
+
+
+def _instant(iso: str | None, seconds: bool = False) -> str:
+    """An ISO instant as the tables show it: UTC, to the minute (or second)."""
+    if not iso:
+        return ""
+    return iso.replace("T", " ")[: 19 if seconds else 16] + " UTC"
+
+
+@keys_app.command("list")
+@friendly
+def keys_list_cmd() -> None:
+    """The keys: id, role, name, created, expires, revoked (never a secret or its hash)."""
+    from kundenwert.db.store import Store
+    from kundenwert.serving.keys import list_keys
+
+    rows = list_keys(Store().engine)
+    t = Table(title=f"API keys ({len(rows)})")
+    t.add_column("id", no_wrap=True)
+    for col in ("role", "name", "created", "expires", "revoked", "status"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["key_id"],
+            r["role"],
+            r["name"],
+            _instant(r["created_at"]),
+            _instant(r["expires_at"]) or "never",
+            _instant(r["revoked_at"]) or ("yes" if r["revoked"] else ""),
+            r["status"],
+        )
+    out.print(t)
+
+
+@keys_app.command("revoke")
+@friendly
+def keys_revoke_cmd(
+    key_id: Annotated[str, typer.Argument(help="The key's id (`kundenwert keys list`).")],
+) -> None:
+    """Revoke a key at once; a running service refuses it within about a second (audited)."""
+    from kundenwert.db.store import Store
+    from kundenwert.serving.keys import revoke_key
+
+    if revoke_key(Store().engine, key_id):
+        out.print(f"revoked key {key_id}", highlight=False)
+    else:
+        out.print(f"key {key_id} was revoked already", highlight=False)
+
+
+@keys_app.command("rotate")
+@friendly
+def keys_rotate_cmd(
+    key_id: Annotated[str, typer.Argument(help="The key's id (`kundenwert keys list`).")],
+    grace: Annotated[
+        str | None,
+        typer.Option(help="Let the old key work this much longer (30m, 1h, 2d) instead of revoking it now."),
+    ] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            help="The new key's expiry (90d, 2027-01-01); default: the old key's lifetime, from now."
+        ),
+    ] = None,
+) -> None:
+    """A new key with the same role and name, printed once; the old one revoked (audited)."""
+    from kundenwert.db.store import Store
+    from kundenwert.serving.keys import rotate_key
+
+    key, until = rotate_key(Store().engine, key_id, grace=grace, expires=expires)
+    out.print(key, highlight=False, soft_wrap=True)
+    old = (
+        f"the old key {key_id} works until {_instant(until)}" if until else f"the old key {key_id} is revoked"
+    )
+    err.print(f"[dim]{old}; the new key is not shown again[/]", highlight=False)
+
+
+@app.command("audit")
+@friendly
+def audit_cmd(
+    action: Annotated[
+        str | None, typer.Option(help="Only this action, e.g. key.revoke, customer.erase.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this ISO date or instant on (UTC unless given).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows, newest first (1 to 1000).")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+) -> None:
+    """The audit log: who did what to which object, how many rows, when (newest first)."""
+    import json
+
+    from kundenwert.db.audit import read_audit
+    from kundenwert.db.store import Store
+
+    rows = read_audit(Store().engine, action=action, since=since, limit=limit)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    t = Table(title=f"audit log ({len(rows)} rows, newest first)")
+    for col in ("at", "who", "action", "object", "rows"):
+        t.add_column(col)
+    t.add_column("detail", overflow="fold")
+    for r in rows:
+        what = f"{r['object_type']} {r['object_id']}" if r["object_id"] else r["object_type"]
+        detail = ", ".join(f"{k}={v}" for k, v in (r["detail"] or {}).items() if v not in (None, ""))
+        t.add_row(
+            _instant(r["at"], seconds=True),
+            r["actor"],
+            r["action"],
+            what,
+            "" if r["rows"] is None else str(r["rows"]),
+            detail,
+        )
+    out.print(t)
 
 
 @db_app.command("upgrade")

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
 from kundenwert.db.schema import AUDIT
+from kundenwert.errors import ConfigurationError
 
 __all__ = ["ACTIONS", "AUDIT", "Actor", "actor_of", "cli_actor", "read_audit", "record"]
 
@@ -30,6 +31,7 @@ ACTIONS = (
     "key.revoke",
     "key.rotate",
 )
+MAX_READ = 1000  # rows per read of the log (the API's and the command's limit)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,19 @@ def record(
         conn.execute(AUDIT.insert().values(**values))
 
 
+def since_instant(since: str) -> str:
+    """``since`` (an ISO date or instant; UTC unless it says otherwise) in the form the log stores,
+    so that comparing the text compares the instants (``...Z`` and ``...+00:00`` sort apart)."""
+    try:
+        at = datetime.fromisoformat(since.strip())
+    except ValueError:
+        raise ConfigurationError(
+            f"since {since!r} is not an ISO date or instant (2026-12-01, 2026-12-01T09:30:00Z)"
+        ) from None
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def read_audit(
     engine: sa.Engine,
     *,
@@ -103,13 +118,18 @@ def read_audit(
     since: str | None = None,
     limit: int = 1000,
 ) -> list[dict]:
-    """Audit rows, newest first (``action``: only these; ``since``: ISO instant, inclusive)."""
+    """Audit rows, newest first (``action``: only these; ``since``: ISO date or instant, inclusive;
+    at most ``limit`` rows, 1 to ``MAX_READ``)."""
+    if action and action not in ACTIONS:
+        raise ConfigurationError(f"unknown audit action {action!r}; actions are: {', '.join(ACTIONS)}")
+    if not 1 <= limit <= MAX_READ:
+        raise ConfigurationError(f"limit {limit} is out of range: give 1 to {MAX_READ}")
     ensure_tables(engine, AUDIT)
     stmt = sa.select(AUDIT).order_by(AUDIT.c.audit_id.desc()).limit(limit)
     if action:
         stmt = stmt.where(AUDIT.c.action == action)
     if since:
-        stmt = stmt.where(AUDIT.c.at >= since)
+        stmt = stmt.where(AUDIT.c.at >= since_instant(since))
     with map_exceptions("reading the audit log", AUDIT.name), engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
     for r in rows:

@@ -159,12 +159,14 @@ def create_app(
 
         app.state.store = store or Store()
         app.state.keys = KeyRing(app.state.store.engine)
+        keys_fresh = asyncio.create_task(app.state.keys.keep_fresh())  # revocations within ~1 s
         app.state.serving, app.state.load_error = None, None
         app.state.reloader = reloader = Reloader(app, catalog_path)
         await asyncio.to_thread(reloader.start)
         seconds = get_settings().reload_seconds if reload_seconds is None else reload_seconds
         schedule = asyncio.create_task(reloader.every(seconds)) if seconds > 0 else None
         yield
+        keys_fresh.cancel()
         if schedule is not None:
             schedule.cancel()
         if app.state.serving is not None:

@@ -26,11 +26,12 @@ async def get_state(request: Request):
 
 
 async def caller(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> Caller:
-    found = request.app.state.keys.verify(key)
+    """The caller of the presented key; 401 when it is missing, invalid, revoked or expired (the
+    ring is in memory: no store read on a request)."""
+    found, why = request.app.state.keys.check(key)
     if found is None:
-        raise HTTPException(
-            401, detail="missing or invalid API key", headers={"WWW-Authenticate": "X-API-Key"}
-        )
+        detail = "API key expired" if why == "expired" else "missing or invalid API key"
+        raise HTTPException(401, detail=detail, headers={"WWW-Authenticate": "X-API-Key"})
     return found
 
 

@@ -1,9 +1,12 @@
-"""Administration: reload the current scoring run and the keys without a restart."""
+"""Administration: reload the current scoring run and the keys without a restart; read the audit log."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from kundenwert.db.audit import ACTIONS, MAX_READ, read_audit
 from kundenwert.errors import KundenwertError
 from kundenwert.serving.deps import allow
 
@@ -23,3 +26,17 @@ def reload(request: Request) -> dict:
         still = f"still serving run {before}" if before else "still not ready"
         raise HTTPException(409, detail=f"reload failed, {still}: {exc}") from None
     return {"score_run": now, "previous_run": before, "models": request.app.state.serving.run["models"]}
+
+
+@router.get("/audit", dependencies=[Depends(allow())])
+def audit(
+    request: Request,
+    action: Annotated[str | None, Query(description=f"only this action: {', '.join(ACTIONS)}")] = None,
+    since: Annotated[
+        str | None, Query(description="ISO date or instant (UTC unless given), inclusive")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_READ)] = 100,
+) -> dict:
+    """The audit log, newest first: who (key id and role, or cli and the OS user) did what to which
+    object, how many rows, when. Never a key's secret or hash."""
+    return {"rows": read_audit(request.app.state.store.engine, action=action, since=since, limit=limit)}
