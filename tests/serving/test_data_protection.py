@@ -1,0 +1,277 @@
+"""Data protection at the moment of output: an objection written after the scoring run (by an
+import, or by another writer's own SQL) holds on every output at once; an unsubscribe or a hard
+bounce stops the channel for the very next request; old decisions and feedback expire."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from kundenwert.db.store import Store
+from kundenwert.features.importer import import_folder
+
+from tests.serving.conftest import serving
+
+
+@pytest.fixture(scope="module")
+def world(imported_world, trained_small, small_config, tmp_path_factory):
+    """A served world of its own: these tests write objections and feedback into it."""
+    _, folder = imported_world(3_000, 5)
+    home = tmp_path_factory.mktemp("kw-privacy")
+    shutil.copy(folder / "kw.db", home / "kw.db")
+    with serving(home, f"sqlite:///{home / 'kw.db'}", trained_small, small_config) as w:
+        yield w
+
+
+def _objections_by_import(url: str, ids: list[str], folder) -> None:
+    at = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    folder.mkdir()
+    pd.DataFrame(
+        {
+            "customer_id": ids,
+            "channel": "*",
+            "granted": "false",
+            "recorded_at": at,
+            "double_opt_in": "false",
+            "source": "web form: objection",
+        }
+    ).to_csv(folder / "consents.csv", index=False)
+    store = Store(url)
+    try:
+        import_folder(folder, store, mode="append")
+    finally:
+        store.dispose()
+
+
+def _objections_by_sql(path, ids: list[str]) -> None:
+    """Another writer (a CRM job) with its own SQL: instants are integer microseconds there."""
+    now_us = pd.Timestamp.now(tz="UTC").value // 1000
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO consents (customer_id, channel, granted, recorded_at, double_opt_in, source) "
+            "VALUES (?, '*', 0, ?, 0, 'call centre: objection')",
+            [(cid, now_us) for cid in ids],
+        )
+    conn.close()
+
+
+def _lists_before(c, h) -> list[dict]:
+    """Every list marketing could have made before the objections, exported once as they were."""
+    made = []
+    for body in (
+        {"objective": "churn_prevention", "channel": "email"},
+        {"objective": "churn_prevention", "channel": "phone"},
+        {"objective": "win_back", "channel": "email"},
+        {"objective": "cross_sell", "category": "electronics", "channel": "email"},
+    ):
+        r = c.post("/v1/target-lists", headers=h, json={**body, "size": 100_000, "control_share": 0.1})
+        assert r.status_code == 201, r.text
+        url = r.json()["url"]
+        members = c.get(url, headers=h).json()["members"]
+        made.append({"url": url, "ids": {m["customer_id"] for m in members}})
+    assert sum(len(m["ids"]) for m in made) > 500  # lists worth checking
+    return made
+
+
+def test_an_objection_after_scoring_holds_on_every_output(world, tmp_path) -> None:
+    c, keys = world["client"], world["keys"]
+    sales, marketing = {"X-API-Key": keys["sales"]}, {"X-API-Key": keys["marketing"]}
+    campaign = {"X-API-Key": keys["campaign"]}
+    everyone = [str(i) for i in world["customers"]]
+    lists = _lists_before(c, marketing)
+    before = c.post("/v1/score", headers=campaign, json={"customer_ids": everyone}).json()["results"]
+    suggested_before = {r["customer_id"] for r in before if r["suggestions"]}
+    by_import, by_sql = everyone[0::3], everyone[1::3]
+    from kundenwert.serving.live import consent_now
+
+    already = consent_now(world["store"].read_table("consents"), pd.Timestamp.now(tz="UTC"))
+    objecting = set(by_import) | set(by_sql) | set(already.index[already["objection"].to_numpy(dtype=bool)])
+    assert len(suggested_before & objecting) > 100  # the objections take suggestions away
+
+    _objections_by_import(world["url"], by_import, tmp_path / "objections")
+    _objections_by_sql(world["home"] / "kw.db", by_sql)
+
+    # the sales view and the next best actions, customer by customer: every one of them
+    scored_left = 0
+    for cid in everyone:
+        view = c.get(f"/v1/customers/{cid}", headers=sales)
+        assert view.status_code == 200, view.text
+        v = view.json()
+        nba = c.get(f"/v1/customers/{cid}/next-best-actions", headers=sales).json()
+        if cid in objecting:
+            assert v["consent"]["objection"] is True and not any(
+                v["consent"][ch] for ch in ("email", "sms", "phone", "mail")
+            )
+            assert not v["scored"] and v["profiling_stopped"], cid
+            assert v["profile"] == {} and v["reasons"] == {} and v["top_affinities"] == []
+            assert v["clv"] is v["p_alive"] is v["churn_risk"] is v["winback_chance"] is None
+            assert not nba["scored"] and nba["suggestions"] == [] and nba["decision_id"] is None, cid
+        else:
+            assert v["consent"]["objection"] is False and v["profiling_stopped"] is None
+            scored_left += v["scored"]
+    assert scored_left > 0.9 * (len(everyone) - len(objecting))  # the others are still served
+
+    # campaign scoring of everyone at once
+    after = c.post("/v1/score", headers=campaign, json={"customer_ids": everyone}).json()["results"]
+    assert len(after) == len(everyone)
+    for r in after:
+        if r["customer_id"] in objecting:
+            assert not r["scored"] and r["suggestions"] == [] and r["decision_id"] is None
+    assert {r["customer_id"] for r in after if r["suggestions"]} == suggested_before - objecting
+
+    # target lists made before the objections, exported now: JSON and CSV
+    assert sum(len(made["ids"] & objecting) for made in lists) > 100
+    for made in lists:
+        got = c.get(made["url"], headers=marketing).json()
+        ids = {m["customer_id"] for m in got["members"]}
+        assert not ids & objecting
+        assert got["left_out"]["objection"] == len(made["ids"] & objecting)
+        assert ids == made["ids"] - objecting  # nobody else lost their place
+        csv = c.get(made["url"], headers=marketing, params={"format": "csv"})
+        rows = pd.read_csv(io.StringIO(csv.text), dtype={"customer_id": str})
+        assert set(rows["customer_id"]) == ids
+        assert csv.headers["x-left-out-objection"] == str(got["left_out"]["objection"])
+
+    # analytics count only the customers who may be profiled now
+    state = c.app.state.serving
+    profiled = state.scores[~state.scores.index.isin(list(objecting))]
+    kpis = c.get("/v1/analytics/kpis", headers=marketing).json()
+    assert kpis["customers"] == {k: int((profiled["status"] == k).sum()) for k in ("active", "lapsed", "new")}
+    rows = c.get("/v1/analytics/affinity-by-age-group", headers=marketing).json()["rows"]
+    groups = profiled.groupby("age_group").size()
+    assert rows and all(r["customers"] == groups[r["age_group"]] for r in rows)
+
+
+def _first_with(c, h, customers, channel: str) -> tuple[str, dict]:
+    for cid in customers:
+        d = c.get(f"/v1/customers/{cid}/next-best-actions", headers=h, params={"channel": channel}).json()
+        if d["suggestions"]:
+            return cid, d
+    raise AssertionError(f"no customer with a {channel} suggestion")
+
+
+def _feedback(c, h, decision: dict, outcome: str, event: str, **extra) -> None:
+    s = decision["suggestions"][0]
+    r = c.post(
+        "/v1/feedback",
+        headers=h,
+        json={
+            "events": [
+                {
+                    "event_id": event,
+                    "decision_id": decision["decision_id"],
+                    "action_id": s["action_id"],
+                    "channel": s["channel"],
+                    "outcome": outcome,
+                    "occurred_at": pd.Timestamp.now(tz="UTC").isoformat(),
+                    **extra,
+                }
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "extra", "stops"),
+    [
+        ("unsubscribed", {}, True),
+        ("bounced", {}, True),  # a bounce is hard unless the sender says soft
+        ("bounced", {"bounce": "hard"}, True),
+        ("bounced", {"bounce": "soft"}, False),
+    ],
+)
+def test_unsubscribe_and_hard_bounce_stop_the_channel_for_the_next_request(world, outcome, extra, stops) -> None:
+    c, keys = world["client"], world["keys"]
+    sales, campaign = {"X-API-Key": keys["sales"]}, {"X-API-Key": keys["campaign"]}
+    # customers with email consent nobody in this module has touched yet
+    pool = world["customers"][2::3][::-1]
+    cid, decision = _first_with(c, sales, [str(i) for i in pool if str(i) not in _used], "email")
+    _used.add(cid)
+    event = f"{outcome}-{extra.get('bounce', 'default')}-{cid}"
+    _feedback(c, campaign, decision, outcome, event, **extra)
+    after = c.get(
+        f"/v1/customers/{cid}/next-best-actions", headers=sales, params={"channel": "email", "explain": "true"}
+    ).json()
+    view = c.get(f"/v1/customers/{cid}", headers=sales).json()
+    consents = world["store"].read_for_customers("consents", [cid])
+    written = consents[consents["source"].astype(str).str.contains(event, regex=False)]
+    if stops:
+        assert after["suggestions"] == [] and view["consent"]["email"] is False
+        assert {d["reason"] for d in after["funnel"] if d["channel"] == "email"} == {"no_consent"}
+        assert len(written) == 1 and not written["granted"].iloc[0] and written["channel"].iloc[0] == "email"
+    else:  # a full mailbox: the consent stands (contact pressure may still hold the channel back)
+        assert view["consent"]["email"] is True and written.empty
+        assert "no_consent" not in {d["reason"] for d in after["funnel"] if d["channel"] == "email"}
+
+
+_used: set[str] = set()
+
+
+def test_a_bounce_type_on_another_outcome_is_refused(world) -> None:
+    c = world["client"]
+    r = c.post(
+        "/v1/feedback",
+        headers={"X-API-Key": world["keys"]["campaign"]},
+        json={
+            "events": [
+                {
+                    "event_id": "x",
+                    "decision_id": "0" * 32,
+                    "action_id": "a",
+                    "channel": "email",
+                    "outcome": "opened",
+                    "occurred_at": "2026-01-01T00:00:00Z",
+                    "bounce": "hard",
+                }
+            ]
+        },
+    )
+    assert r.status_code == 422 and "bounce is for outcome bounced only" in r.text
+
+
+def test_retention_deletes_old_decisions_and_feedback_only(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from kundenwert.db.schema import DECISIONS, FEEDBACK
+    from kundenwert.serving.retention import apply_retention
+
+    store = Store(f"sqlite:///{tmp_path / 'kw.db'}")
+    now = pd.Timestamp("2026-12-01T12:00:00Z")
+    ages = {"new": 10, "edge": 729, "old": 731, "ancient": 2000}
+    with store.engine.begin() as conn:
+        for name, days in ages.items():
+            at = now - pd.Timedelta(days=days)
+            decision = f"{at.value // 1000:014x}" + "0" * 18
+            conn.execute(
+                DECISIONS.insert().values(
+                    decision_id=decision,
+                    customer_id=f"c-{name}",
+                    created_at=at.isoformat(),
+                    score_run="r",
+                    suggestions="[]",
+                )
+            )
+            conn.execute(
+                FEEDBACK.insert().values(
+                    event_id=name,
+                    payload_sha256="0" * 64,
+                    decision_id=decision,
+                    action_id="a",
+                    channel="email",
+                    outcome="opened",
+                    occurred_at=at.isoformat(),
+                    received_at=at.isoformat(timespec="milliseconds"),
+                )
+            )
+    assert apply_retention(store.engine, 730, now) == {"kw_decisions": 2, "kw_feedback": 2}
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(DECISIONS.c.customer_id)).scalars()) == ["c-edge", "c-new"]
+        assert sorted(conn.execute(sa.select(FEEDBACK.c.event_id)).scalars()) == ["edge", "new"]
+    assert apply_retention(store.engine, 730, now) == {"kw_decisions": 0, "kw_feedback": 0}
+    store.dispose()
