@@ -194,7 +194,7 @@ def snapshot_cmd(
 
     from kundenwert.db.store import Store
     from kundenwert.errors import ConfigurationError
-    from kundenwert.features.snapshot import SnapshotConfig, load_frames, snapshot
+    from kundenwert.features.snapshot import SnapshotConfig, load_frames, snapshot, without_objecting
 
     try:
         config = SnapshotConfig(unit=unit)
@@ -205,7 +205,9 @@ def snapshot_cmd(
         raise ConfigurationError(f"--jobs must be at least 1, not {jobs}")
     t0 = time.perf_counter()
     with err.status("reading the store"):
-        frames = load_frames(Store())
+        frames, objecting = without_objecting(load_frames(Store()))
+    if objecting:
+        err.print(f"{objecting:,} customers object to profiling (GDPR Art. 21): left out of the snapshot")
     with err.status(f"computing the snapshot at {t:%Y-%m-%d}"):
         snap = snapshot(frames, t, config, shards=shards or jobs, jobs=jobs)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ __all__ = [
     "SnapshotConfig",
     "SnapshotSpec",
     "load_frames",
+    "without_objecting",
     "lookup",
     "prepare",
     "snapshot",
@@ -179,3 +180,27 @@ def load_frames(
     Rows come in storage order: nothing computed from them depends on row order.
     """
     return store.read_tables(tables, columns, ordered=False)
+
+
+def without_objecting(frames: Frames, now: pd.Timestamp | None = None) -> tuple[Frames, int]:
+    """``frames`` without the customers who object to profiling and direct marketing at ``now``
+    (default: this moment; GDPR Art. 21(3): their data is no longer processed for direct marketing,
+    training a marketing model included), and how many were left out. The consent rule decides
+    (``consent_state``); an objection made after a cutoff counts too: it is the present that
+    forbids the use."""
+    from kundenwert.features.consent import consent_state
+
+    consents = frames.get("consents")
+    if consents is None or consents.empty:
+        return frames, 0
+    state = consent_state(consents, pd.Timestamp.now(tz="UTC") if now is None else now)
+    objecting = state.index[state["objection"].to_numpy(dtype=bool)]
+    if len(objecting) == 0:
+        return frames, 0
+    out = {
+        name: frame[~frame["customer_id"].isin(objecting).to_numpy()]
+        if "customer_id" in frame.columns
+        else frame
+        for name, frame in frames.items()
+    }
+    return out, int(frames["customers"]["customer_id"].isin(objecting).sum())

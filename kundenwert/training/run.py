@@ -22,12 +22,14 @@ def run_training(
 ) -> tuple[dict[str, ModelResult], dict[str, dict]]:
     """Train, backtest, log, register and promote; the results and the promotion decisions."""
     from kundenwert.db.store import Store
-    from kundenwert.features.snapshot import load_frames
+    from kundenwert.features.snapshot import load_frames, without_objecting
 
     say = progress or (lambda _msg: None)
     names = config.enabled(models)  # refuses unknown names before any work
     say("reading the store")
-    frames = load_frames(store or Store())
+    frames, objecting = without_objecting(load_frames(store or Store()))
+    if objecting:
+        say(f"{objecting:,} customers object to profiling and direct marketing: not trained on")
     results = train_models(frames, config, names, progress)
     decisions = publish(results, config, progress)
     if report_path is not None:

@@ -13,7 +13,6 @@ import pytest
 
 from kundenwert.db.store import Store
 from kundenwert.features.importer import import_folder
-
 from tests.serving.conftest import serving
 
 
@@ -146,6 +145,24 @@ def test_an_objection_after_scoring_holds_on_every_output(world, tmp_path) -> No
     groups = profiled.groupby("age_group").size()
     assert rows and all(r["customers"] == groups[r["age_group"]] for r in rows)
 
+    # the command line's export of features (a profile per customer) and what training reads
+    from typer.testing import CliRunner
+
+    from kundenwert.cli import app
+    from kundenwert.features.snapshot import load_frames, without_objecting
+
+    out = tmp_path / "snap.parquet"
+    done = CliRunner().invoke(
+        app,
+        ["snapshot", "--cutoff", "2025-06-01", "--out", str(out)],
+        env={"KUNDENWERT_DATABASE_URL": world["url"]},
+    )
+    assert done.exit_code == 0, done.output
+    snap = pd.read_parquet(out)
+    assert len(snap) > 300 and not set(snap.index.astype(str)) & objecting
+    frames, left = without_objecting(load_frames(world["store"]))
+    assert left == len(objecting) and not set(frames["contacts"]["customer_id"]) & objecting
+
 
 def _first_with(c, h, customers, channel: str) -> tuple[str, dict]:
     for cid in customers:
@@ -186,7 +203,9 @@ def _feedback(c, h, decision: dict, outcome: str, event: str, **extra) -> None:
         ("bounced", {"bounce": "soft"}, False),
     ],
 )
-def test_unsubscribe_and_hard_bounce_stop_the_channel_for_the_next_request(world, outcome, extra, stops) -> None:
+def test_unsubscribe_and_hard_bounce_stop_the_channel_for_the_next_request(
+    world, outcome, extra, stops
+) -> None:
     c, keys = world["client"], world["keys"]
     sales, campaign = {"X-API-Key": keys["sales"]}, {"X-API-Key": keys["campaign"]}
     # customers with email consent nobody in this module has touched yet
@@ -196,7 +215,9 @@ def test_unsubscribe_and_hard_bounce_stop_the_channel_for_the_next_request(world
     event = f"{outcome}-{extra.get('bounce', 'default')}-{cid}"
     _feedback(c, campaign, decision, outcome, event, **extra)
     after = c.get(
-        f"/v1/customers/{cid}/next-best-actions", headers=sales, params={"channel": "email", "explain": "true"}
+        f"/v1/customers/{cid}/next-best-actions",
+        headers=sales,
+        params={"channel": "email", "explain": "true"},
     ).json()
     view = c.get(f"/v1/customers/{cid}", headers=sales).json()
     consents = world["store"].read_for_customers("consents", [cid])
