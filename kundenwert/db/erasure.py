@@ -213,6 +213,12 @@ def erase_customers(store: Store, ids: Iterable[str], who) -> ErasureReport:
         store.engine.connect() as conn,
         conn.begin(),
     ):
+        if backend.single_writer:
+            # SQLite's driver begins a transaction only at the first INSERT/UPDATE/DELETE: the
+            # reads below and the triggers dropped by ``logged_once`` would run outside it (a
+            # failure would leave the triggers dropped), and a transaction that read first cannot
+            # wait for another writer. IMMEDIATE takes the write lock now, waiting its turn.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         _refuse_other_keys(conn, key, "cannot erase")
         found: set[str] = set()
         for chunk in _chunks(wanted):

@@ -370,3 +370,25 @@ def test_the_erase_command(world, home, tmp_path: Path, monkeypatch) -> None:
     r = runner.invoke(app, ["import", str(folder), "--mode", "replace", "--allow-erased"])
     assert r.exit_code == 0, r.output
     store.dispose()
+
+
+def test_a_failure_after_the_triggers_were_silenced_leaves_them_in_place(
+    store, world, home, monkeypatch
+) -> None:
+    from kundenwert.db import erasure
+
+    folder, donor = world
+    import_folder(folder, store, mode="replace")
+    with store.engine.connect() as conn:
+        triggers = store.backend.live_triggers(conn)
+    fingerprint = store.fingerprint()
+
+    def broken(conn):
+        raise RuntimeError("lost the connection")
+
+    monkeypatch.setattr(erasure, "_score_tables", broken)
+    with pytest.raises(RuntimeError):
+        erase_customers(store, [donor], cli_actor())
+    with store.engine.connect() as conn:
+        assert store.backend.live_triggers(conn) == triggers
+    assert store.fingerprint() == fingerprint and _count(store.engine, ERASED) == 0
