@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from kundenwert.db import audit
+from kundenwert.db.backends import backend_for
 from kundenwert.db.errors import map_exceptions
 from kundenwert.db.schema import (
     DECISIONS,
@@ -181,7 +182,7 @@ def _score_tables(conn: Connection) -> list[str]:
     return [t for t in tables if "customer_id" in {c["name"] for c in inspector.get_columns(t)}]
 
 
-def erase_customers(store: Store, ids: Iterable[str], who) -> ErasureReport:
+def erase_customers(store: Store, ids: Iterable[str], who: object) -> ErasureReport:
     """Erase customers from every table of the store, all or nothing (see the module doc).
 
     Parameters
@@ -293,7 +294,11 @@ def _register(conn: Connection, key: ErasureKey, hashes: list[str]) -> int:
         if h not in known
     ]
     if new:
-        conn.execute(ERASED.insert(), new)
+        try:  # two erasures of one id at once: the second insert is a no-op, not a clash
+            stmt = backend_for(conn).insert_ignore(ERASED)
+        except ConfigurationError:  # a database without insert-or-ignore
+            stmt = ERASED.insert()
+        conn.execute(stmt, new)
     return len(new)
 
 
