@@ -364,6 +364,10 @@ class Store:
             self.backend.bulk_session(conn),  # outside the transaction
             conn.begin(),
         ):
+            if self.backend.single_writer:
+                # SQLite's driver would begin the transaction only at the first INSERT/DELETE:
+                # the triggers ``logged_once`` drops came back only after a successful write.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             # Only customers can bring an erased id back: every other table's rows must name
             # a customer of the file or the store, and an erased one is in neither.
             if "customers" in tables:
