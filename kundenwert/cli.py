@@ -121,6 +121,14 @@ def import_cmd(
             help="append (refuse existing ids), upsert (update them) or replace (the folder becomes the store)."
         ),
     ] = "append",
+    allow_erased: Annotated[
+        bool,
+        typer.Option(
+            "--allow-erased",
+            help="Import customers that were erased (GDPR Art. 17) as new records; only for a new, "
+            "lawful record of the person (without it such an import is refused).",
+        ),
+    ] = False,
 ) -> None:
     """Validate CRM tables against the contract and import them, all or nothing."""
     from kundenwert.db.store import Store
@@ -129,7 +137,7 @@ def import_cmd(
     store = Store()
     t0 = time.perf_counter()
     with err.status(f"validating and importing {directory} ({mode})"):
-        result = import_folder(directory, store, mode=mode)
+        result = import_folder(directory, store, mode=mode, allow_erased=allow_erased)
     elapsed = time.perf_counter() - t0
     _rows_table(
         f"imported into {store.engine.url.render_as_string(hide_password=True)} ({mode})", result.rows
@@ -137,6 +145,67 @@ def import_cmd(
     out.print(
         f"{result.total_rows:,} rows in {elapsed:.1f} s ({result.total_rows / max(elapsed, 1e-9):,.0f} rows/s)"
     )
+
+
+@app.command("erase")
+@friendly
+def erase_cmd(
+    ids: Annotated[list[str] | None, typer.Argument(help="Customer ids, exactly as stored.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="A file of customer ids, one per line (blank lines ignored)."),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Really erase (without it: say what would be done).")
+    ] = False,
+) -> None:
+    """Erase customers (GDPR Art. 17) from every table of the store, all or nothing.
+
+    Their rows go from the CRM tables, attributes, scoring runs, decisions and their feedback,
+    target-list members and the change log; a keyed hash of each id is kept so that a later import
+    of the same id is refused. The audit log records the counts, never the ids.
+    """
+    from kundenwert.db.audit import cli_actor
+    from kundenwert.db.erasure import erase_customers
+    from kundenwert.db.store import Store
+    from kundenwert.errors import ConfigurationError, InputFileError
+
+    wanted = list(ids or [])
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputFileError(f"cannot read the id file {file}: {exc}") from None
+        wanted += [line.strip() for line in text.splitlines() if line.strip()]
+    wanted = list(dict.fromkeys(wanted))
+    if not wanted:
+        raise ConfigurationError("name the customers to erase: ids as arguments or --file FILE")
+    n = len(wanted)
+    if not yes:
+        err.print(
+            f"would erase {n:,} customer{'s' if n != 1 else ''} from every table of the store "
+            "(cannot be undone); add --yes",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    store = Store()
+    try:
+        report = erase_customers(store, wanted, cli_actor())
+    finally:
+        store.dispose()
+    _rows_table("rows erased per table", report.rows)
+    registered = " (registered all the same: an import of them is refused)" if report.not_found else ""
+    out.print(
+        f"erased {report.erased:,} customer{'s' if report.erased != 1 else ''}; "
+        f"{report.not_found:,} not found in the store{registered}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.not_found_ids:  # what the user typed: a few are shown to spot a typo
+        shown = report.not_found_ids[:10]
+        more = f" and {report.not_found - len(shown):,} more" if report.not_found > len(shown) else ""
+        out.print(f"not found: {', '.join(shown)}{more}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command("summary")

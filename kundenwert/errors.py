@@ -77,6 +77,12 @@ class ImportConflict(ContractViolation):
     headline = "clash with rows already in the store"
 
 
+class ErasedCustomers(ImportConflict):
+    """The import names customers erased under GDPR Art. 17 (their keyed hashes are registered)."""
+
+    headline = "name customers who were erased"
+
+
 class StoreError(KundenwertError):
     """The database cannot be reached or is not in the expected state."""
 

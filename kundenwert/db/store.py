@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from kundenwert.db.backends import Backend, backend_for, make_engine, prune_live_changes
+from kundenwert.db.erasure import refuse_erased
 from kundenwert.db.errors import map_exceptions
 from kundenwert.db.schema import (
     ATTRIBUTE_DEFS,
@@ -339,8 +340,15 @@ class Store:
 
     # ----------------------------------------------------------------------------------- writing
 
-    def write(self, tables: dict[str, ValidTable], mode: str) -> dict[str, int]:
-        """Write validated tables in one transaction; all or nothing. Returns rows written per table."""
+    def write(
+        self, tables: dict[str, ValidTable], mode: str, *, allow_erased: bool = False
+    ) -> dict[str, int]:
+        """Write validated tables in one transaction; all or nothing. Returns rows written per table.
+
+        Customers erased before (GDPR Art. 17, ``kundenwert.db.erasure``) are refused
+        (``ErasedCustomers``) unless ``allow_erased``: then they are new records, and their ids
+        leave the register of erased customers in the same transaction.
+        """
         if mode not in MODES:
             raise ConfigurationError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
         if mode == "upsert" and not self.backend.supports_upsert:
@@ -355,9 +363,18 @@ class Store:
             self.engine.connect() as conn,
             self.backend.bulk_session(conn),  # outside the transaction
             conn.begin(),
-            self.backend.logged_once(conn, touched),
         ):
-            self._write(conn, tables, mode, written)
+            if self.backend.single_writer:
+                # SQLite's driver would begin the transaction only at the first INSERT/DELETE:
+                # the triggers ``logged_once`` drops came back only after a successful write.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Only customers can bring an erased id back: every other table's rows must name
+            # a customer of the file or the store, and an erased one is in neither.
+            if "customers" in tables:
+                ids = tables["customers"].frame["customer_id"]
+                refuse_erased(conn, "customers", ids.to_numpy(dtype=object), allow_erased=allow_erased)
+            with self.backend.logged_once(conn, touched):
+                self._write(conn, tables, mode, written)
         return written
 
     def _write(

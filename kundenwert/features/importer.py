@@ -42,6 +42,7 @@ def import_folder(
     *,
     mode: str = "append",
     now: pd.Timestamp | None = None,
+    allow_erased: bool = False,
 ) -> ImportResult:
     """Import every contract table found in ``folder`` into ``store``.
 
@@ -54,6 +55,9 @@ def import_folder(
         ``replace`` makes the folder the store's whole content.
     now:
         The moment "not in the future" is judged against (default: the current time, UTC).
+    allow_erased:
+        Import customers that were erased before (GDPR Art. 17) as new records; without it the
+        store refuses them (table, rows, date of the erasure) and nothing is written.
     """
     if mode not in IMPORT_MODES:
         raise ConfigurationError(f"--mode must be one of {', '.join(IMPORT_MODES)}, not {mode!r}")
@@ -95,7 +99,7 @@ def import_folder(
         _refuse_existing_keys(store, valid)
 
     t0 = time.perf_counter()
-    rows = store.write(valid, mode)
+    rows = store.write(valid, mode, allow_erased=allow_erased)
     timings["write"] = time.perf_counter() - t0
     return ImportResult(mode, rows, timings)
 

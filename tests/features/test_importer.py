@@ -277,3 +277,20 @@ def test_columnar_reads_equal_row_reads_and_keep_the_database_sound(sqlite_store
     assert again.loc["P7", "amount"] == 8.0 and len(again) == 6
     with sqlite_store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+
+
+def test_a_failed_write_leaves_the_change_log_triggers_in_place(store, monkeypatch) -> None:
+    """The triggers a bulk write silences (SQLite: drops) are back after a write that failed."""
+    import_folder(DATA / "good", store, mode="replace", now=NOW)
+    with store.engine.connect() as conn:
+        triggers = store.backend.live_triggers(conn)
+    assert triggers
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "_write", broken)
+    with pytest.raises(RuntimeError):
+        import_folder(DATA / "good", store, mode="replace", now=NOW)
+    with store.engine.connect() as conn:
+        assert store.backend.live_triggers(conn) == triggers
