@@ -336,3 +336,15 @@ def refuse_erased(conn: Connection, table: str, customer_ids: Sequence[str], *, 
     for chunk in _chunks(gone):
         removed += max(conn.execute(ERASED.delete().where(ERASED.c.id_hash.in_(chunk))).rowcount or 0, 0)
     return removed
+
+
+def erased_before(store: Store, customer_id: str) -> bool:
+    """Whether the register holds ``customer_id`` (under the current key; False without a key)."""
+    key = erasure_key(create=False)
+    if key is None:
+        return False
+    with map_exceptions("reading the erasure register", ERASED.name), store.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(ERASED.c.id_hash).where(ERASED.c.id_hash == key.hashes([customer_id])[0])
+        ).first()
+    return found is not None

@@ -296,3 +296,92 @@ def test_retention_deletes_old_decisions_and_feedback_only(tmp_path) -> None:
         assert sorted(conn.execute(sa.select(FEEDBACK.c.event_id)).scalars()) == ["edge", "new"]
     assert apply_retention(store.engine, 730, now) == {"kw_decisions": 0, "kw_feedback": 0}
     store.dispose()
+
+
+def _scan(url: str, value: str) -> list[str]:
+    """Every (table.column) of the store with a text cell equal to ``value``."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    found = []
+    with engine.connect() as conn:
+        insp = sa.inspect(conn)
+        for table in insp.get_table_names():
+            for col in insp.get_columns(table):
+                if isinstance(col["type"], sa.String | sa.Text):
+                    q = sa.text(f'SELECT COUNT(*) FROM "{table}" WHERE "{col["name"]}" = :v')
+                    if conn.execute(q, {"v": value}).scalar():
+                        found.append(f"{table}.{col['name']}")
+    engine.dispose()
+    return found
+
+
+def test_erasure_through_the_api_and_the_command_line_reaches_the_running_service(world) -> None:
+    from typer.testing import CliRunner
+
+    from kundenwert.cli import app
+
+    c, keys = world["client"], world["keys"]
+    sales, admin = {"X-API-Key": keys["sales"]}, {"X-API-Key": keys["admin"]}
+    campaign, marketing = {"X-API-Key": keys["campaign"]}, {"X-API-Key": keys["marketing"]}
+    pool = [str(i) for i in world["customers"][2::3] if str(i) not in _used]
+    cid, decision = _first_with(c, sales, pool, "email")
+    _used.add(cid)
+    _feedback(c, campaign, decision, "opened", f"opened-{cid}")
+    made = c.post(
+        "/v1/target-lists",
+        headers=marketing,
+        json={"objective": "churn_prevention", "channel": "email", "size": 100_000},
+    ).json()
+    listed = {m["customer_id"] for m in c.get(made["url"], headers=marketing).json()["members"]}
+    assert len(_scan(world["url"], cid)) >= 5  # customers, contacts, consents, decisions, scores, ...
+
+    assert c.delete(f"/v1/customers/{cid}", headers=sales).status_code == 403  # admin only
+    r = c.delete(f"/v1/customers/{cid}", headers=admin)
+    assert r.status_code == 200 and r.json()["erased"] is True, r.text
+    assert _scan(world["url"], cid) == []  # no cell of any table holds the id
+    assert c.get(f"/v1/customers/{cid}", headers=sales).status_code == 404
+    assert c.get(f"/v1/customers/{cid}/next-best-actions", headers=sales).status_code == 404
+    scored = c.post("/v1/score", headers=campaign, json={"customer_ids": [cid]}).json()
+    assert scored == {"results": [], "unknown_customer_ids": [cid]}
+    later = c.post(
+        "/v1/feedback",
+        headers=campaign,
+        json={
+            "events": [
+                {
+                    "event_id": f"late-{cid}",
+                    "decision_id": decision["decision_id"],
+                    "action_id": decision["suggestions"][0]["action_id"],
+                    "channel": "email",
+                    "outcome": "clicked",
+                    "occurred_at": pd.Timestamp.now(tz="UTC").isoformat(),
+                }
+            ]
+        },
+    )
+    assert later.status_code == 422 and "its customer was erased" in later.text
+    got = c.get(made["url"], headers=marketing).json()
+    assert got["left_out"]["erased"] == (cid in listed) and cid not in {
+        m["customer_id"] for m in got["members"]
+    }
+    again = c.delete(f"/v1/customers/{cid}", headers=admin)
+    assert again.status_code == 200 and again.json() == {"erased": False, "already_erased": True, "rows": {}}
+    assert c.delete("/v1/customers/never-was", headers=admin).status_code == 404
+
+    # the command line, while the service runs: the next request already answers 404
+    other = next(
+        i
+        for i in pool
+        if i != cid and c.get(f"/v1/customers/{i}/next-best-actions", headers=sales).json()["scored"]
+    )
+    done = CliRunner().invoke(
+        app,
+        ["erase", other, "--yes"],
+        env={"KUNDENWERT_DATABASE_URL": world["url"], "KUNDENWERT_HOME": str(world["home"])},
+    )
+    assert done.exit_code == 0, done.output
+    assert c.get(f"/v1/customers/{other}/next-best-actions", headers=sales).status_code == 404
+    assert c.get(f"/v1/customers/{other}", headers=sales).status_code == 404
+    rows = c.get("/v1/admin/audit", headers=admin, params={"action": "customer.erase"}).json()["rows"]
+    assert len(rows) >= 2 and all(cid not in str(r) and other not in str(r) for r in rows)

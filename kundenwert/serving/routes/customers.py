@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import Decisions
 from kundenwert.serving.deps import allow, get_state, serving_of
+from kundenwert.serving.keys import Caller
 from kundenwert.serving.schemas import ConsentView, CustomerDecision, CustomerView
 from kundenwert.serving.state import ServingState, explain_reason
 
@@ -238,3 +239,31 @@ def customer(customer_id: str, state: Annotated[ServingState, Depends(get_state)
         reasons={k: state.reasons(customer_id, k) for k in ("churn", "winback", "value")},
         model_versions=state.run["models"],
     )
+
+
+@router.delete(
+    "/{customer_id}",
+    responses={404: {"description": "no such customer, and none erased under this id"}},
+)
+def erase(
+    customer_id: str,
+    state: Annotated[ServingState, Depends(get_state)],
+    who: Annotated[Caller, Depends(allow())],
+) -> dict:
+    """Erase a customer (GDPR Art. 17, admin only): every row of every table that names them
+    (CRM tables, custom attributes, every scoring run, decisions, target-list members (lists keep
+    their counts), feedback events, the change log) goes in one transaction, and the service
+    answers 404 for them from the next request on. A keyed hash of the id is kept so that a later
+    import of the same id is refused unless allowed. Idempotent: erasing again answers 200 with
+    ``erased`` false; an id never stored nor erased is 404. Audited, without the id."""
+    from kundenwert.db.erasure import erase_customers, erased_before
+
+    if customer_id not in state.known([customer_id]):
+        if erased_before(state.store, customer_id):
+            return {"erased": False, "already_erased": True, "rows": {}}
+        raise HTTPException(404, detail=f"no customer {customer_id!r} in the store")
+    state.decisions.flush()  # decisions queued for them are committed, and so erased too
+    report = erase_customers(state.store, [customer_id], who)
+    state.decisions.flush()
+    state.live.sync()  # this process drops its cached rows and online scores now
+    return {"erased": report.erased == 1, "already_erased": False, "rows": report.rows}

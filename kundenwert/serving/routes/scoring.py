@@ -29,6 +29,8 @@ def score(body: ScoreRequest, state: Annotated[ServingState, Depends(get_state)]
     ids = list(dict.fromkeys(body.customer_ids))
     known = state.known(ids)
     found = [i for i in ids if i in known]
-    decisions = state.decide(found, channels=body.channels, actions=body.actions)
-    results = decisions_of(state, decisions, found, body.limit, body.explain, record=True)
+    results = []
+    if found:  # (none known: nothing to decide)
+        decisions = state.decide(found, channels=body.channels, actions=body.actions)
+        results = decisions_of(state, decisions, found, body.limit, body.explain, record=True)
     return json_response({"results": results, "unknown_customer_ids": [i for i in ids if i not in known]})
