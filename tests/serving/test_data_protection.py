@@ -385,3 +385,30 @@ def test_erasure_through_the_api_and_the_command_line_reaches_the_running_servic
     assert c.get(f"/v1/customers/{other}", headers=sales).status_code == 404
     rows = c.get("/v1/admin/audit", headers=admin, params={"action": "customer.erase"}).json()["rows"]
     assert len(rows) >= 2 and all(cid not in str(r) and other not in str(r) for r in rows)
+
+
+def test_target_list_creation_and_every_export_are_audited(world) -> None:
+    c, keys = world["client"], world["keys"]
+    marketing, admin = {"X-API-Key": keys["marketing"]}, {"X-API-Key": keys["admin"]}
+    key_id = keys["marketing"][3:].partition("_")[0]
+    made = c.post(
+        "/v1/target-lists",
+        headers=marketing,
+        json={"objective": "churn_prevention", "channel": "email", "size": 50},
+    ).json()
+    list_id = made["list_id"]
+    as_json = c.get(made["url"], headers=marketing).json()
+    c.get(made["url"], headers={"X-API-Key": keys["data_science"]}, params={"format": "csv"})
+    rows = c.get("/v1/admin/audit", headers=admin).json()["rows"]
+    mine = [r for r in rows if r["object_id"] == list_id]
+    assert [(r["action"], r["role"]) for r in mine] == [
+        ("target_list.export", "data_science"),
+        ("target_list.export", "marketing"),
+        ("target_list.create", "marketing"),
+    ]  # newest first
+    create = mine[-1]
+    assert create["key_id"] == key_id and create["rows"] == made["summary"]["customers"]
+    assert mine[1]["rows"] == len(as_json["members"]) and mine[1]["detail"]["format"] == "json"
+    assert mine[0]["detail"]["format"] == "csv" and mine[0]["at"] >= create["at"]
+    secrets = [k[3:].partition("_")[2] for k in keys.values()]
+    assert not any(s in str(rows) for s in secrets)
