@@ -204,18 +204,22 @@ def _events(suggested, n: int, prefix: str, seed: int) -> list[dict]:
     import random
 
     rng = random.Random(seed)
-    outcomes = ["sent", "opened", "clicked", "converted", "unsubscribed", "bounced"]
+    # no unsubscribes and only soft bounces: those withdraw consent (tests/serving/test_data_protection.py),
+    # which would empty the shared world's email lists for the tests after these
+    outcomes = ["sent", "opened", "clicked", "converted", "bounced"]
     out = []
     for i in range(n):
         d, a, ch = rng.choice(suggested)
+        outcome = rng.choice(outcomes)
         out.append(
             {
                 "event_id": f"{prefix}-{i}",
                 "decision_id": d,
                 "action_id": a,
                 "channel": ch,
-                "outcome": rng.choice(outcomes),
+                "outcome": outcome,
                 "occurred_at": f"2026-11-{1 + i % 20:02d}T10:00:00Z",
+                **({"bounce": "soft"} if outcome == "bounced" else {}),
             }
         )
     return out
