@@ -7,16 +7,29 @@ pickle: a model holding a type outside the list is refused with the type's name.
 flavour calls the spec's ``pyfunc_method`` (probabilities for the classifiers). The signature
 comes from a synthetic input row (each feature's training median or most common value), so no
 customer's data is stored with a model.
+
+Loading trusts nothing the artifact store says beyond where the model file is: MLflow's own
+loader takes the serialisation format (pickle runs code) and skops' trusted types from the
+stored MLmodel file, so whoever can write the store could make us run code. ``load_version``
+downloads the files itself, refuses anything but a skops file, checks the file against the
+SHA-256 recorded at registration (the ``model_sha256`` tag of the version) and loads it with the
+spec's trusted types only. A refusal (``ModelLoadError``) says what was found for the log and
+the admin, and carries a short ``public`` reason without URIs or exception text for the public
+health answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -25,6 +38,34 @@ from kundenwert.errors import ConfigurationError, ModelFitError
 from kundenwert.models.specs import get_spec
 
 REGISTERED = "kundenwert-{}"
+SHA256_TAG = "model_sha256"  # model-version tag: SHA-256 of the model file as registered
+
+log = logging.getLogger("kundenwert.experiments")
+
+
+class ModelLoadError(ConfigurationError):
+    """A registered model version that cannot be loaded, or is refused as unsafe. The message
+    says what was found (for the log, the CLI and the admin); ``public`` says what failed in a
+    few words, without URIs, credentials or exception text (for ``/health/ready``)."""
+
+    def __init__(self, message: str, public: str) -> None:
+        super().__init__(message)
+        self.public = public
+
+
+# user:password@ (or a token as the user) in a URI, and the query (signed URLs carry keys there)
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s/@:]*)(?P<pw>:[^\s/]*)?@")
+_QUERY = re.compile(r"(?P<uri>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s?#]*)\?[^\s#]*")
+
+
+def hide_credentials(text: str) -> str:
+    """``text`` with every URI's password (a bare user part too: it may be a token) and query
+    replaced by ``***``: fit for a message or a log line (``postgresql://u:***@host/db``)."""
+
+    def userinfo(m: re.Match) -> str:
+        return f"{m['scheme']}{m['user']}:***@" if m["pw"] else f"{m['scheme']}***@"
+
+    return _QUERY.sub(r"\g<uri>?***", _USERINFO.sub(userinfo, text))
 
 
 def untrusted_types(model, trusted: tuple[str, ...]) -> list[str]:
@@ -158,9 +199,13 @@ def _log_and_register(
             pyfunc_predict_fn=method,
         )
         split = json.dumps(result.data.get("split_key", {"method": "time"}), sort_keys=True)
-        version = mlflow.register_model(
-            info.model_uri, name, tags={"gates_passed": str(result.passed), "split": split}
-        )
+        stored = _model_bytes(mlflow.get_logged_model(info.model_id).artifact_location, f"model {name}")
+        tags = {
+            "gates_passed": str(result.passed),
+            "split": split,
+            SHA256_TAG: hashlib.sha256(stored).hexdigest(),
+        }
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(name, "challenger", version.version)
     client.set_model_version_tag(name, version.version, "run_id", run.info.run_id)
@@ -221,40 +266,159 @@ def model_uri(model: str, alias: str = "champion") -> str:
 
 
 def load_champion(model: str, alias: str = "champion") -> tuple[object, str]:
-    """The fitted estimator behind ``models:/kundenwert-<model>@<alias>`` and its version; loading
-    goes through skops with the trusted types only. Raises ``ConfigurationError`` when there is
-    none (train first)."""
-    import mlflow
-
-    name = REGISTERED.format(model)
+    """The fitted estimator behind ``models:/kundenwert-<model>@<alias>`` and its version, loaded
+    as ``load_version`` loads. Raises ``ConfigurationError`` when there is none (train first)."""
     model_uri(model, alias)  # names the known models when this one is not
-    with _tracking():
-        client = mlflow.MlflowClient()
-        try:
-            version = client.get_model_version_by_alias(name, alias)
-        except mlflow.exceptions.MlflowException:
-            raise ConfigurationError(
-                f"no {alias} for {name} in {tracking_uri()}: run `kundenwert train` first"
-            ) from None
-        estimator = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
-    return estimator, str(version.version)
+    version = alias_version(model, alias)
+    if version is None:
+        name = REGISTERED.format(model)
+        raise ModelLoadError(
+            f"no {alias} for {name} in {hide_credentials(tracking_uri())}: run `kundenwert train` first",
+            f"no {alias} for {name}: run `kundenwert train`",
+        )
+    return load_version(model, version), version
 
 
 def load_version(model: str, version: str) -> object:
-    """The fitted estimator of one registered version (through skops, as ``load_champion``):
-    the service loads exactly the versions its scoring run used. ``ConfigurationError`` when the
-    registry does not hold it."""
+    """The fitted estimator of one registered version: the service loads exactly the versions
+    its scoring run used, ``kundenwert score`` the champions.
+
+    Only a skops file is loaded, with the spec's trusted types (never the list stored with the
+    model), and only if its SHA-256 is the one recorded at registration. A version registered
+    before hashes were recorded (no ``model_sha256`` tag) is loaded the same way with a warning:
+    its file cannot be checked, but skops with our list still loads no other type.
+    ``ModelLoadError`` (a ``ConfigurationError``) when the registry does not hold the version,
+    cannot be reached, or the model is refused; nothing of a refused file is run."""
+    import mlflow
+    from sqlalchemy.exc import SQLAlchemyError
+
+    spec = get_spec(model)  # names the known models when this one is not
+    name = REGISTERED.format(model)
+    what = f"model {name} version {version}"
+    with _tracking() as uri:
+        try:
+            client = mlflow.MlflowClient()
+            found = client.get_model_version(name, str(version))
+            root = client.get_model_version_download_uri(name, str(version))
+        except (mlflow.exceptions.MlflowException, OSError, SQLAlchemyError) as exc:  # the store's driver
+            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                raise ModelLoadError(
+                    f"{what} is not in the registry at {hide_credentials(uri)}: run `kundenwert score` "
+                    "again (it scores with the current champions)",
+                    f"{what} is not in the registry",
+                ) from None
+            raise ModelLoadError(
+                f"cannot read {what} from the registry at {hide_credentials(uri)}: {_first_line(exc)}",
+                "the model registry is unavailable",
+            ) from None
+        data = _model_bytes(root, what)
+    digest = hashlib.sha256(data).hexdigest()
+    registered = found.tags.get(SHA256_TAG)
+    if registered is None:
+        log.warning(
+            "%s was registered without a model hash: loaded with kundenwert's trusted types, its file "
+            "cannot be checked for changes; register a new version (`kundenwert train`)",
+            what,
+        )
+    elif digest != registered:
+        raise ModelLoadError(
+            f"{what} refused: its model file was changed after registration (SHA-256 {digest[:16]}..., "
+            f"registered {registered[:16]}...): restore the file or register a new version "
+            "(`kundenwert train`)",
+            f"{what} refused: the model file was changed after registration",
+        )
+    return _load_skops(data, spec, what)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's text with credentials hidden (for the log, not the public)."""
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    return hide_credentials(line if len(line) <= 300 else line[:297] + "...")
+
+
+def _model_bytes(root: str, what: str) -> bytes:
+    """The model file under ``root`` (a version's artifact folder) as it is stored, found through
+    the MLmodel file; ``ModelLoadError`` for anything but a skops file at a path inside ``root``."""
+    with tempfile.TemporaryDirectory(prefix="kw-model-") as tmp:
+        mlmodel = _download(root, "MLmodel", tmp, what)
+        path = _skops_path(mlmodel, what)
+        # read once: the bytes hashed are the bytes loaded (no file to swap in between)
+        return _download(root, path, tmp, what).read_bytes()
+
+
+def _download(root: str, path: str, into: str, what: str) -> Path:
     import mlflow
 
-    name = REGISTERED.format(model)
-    model_uri(model)  # names the known models when this one is not
-    with _tracking():
-        try:
-            return mlflow.sklearn.load_model(f"models:/{name}/{version}")
-        except mlflow.exceptions.MlflowException as exc:
-            raise ConfigurationError(
-                f"cannot load {name} version {version} from {tracking_uri()}: {str(exc)[:200]}"
-            ) from None
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{root.rstrip('/')}/{path}", dst_path=into)
+        )
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise ModelLoadError(
+            f"cannot download {path} of {what} from {hide_credentials(root)}: {_first_line(exc)}",
+            f"{what} cannot be downloaded from the artifact store",
+        ) from None
+
+
+def _skops_path(mlmodel: Path, what: str) -> str:
+    """Where the MLmodel file says the model data is, if it says skops (the one thing read
+    from it); its trusted types and any other flavour are ignored."""
+    from mlflow.models import Model
+
+    def refused(found: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"{what} refused: {found}; kundenwert loads skops files only, with its own trusted "
+            "types: register a new version (`kundenwert train`)",
+            f"{what} refused: not a skops model",
+        )
+
+    try:
+        flavors = Model.load(str(mlmodel)).flavors
+    except Exception as exc:  # noqa: BLE001  any unreadable MLmodel is a refused model
+        raise refused(f"its MLmodel file cannot be read ({type(exc).__name__})") from None
+    sk = flavors.get("sklearn")
+    if not isinstance(sk, dict):
+        raise refused(
+            f"its MLmodel has no sklearn flavour (flavours: {', '.join(map(str, flavors)) or 'none'})"
+        )
+    fmt = sk.get("serialization_format", "pickle")  # MLflow's default when the key is missing
+    if fmt != "skops":
+        raise refused(f"its MLmodel says serialization_format {str(fmt)[:40]!r}")
+    path = sk.get("pickled_model")
+    rel = PurePosixPath(path) if isinstance(path, str) and "\\" not in path else None
+    if rel is None or not rel.parts or rel.is_absolute() or ".." in rel.parts:
+        raise refused(f"its MLmodel names the model file {str(path)[:80]!r}, not a file in its folder")
+    return str(rel)
+
+
+def _load_skops(data: bytes, spec, what: str) -> object:
+    """The estimator in skops ``data``, loaded with the spec's trusted types only."""
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    trusted = list(spec.all_trusted_types)
+    try:
+        estimator = sio.loads(data, trusted=trusted)
+    except UntrustedTypesFoundException:
+        types = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted))  # reads the schema only
+        raise ModelLoadError(
+            f"{what} refused: its model file holds types outside kundenwert's trusted list: "
+            f"{', '.join(types)[:500]}; register a new version (`kundenwert train`)",
+            f"{what} refused: it holds untrusted types",
+        ) from None
+    except Exception as exc:  # noqa: BLE001  a file skops cannot read is refused, whatever the cause
+        raise ModelLoadError(
+            f"{what} refused: its model file is not a readable skops file ({type(exc).__name__})",
+            f"{what} refused: not a skops model",
+        ) from None
+    found = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
+    if found != spec.estimator_path:
+        raise ModelLoadError(
+            f"{what} refused: its model file holds a {found}, not a {spec.estimator_path}",
+            f"{what} refused: not a {spec.name} model",
+        )
+    return estimator
 
 
 def describe_versions(model: str) -> list[dict]:

@@ -2,13 +2,16 @@
 
 If loading fails (no scores yet, a broken catalog), the service still starts: ``/health/ready``
 answers 503 with the reason and the other endpoints 503, so an orchestrator waits instead of
-sending traffic to a half-ready instance.
+sending traffic to a half-ready instance. The reason there is public (no key): a short category
+(``public_reason``); the full message, credentials hidden, goes to the log and to the admin's
+reload answer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -19,7 +22,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kundenwert.db.store import Store
-from kundenwert.errors import KundenwertError
+from kundenwert.errors import KundenwertError, StoreError, StoreOutdated, StoreUnavailable
+from kundenwert.experiments.registry import hide_credentials
 from kundenwert.serving.catalog import load_catalog
 from kundenwert.serving.keys import KeyRing
 from kundenwert.serving.routes import admin, customers, feedback, health, marketing, scoring
@@ -56,47 +60,89 @@ class _Metrics:
             self.requests.labels(path, str(status["code"])).inc()
 
 
+# Messages of ours whose first words say enough for anyone: (prefix, public reason); a
+# verification that names the score keeps its name (numbers and score names only).
+_PUBLIC_PREFIXES = (
+    ("no precomputed scores", "no scoring run yet: run `kundenwert score`"),
+    ("model verification failed: scoring", "model verification failed: the models could not score again"),
+    (
+        "model verification failed: response propensities",
+        "model verification failed: response propensities do not match the stored run",
+    ),
+    ("action catalog", "the action catalog cannot be used: see the service log"),
+    ("action ", "an action of the catalog does not fit the store's data: see the service log"),
+)
+_VERIFIED_SCORE = re.compile(r"model verification failed: (\w+) of \d+ of \d+ probe customers")
+
+
+def public_reason(exc: KundenwertError) -> str:
+    """What ``/health/ready`` (public, no key) may say about a failed load: a short category,
+    never a URI, a credential, an exception class or the text of a driver's error."""
+    said = getattr(exc, "public", None)  # errors that carry their own (the model registry's)
+    if isinstance(said, str):
+        return said
+    if isinstance(exc, StoreUnavailable):
+        return "the store is unavailable: retry later"
+    if isinstance(exc, StoreOutdated):
+        return "the store's schema does not fit this kundenwert: see the service log"
+    if isinstance(exc, StoreError):
+        return "the store could not be read: see the service log"
+    text = str(exc)
+    checked = _VERIFIED_SCORE.match(text)
+    if checked:
+        return f"model verification failed: {checked[1]} does not match the stored run"
+    for prefix, reason in _PUBLIC_PREFIXES:
+        if text.startswith(prefix):
+            return reason
+    return "the scoring run could not be loaded: see the service log"
+
+
 class Reloader:
     """Swaps the service to the latest scoring run: on ``POST /v1/admin/reload`` and every
     ``reload_seconds`` when the store holds a newer run. The new run, its models (the versions
     it was scored with) and their verification are built aside while requests go on; any
-    failure leaves the old run serving and is reported by ``/health/ready``."""
+    failure leaves the old run serving and is reported by ``/health/ready`` (``public_reason``)
+    and, in full with credentials hidden, by the log and the reload answer."""
 
     def __init__(self, app: FastAPI, catalog_path: str | Path | None) -> None:
         self.app, self.catalog_path = app, catalog_path
         self._lock = threading.Lock()  # one reload at a time
         self.last: dict[str, object] = {"at": None, "ok": None, "error": None}
 
-    def start(self) -> None:
-        """The first load at startup; not ready (503) until it succeeds."""
+    def start(self) -> KundenwertError | None:
+        """The first load at startup; not ready (503) until it succeeds. The error if it fails."""
         try:
             self.app.state.serving = ServingState(self.app.state.store, load_catalog(self.catalog_path))
             self.app.state.load_error = None
+            return None
         except KundenwertError as exc:
-            self.app.state.load_error = str(exc)
-            log.warning("not ready: %s", exc)  # no personal data: a configuration message
+            self.app.state.load_error = public_reason(exc)
+            # no personal data: a configuration message
+            log.warning("not ready: %s", hide_credentials(str(exc)))
+            return exc
 
     def reload(self) -> tuple[str | None, str | None]:
         """(previous run, current run); raises ``KundenwertError`` when the new run fails."""
         with self._lock:
             state = self.app.state.serving
             if state is None:
-                self.start()
-                now = self.app.state.serving
+                failed = self.start()
                 self._note(self.app.state.load_error)
-                if now is None:
-                    raise KundenwertError(self.app.state.load_error or "not ready")
-                return None, now.run["run_id"]
+                if failed is not None:
+                    raise failed
+                return None, self.app.state.serving.run["run_id"]
             before = state.run["run_id"]
             try:
                 state.load()
             except KundenwertError as exc:
-                self._note(str(exc))
+                log.warning("reload failed, the old run keeps serving: %s", hide_credentials(str(exc)))
+                self._note(public_reason(exc))
                 raise
             self._note(None)
             return before, state.run["run_id"]
 
     def _note(self, error: str | None) -> None:
+        """The last reload for ``/health/ready``: ``error`` is a public reason."""
         self.last = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "ok": error is None,
@@ -139,8 +185,8 @@ class Reloader:
                 if await asyncio.to_thread(self.newer_run_waiting):
                     await asyncio.to_thread(self.reload)
                     log.info("now serving the latest scoring run")
-            except KundenwertError as exc:
-                log.warning("scheduled reload failed, the old run keeps serving: %s", exc)
+            except KundenwertError:
+                pass  # logged by ``reload``, reported by /health/ready
             except Exception as exc:  # noqa: BLE001  the schedule must survive a bad moment
                 log.error("scheduled reload failed: %s", type(exc).__name__)
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from kundenwert.db.audit import ACTIONS, MAX_READ, read_audit
 from kundenwert.errors import KundenwertError
+from kundenwert.experiments.registry import hide_credentials
 from kundenwert.serving.deps import allow
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -16,7 +17,8 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 @router.post("/reload", dependencies=[Depends(allow())], responses={409: {"description": "reload failed"}})
 def reload(request: Request) -> dict:
     """Read the latest scoring run and the keys again. The new state is built aside and swapped in
-    at once; if it cannot be loaded the old one keeps serving and the answer says why."""
+    at once; if it cannot be loaded the old one keeps serving and the answer says why in full
+    (for an admin key only; credentials in URIs hidden; ``/health/ready`` says it in short)."""
     request.app.state.keys.refresh()
     state = request.app.state.serving
     before = state.run["run_id"] if state is not None else None
@@ -24,7 +26,7 @@ def reload(request: Request) -> dict:
         before, now = request.app.state.reloader.reload()
     except KundenwertError as exc:
         still = f"still serving run {before}" if before else "still not ready"
-        raise HTTPException(409, detail=f"reload failed, {still}: {exc}") from None
+        raise HTTPException(409, detail=f"reload failed, {still}: {hide_credentials(str(exc))}") from None
     return {"score_run": now, "previous_run": before, "models": request.app.state.serving.run["models"]}
 
 

@@ -18,7 +18,9 @@ def live() -> dict[str, str]:
 def ready(request: Request, response: Response) -> dict[str, object]:
     """Ready to answer: the scoring run and its models are loaded (names both, the models the
     run had none of and the catalog actions it therefore cannot suggest, with why); 503 with the
-    reason while they are not (for a readiness probe or a load balancer)."""
+    reason while they are not (for a readiness probe or a load balancer). Public: the reasons
+    (``error``, ``last_reload.error``) are short categories, never URIs, credentials or exception
+    text; the details are in the service log and the admin's reload answer."""
     state = request.app.state.serving
     if state is None:
         response.status_code = 503
