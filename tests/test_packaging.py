@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kundenwert.db.migrate import HEAD
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -98,4 +100,4 @@ def test_the_wheel_ships_the_migrations(installed: Path, tmp_path: Path) -> None
     assert "no tables yet" in fresh.stdout + fresh.stderr
     _run([str(installed / "kundenwert"), "db", "upgrade"], tmp_path, KUNDENWERT_HOME=home)
     done = _run([str(installed / "kundenwert"), "db", "current"], tmp_path, KUNDENWERT_HOME=home)
-    assert "0001" in done.stdout + done.stderr
+    assert f"{HEAD} (head)" in done.stdout + done.stderr

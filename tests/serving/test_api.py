@@ -282,7 +282,8 @@ def test_feedback_conflicts_and_unknown_decisions_are_refused_whole(served) -> N
         "stored": 3,
         "duplicates": 0,
     }
-    changed = [dict(first[0], outcome="converted" if first[0]["outcome"] != "converted" else "opened")]
+    other = "converted" if first[0]["outcome"] != "converted" else "opened"
+    changed = [{k: v for k, v in first[0].items() if k != "bounce"} | {"outcome": other}]
     fresh = _events(suggested, 1, "conflict-new", seed=4)
     r = c.post("/v1/feedback", headers={"X-API-Key": key}, json={"events": fresh + changed})
     assert r.status_code == 409 and "conflict-0" in r.text
