@@ -24,8 +24,8 @@ def defused(value: object) -> object:
 
 
 def safe_csv(frame: pd.DataFrame) -> str:
-    """``frame`` as CSV text with every text cell defused (numbers, booleans and empty cells as
-    they are)."""
+    """``frame`` as CSV text (RFC 4180) with every text cell defused (numbers, booleans and empty
+    cells as they are)."""
     out = frame.copy(deep=False)
     for c in out.columns:
         s = out[c]
@@ -41,5 +41,7 @@ def safe_csv(frame: pd.DataFrame) -> str:
                 values[risky] = ["'" + v for v in values[risky]]
                 out[c] = values
     buf = io.StringIO()
-    out.to_csv(buf, index=False)
+    # CRLF line ends (RFC 4180): the csv writer then quotes a cell holding a lone CR too (with
+    # "\n" as the line end it did not, and the CR split the row for every reader)
+    out.to_csv(buf, index=False, lineterminator="\r\n")
     return buf.getvalue()

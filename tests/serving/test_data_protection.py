@@ -412,3 +412,27 @@ def test_target_list_creation_and_every_export_are_audited(world) -> None:
     assert mine[0]["detail"]["format"] == "csv" and mine[0]["at"] >= create["at"]
     secrets = [k[3:].partition("_")[2] for k in keys.values()]
     assert not any(s in str(rows) for s in secrets)
+
+
+def test_online_scores_follow_the_change_log(world) -> None:
+    """A customer the run does not hold is scored online and kept; a change to their consents or
+    contacts (written by anyone) drops the kept score at the next request, as it drops their
+    cached rows."""
+    from tests.serving.test_online import _clone_customer
+
+    c, sales = world["client"], {"X-API-Key": world["keys"]["sales"]}
+    state = c.app.state.serving
+    original = next(str(i) for i in world["customers"][2::3] if str(i) not in _used)
+    _used.add(original)
+    _clone_customer(world["home"] / "kw.db", original, "online-1")
+    first = c.get("/v1/customers/online-1/next-best-actions", headers=sales).json()
+    assert first["scored"] and state.current.online["online-1"][1] is not None
+    kept_at = state.current.online["online-1"][0]
+    assert c.get("/v1/customers/online-1", headers=sales).json()["scored"]
+    assert state.current.online["online-1"][0] == kept_at  # reused while nothing changed
+    _objections_by_sql(world["home"] / "kw.db", ["online-1"])
+    view = c.get("/v1/customers/online-1", headers=sales).json()
+    assert not view["scored"] and view["profiling_stopped"]
+    again = c.get("/v1/customers/online-1/next-best-actions", headers=sales).json()
+    assert not again["scored"] and again["suggestions"] == []
+    assert state.current.online["online-1"][0] > kept_at  # the kept score was dropped and made again
