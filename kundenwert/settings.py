@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         "maintenance schedule.",
     )
 
+    allow_unhashed_models: bool = Field(
+        default=False,
+        description="Load registered model versions that have no recorded SHA-256 (made before "
+        "kundenwert recorded them) with kundenwert's trusted types; refused otherwise.",
+    )
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

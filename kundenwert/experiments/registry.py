@@ -284,9 +284,10 @@ def load_version(model: str, version: str) -> object:
     its scoring run used, ``kundenwert score`` the champions.
 
     Only a skops file is loaded, with the spec's trusted types (never the list stored with the
-    model), and only if its SHA-256 is the one recorded at registration. A version registered
-    before hashes were recorded (no ``model_sha256`` tag) is loaded the same way with a warning:
-    its file cannot be checked, but skops with our list still loads no other type.
+    model), and only if its SHA-256 is the one recorded at registration. A version without a
+    recorded hash (``model_sha256`` tag: registered before hashes were kept, or the tag removed) is
+    refused, unless ``KUNDENWERT_ALLOW_UNHASHED_MODELS`` says to load it the same way with a
+    warning (its file cannot be checked, but skops with our list still loads no other type).
     ``ModelLoadError`` (a ``ConfigurationError``) when the registry does not hold the version,
     cannot be reached, or the model is refused; nothing of a refused file is run."""
     import mlflow
@@ -315,9 +316,19 @@ def load_version(model: str, version: str) -> object:
     digest = hashlib.sha256(data).hexdigest()
     registered = found.tags.get(SHA256_TAG)
     if registered is None:
+        from kundenwert.settings import get_settings
+
+        if not get_settings().allow_unhashed_models:  # a dropped tag must not switch the check off
+            raise ModelLoadError(
+                f"{what} refused: it has no recorded model hash (registered before kundenwert kept "
+                "them, or the tag was removed): register a new version (`kundenwert train`), or set "
+                "KUNDENWERT_ALLOW_UNHASHED_MODELS=true to load unhashed versions with kundenwert's "
+                "trusted types",
+                f"{what} refused: no recorded model hash",
+            )
         log.warning(
-            "%s was registered without a model hash: loaded with kundenwert's trusted types, its file "
-            "cannot be checked for changes; register a new version (`kundenwert train`)",
+            "%s was registered without a model hash: loaded with kundenwert's trusted types "
+            "(KUNDENWERT_ALLOW_UNHASHED_MODELS), its file cannot be checked for changes",
             what,
         )
     elif digest != registered:

@@ -12,7 +12,10 @@ wrong decision. ``flush`` waits until everything queued so far is committed: fee
 first, so an event sent right after its decision always finds it.
 
 On SQLite the writer shares ``WRITER`` with the feedback transactions of this process (SQLite
-has one writer; a transaction that read first cannot wait for another).
+has one writer; a transaction that read first cannot wait for another). A decision whose customer
+is no longer in the store when its batch commits (erased while it waited) is deleted in the same
+transaction: an erasure leaves no decision behind. (On PostgreSQL an erasure committing in the
+same milliseconds as the batch can still miss it: read committed sees neither side.)
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import time
 
 import sqlalchemy as sa
 
-from kundenwert.db.backends import backend_for
+from kundenwert.db.backends import RawStatement, backend_for
 from kundenwert.db.migrate import ensure_tables
-from kundenwert.db.schema import DECISIONS
+from kundenwert.db.schema import DECISIONS, TABLE_DEFS
 
 log = logging.getLogger("kundenwert.serving")
 
@@ -44,6 +47,15 @@ class DecisionLog:
         self._backend = backend_for(engine)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = WRITER if self._backend.single_writer else threading.Lock()
+        customers = TABLE_DEFS["customers"]
+        # decision ids grow with time: the batch just written is the key range from its first id
+        self._orphans = RawStatement(
+            engine,
+            DECISIONS.delete().where(
+                DECISIONS.c.decision_id >= sa.bindparam("first"),
+                ~sa.exists().where(customers.c.customer_id == DECISIONS.c.customer_id),
+            ),
+        )
         self._thread = threading.Thread(target=self._run, name="kundenwert-decisions", daemon=True)
         self._thread.start()
 
@@ -56,7 +68,9 @@ class DecisionLog:
         done = threading.Event()
         self._queue.put(done)
         if not done.wait(timeout):
-            raise TimeoutError("the decision log did not commit in time")
+            from kundenwert.errors import StoreUnavailable
+
+            raise StoreUnavailable("the decision log did not commit in time (the store is busy); retry later")
 
     def close(self) -> None:
         self.flush()
@@ -94,6 +108,9 @@ class DecisionLog:
                         cur = conn.cursor()
                         # many rows per INSERT on SQLite, COPY on PostgreSQL (Backend.insert_rows)
                         self._backend.insert_rows(self.engine, cur, DECISIONS, _COLUMNS, rows)
+                        # a customer erased while their decision waited in the queue: not stored
+                        first = min(r["decision_id"] for r in rows)
+                        cur.execute(self._orphans.sql, self._orphans.params({"first": first}))
                         conn.commit()
                         cur.close()
                     finally:

@@ -31,6 +31,7 @@ from kundenwert.db.migrate import ensure_tables
 from kundenwert.db.schema import API_KEYS as KEYS
 from kundenwert.db.schema import AUDIT
 from kundenwert.errors import ConfigurationError, KundenwertError
+from kundenwert.experiments.registry import hide_credentials
 
 ROLES = ("sales", "marketing", "campaign", "data_science", "admin")
 REFRESH_SECONDS = 1.0  # a revoked key is refused by a running service after at most this (plus a read)
@@ -294,7 +295,10 @@ class KeyRing:
                 await asyncio.to_thread(self.refresh)
             except KundenwertError as exc:
                 if not failing:
-                    log.warning("refreshing the API keys failed, the last keys read stay in force: %s", exc)
+                    log.warning(
+                        "refreshing the API keys failed, the last keys read stay in force: %s",
+                        hide_credentials(str(exc)),
+                    )
                 failing = True
                 continue
             except Exception as exc:  # noqa: BLE001  the refresh must survive a bad moment

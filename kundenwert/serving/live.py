@@ -143,13 +143,6 @@ def prepare_rows(consents: list[tuple], contacts: list[tuple], exists: bool = Tr
     )
 
 
-def objects_now(rows: Prepared, now_us: int) -> bool:
-    """Whether the customer's consent records up to ``now_us`` hold an objection (the consent rule)."""
-    return consent_of_records(((r[1], bool(r[2]), bool(r[3])) for r in rows.consents if r[0] <= now_us), ())[
-        1
-    ]
-
-
 def _first(row: tuple):
     return row[0]
 

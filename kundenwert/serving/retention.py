@@ -1,8 +1,8 @@
 """Retention: decisions and feedback events are kept for a period (``KUNDENWERT_RETENTION_DAYS``,
 default 730 days) and then deleted by the service's maintenance schedule.
 
-A decision id begins with its time in microseconds (``state.decision_id``), so the old decisions
-are a range of the key index; feedback events go by the time they arrived. The contacts that
+Decisions go by the time they were made, feedback events by the time they arrived (older decision
+ids are random, so the ids' time prefix is not used); events whose decision is gone go with it. The contacts that
 feedback wrote into the contact history are CRM data and stay (erasure removes them).
 """
 
@@ -16,14 +16,19 @@ from kundenwert.db.schema import DECISIONS, FEEDBACK
 
 
 def apply_retention(engine: sa.Engine, days: int, now: pd.Timestamp | None = None) -> dict[str, int]:
-    """Delete the decisions and feedback events older than ``days``; rows deleted per table."""
+    """Delete the decisions made and the feedback events received more than ``days`` ago, and the
+    events whose decision is gone; rows deleted per table."""
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    before = now - pd.Timedelta(days=days)
-    first_kept = f"{before.value // 1000:014x}"  # decision ids sort by their time
+    now = now.tz_localize("UTC") if now.tz is None else now.tz_convert("UTC")
+    # both tables keep their instants as ISO text in UTC with milliseconds: text order is time order
+    before = (now - pd.Timedelta(days=days)).isoformat(timespec="milliseconds")
     with (
         map_exceptions("deleting decisions and feedback past retention", DECISIONS.name),
         engine.begin() as conn,
     ):
-        decisions = conn.execute(DECISIONS.delete().where(DECISIONS.c.decision_id < first_kept)).rowcount
-        events = conn.execute(FEEDBACK.delete().where(FEEDBACK.c.received_at < before.isoformat())).rowcount
-    return {DECISIONS.name: int(decisions), FEEDBACK.name: int(events)}
+        decisions = conn.execute(DECISIONS.delete().where(DECISIONS.c.created_at < before)).rowcount
+        events = conn.execute(FEEDBACK.delete().where(FEEDBACK.c.received_at < before)).rowcount
+        orphans = conn.execute(
+            FEEDBACK.delete().where(~FEEDBACK.c.decision_id.in_(sa.select(DECISIONS.c.decision_id)))
+        ).rowcount
+    return {DECISIONS.name: int(decisions), FEEDBACK.name: int(events) + int(orphans)}

@@ -228,10 +228,20 @@ def as_of(frames: dict[str, pd.DataFrame], now=None) -> pd.Timestamp:
     return min(today, (max(seen) + pd.Timedelta(days=1)).normalize())
 
 
+def objecting_then_or_now(consents: pd.DataFrame, at) -> pd.Index:
+    """The customers who object at ``at`` (the scores' date) or at this moment: an objection
+    recorded after a scoring date still forbids profiling today (an earlier ``--at``, or a sample
+    world whose clock stopped)."""
+    from kundenwert.serving.live import consent_now
+
+    then = consent_now(consents, at)
+    now = consent_now(consents, max(pd.Timestamp(at), pd.Timestamp.now(tz="UTC")))
+    return then.index[then["objection"].to_numpy()].union(now.index[now["objection"].to_numpy()])
+
+
 def run_scoring(store, catalog: Catalog, at=None, progress=None) -> dict:
     """``kundenwert score``: snapshot at ``at``, champions from the registry, scores into the store."""
     from kundenwert.features.snapshot import load_frames, snapshot
-    from kundenwert.serving.live import consent_now
     from kundenwert.serving.scores_store import write_scores
 
     say = progress or (lambda _m: None)
@@ -257,8 +267,7 @@ def run_scoring(store, catalog: Catalog, at=None, progress=None) -> dict:
         say(f"no champion for {', '.join(missing)}: their scores are not stored")
     say(f"snapshot at {t:%Y-%m-%d}")
     X = snapshot(frames, t)
-    consent = consent_now(frames["consents"], t)
-    objecting = consent.index[consent["objection"].to_numpy()]
+    objecting = objecting_then_or_now(frames["consents"], t)
     say(f"scoring {len(X):,} customers")
     scores, propensity = score_snapshot(X, status_at(frames, t), models, catalog, objecting)
     say("writing the scores")
@@ -290,14 +299,12 @@ def score_customers(
     columns. Objecting customers are not scored; P(alive) needs a BG/NBD fit over many customers
     and is left unknown here."""
     from kundenwert.features.snapshot import FEATURE_COLUMNS, snapshot_shard
-    from kundenwert.serving.live import consent_now
 
     tables = ("customers", "purchases", "contacts", "consents", "complaints", "offers")
     frames = store.read_tables_for_customers(tables, customer_ids, FEATURE_COLUMNS)
     t = pd.Timestamp(at)
     X = snapshot_shard(frames, t, spec)
-    consent = consent_now(frames["consents"], t)
-    objecting = consent.index[consent["objection"].to_numpy()]
+    objecting = objecting_then_or_now(frames["consents"], t)
     X = X[~X.index.isin(objecting)]
     if X.empty:  # nobody to score: not registered before ``at``, or objecting
         return pd.DataFrame(index=X.index), pd.DataFrame(

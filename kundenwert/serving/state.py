@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 import pandas as pd
+import sqlalchemy as sa
 
 from kundenwert.db.store import Store
 from kundenwert.models.specs import stored_scores
@@ -84,6 +85,14 @@ class Run:
     online: dict = field(default_factory=dict)  # customer -> (time scored, Block or None)
     # the catalog actions this run cannot serve, and why (a model it has none of)
     unavailable: dict[str, str] = field(default_factory=dict)
+    # the run's customers whose rows left its table since it was loaded (erased: a customer
+    # imported again under the same id is someone new, scored online), and whether that must be
+    # read again (the change log named anyone: a bulk write or an erasure)
+    held: dict = field(default_factory=lambda: {"stale": False, "lost": frozenset()})
+
+    def holds(self, customer_id: str) -> bool:
+        """The run's scores are this customer's (``lost`` as last read)."""
+        return self.main.candidates.position(customer_id) is not None and customer_id not in self.held["lost"]
 
     @property
     def cutoff(self) -> pd.Timestamp:
@@ -176,6 +185,32 @@ class ServingState:
         """The run's precomputed scores (online scores not included)."""
         return self.current.main.scores
 
+    def held_scores(self) -> pd.DataFrame:
+        """The run's scores of the customers it still holds (``settle_held`` first): what
+        target lists and analytics start from."""
+        run = self.settle_held()
+        scores = run.main.scores
+        lost = run.held["lost"]
+        return scores[~scores.index.isin(list(lost))] if lost else scores
+
+    def settle_held(self) -> Run:
+        """Read which of the run's customers its table still holds, when the change log said
+        anyone may have changed (one read of the table's ids; off the event loop)."""
+        run = self.current
+        if run.held["stale"]:
+            from kundenwert.db.errors import map_exceptions
+
+            table = sa.table(run.info["table_name"], sa.column("customer_id"))
+            with (
+                map_exceptions("reading the scoring run", run.info["table_name"]),
+                self.store.engine.connect() as conn,
+            ):
+                present = set(conn.execute(sa.select(table.c.customer_id)).scalars())
+            ids = run.main.scores.index
+            run.held["lost"] = frozenset(str(i) for i in ids[~ids.isin(list(present))])
+            run.held["stale"] = False
+        return run
+
     @property
     def run(self) -> dict:
         return self.current.info
@@ -211,6 +246,7 @@ class ServingState:
             return
         if ids is None:
             run.online.clear()
+            run.held["stale"] = True  # an erasure may have taken customers out of the run's table
         else:
             for cid in ids:
                 run.online.pop(cid, None)
@@ -230,13 +266,13 @@ class ServingState:
         run = self.current
         out: dict[str, Block | None] = {}
         todo = []
-        if any(run.main.candidates.position(cid) is None for cid in ids):
-            # online scores of customers the change log names since are dropped first, and the
-            # scores made now are newer than the log's position (a later change drops them)
-            self.live.sync()
+        # online scores of customers the change log names since are dropped first, and the scores
+        # made now are newer than the log's position (a later change drops them)
+        self.live.sync()
+        run = self.settle_held()
         clock = time.monotonic()
         for cid in ids:
-            if run.main.candidates.position(cid) is not None:
+            if run.holds(cid):
                 out[cid] = run.main
                 continue
             hit = run.online.get(cid)

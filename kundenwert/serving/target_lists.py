@@ -24,7 +24,7 @@ from kundenwert.db import audit
 from kundenwert.db.backends import backend_for
 from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
-from kundenwert.db.schema import TARGET_LIST_MEMBERS, TARGET_LISTS
+from kundenwert.db.schema import TABLE_DEFS, TARGET_LIST_MEMBERS, TARGET_LISTS
 from kundenwert.errors import KundenwertError
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import in_control_group
@@ -242,6 +242,14 @@ def save_target_list(
         if len(members):
             rows = members.assign(list_id=list_id)
             backend_for(conn).bulk_write(conn, MEMBERS, rows, list(rows.columns))
+            # a member erased while the list was built is not stored (the export counts them erased)
+            customers = TABLE_DEFS["customers"]
+            conn.execute(
+                MEMBERS.delete().where(
+                    MEMBERS.c.list_id == list_id,
+                    ~sa.exists().where(customers.c.customer_id == MEMBERS.c.customer_id),
+                )
+            )
     return created
 
 

@@ -226,9 +226,12 @@ def test_a_type_added_to_the_mlmodels_trusted_list_is_still_refused(world, victi
         assert marker.exists()
 
 
-def test_an_unhashed_old_version_still_loads_with_a_warning(world, victim, caplog) -> None:
+def test_an_unhashed_version_is_refused_unless_allowed(world, victim, caplog, monkeypatch) -> None:
     with tampered(victim):
-        drop_hash(victim)
+        drop_hash(victim)  # whoever can change the file may drop the tag too
+        with pytest.raises(R.ModelLoadError, match="no recorded model hash"):
+            R.load_version("churn", victim)
+        monkeypatch.setenv("KUNDENWERT_ALLOW_UNHASHED_MODELS", "true")
         with caplog.at_level(logging.WARNING, logger="kundenwert.experiments"):
             loaded = R.load_version("churn", victim)
     assert type(loaded) is type(world["results"]["churn"].model)

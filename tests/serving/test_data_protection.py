@@ -10,6 +10,7 @@ import sqlite3
 
 import pandas as pd
 import pytest
+from sqlalchemy import text as sa_text
 
 from kundenwert.db.store import Store
 from kundenwert.features.importer import import_folder
@@ -273,7 +274,7 @@ def test_retention_deletes_old_decisions_and_feedback_only(tmp_path) -> None:
                 DECISIONS.insert().values(
                     decision_id=decision,
                     customer_id=f"c-{name}",
-                    created_at=at.isoformat(),
+                    created_at=at.isoformat(timespec="milliseconds"),  # as ServingState.record writes
                     score_run="r",
                     suggestions="[]",
                 )
@@ -290,7 +291,20 @@ def test_retention_deletes_old_decisions_and_feedback_only(tmp_path) -> None:
                     received_at=at.isoformat(timespec="milliseconds"),
                 )
             )
-    assert apply_retention(store.engine, 730, now) == {"kw_decisions": 2, "kw_feedback": 2}
+        conn.execute(  # an event whose decision is gone (deleted before this release kept it)
+            FEEDBACK.insert().values(
+                event_id="orphan",
+                payload_sha256="0" * 64,
+                decision_id="f" * 32,
+                action_id="a",
+                channel="email",
+                outcome="opened",
+                occurred_at=now.isoformat(),
+                received_at=now.isoformat(timespec="milliseconds"),
+            )
+        )
+    berlin = now.tz_convert("Europe/Berlin")  # any time zone is the same instant
+    assert apply_retention(store.engine, 730, berlin) == {"kw_decisions": 2, "kw_feedback": 3}
     with store.engine.connect() as conn:
         assert sorted(conn.execute(sa.select(DECISIONS.c.customer_id)).scalars()) == ["c-edge", "c-new"]
         assert sorted(conn.execute(sa.select(FEEDBACK.c.event_id)).scalars()) == ["edge", "new"]
@@ -299,7 +313,7 @@ def test_retention_deletes_old_decisions_and_feedback_only(tmp_path) -> None:
 
 
 def _scan(url: str, value: str) -> list[str]:
-    """Every (table.column) of the store with a text cell equal to ``value``."""
+    """Every (table.column) of the store with a text cell equal to ``value`` (SQLite)."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(url)
@@ -309,6 +323,8 @@ def _scan(url: str, value: str) -> list[str]:
         for table in insp.get_table_names():
             for col in insp.get_columns(table):
                 if isinstance(col["type"], sa.String | sa.Text):
+                    # equal, not contained: sample ids are parts of other rows' ids (P00000017...);
+                    # tests/db/test_erasure.py scans for containment with an id that is no one's part
                     q = sa.text(f'SELECT COUNT(*) FROM "{table}" WHERE "{col["name"]}" = :v')
                     if conn.execute(q, {"v": value}).scalar():
                         found.append(f"{table}.{col['name']}")
@@ -336,10 +352,16 @@ def test_erasure_through_the_api_and_the_command_line_reaches_the_running_servic
     listed = {m["customer_id"] for m in c.get(made["url"], headers=marketing).json()["members"]}
     assert len(_scan(world["url"], cid)) >= 5  # customers, contacts, consents, decisions, scores, ...
 
+    old_view = c.get(f"/v1/customers/{cid}", headers=sales).json()
+    assert old_view["scored"] and old_view["clv"] is not None
     assert c.delete(f"/v1/customers/{cid}", headers=sales).status_code == 403  # admin only
     r = c.delete(f"/v1/customers/{cid}", headers=admin)
     assert r.status_code == 200 and r.json()["erased"] is True, r.text
     assert _scan(world["url"], cid) == []  # no cell of any table holds the id
+    with world["store"].engine.connect() as conn:  # nor the feedback event that embedded it
+        assert not conn.execute(
+            sa_text("SELECT COUNT(*) FROM kw_feedback WHERE event_id = :e"), {"e": f"opened-{cid}"}
+        ).scalar()
     assert c.get(f"/v1/customers/{cid}", headers=sales).status_code == 404
     assert c.get(f"/v1/customers/{cid}/next-best-actions", headers=sales).status_code == 404
     scored = c.post("/v1/score", headers=campaign, json={"customer_ids": [cid]}).json()
@@ -360,7 +382,8 @@ def test_erasure_through_the_api_and_the_command_line_reaches_the_running_servic
             ]
         },
     )
-    assert later.status_code == 422 and "its customer was erased" in later.text
+    assert later.status_code == 422 and f"unknown decision_id {decision['decision_id']!r}" in later.text
+    assert "its customer was erased" in later.text  # the message names the possible causes
     got = c.get(made["url"], headers=marketing).json()
     assert got["left_out"]["erased"] == (cid in listed) and cid not in {
         m["customer_id"] for m in got["members"]
@@ -369,12 +392,25 @@ def test_erasure_through_the_api_and_the_command_line_reaches_the_running_servic
     assert again.status_code == 200 and again.json() == {"erased": False, "already_erased": True, "rows": {}}
     assert c.delete("/v1/customers/never-was", headers=admin).status_code == 404
 
+    # imported again as a new, lawful record: someone new, never shown the erased person's scores
+    folder = world["home"] / f"again-{cid}"
+    folder.mkdir()
+    pd.DataFrame(
+        {"customer_id": [cid], "created_at": ["2020-01-01T00:00:00Z"], "customer_type": ["consumer"]}
+    ).to_csv(folder / "customers.csv", index=False)
+    import_folder(folder, world["store"], mode="append", allow_erased=True)
+    view = c.get(f"/v1/customers/{cid}", headers=sales).json()
+    assert view["clv"] != old_view["clv"] and view["reasons"] != old_view["reasons"]
+    assert cid not in c.app.state.serving.held_scores().index
+
     # the command line, while the service runs: the next request already answers 404
-    other = next(
-        i
-        for i in pool
-        if i != cid and c.get(f"/v1/customers/{i}/next-best-actions", headers=sales).json()["scored"]
-    )
+    def nba(i):
+        r = c.get(f"/v1/customers/{i}/next-best-actions", headers=sales)
+        assert r.status_code == 200, (i, r.status_code, r.text)
+        return r.json()
+
+    other = next(i for i in pool if i != cid and nba(i)["scored"])
+    _used.add(other)
     done = CliRunner().invoke(
         app,
         ["erase", other, "--yes"],
@@ -425,7 +461,9 @@ def test_online_scores_follow_the_change_log(world) -> None:
     original = next(str(i) for i in world["customers"][2::3] if str(i) not in _used)
     _used.add(original)
     _clone_customer(world["home"] / "kw.db", original, "online-1")
-    first = c.get("/v1/customers/online-1/next-best-actions", headers=sales).json()
+    r = c.get("/v1/customers/online-1/next-best-actions", headers=sales)
+    assert r.status_code == 200, r.text
+    first = r.json()
     assert first["scored"] and state.current.online["online-1"][1] is not None
     kept_at = state.current.online["online-1"][0]
     assert c.get("/v1/customers/online-1", headers=sales).json()["scored"]
@@ -436,3 +474,49 @@ def test_online_scores_follow_the_change_log(world) -> None:
     again = c.get("/v1/customers/online-1/next-best-actions", headers=sales).json()
     assert not again["scored"] and again["suggestions"] == []
     assert state.current.online["online-1"][0] > kept_at  # the kept score was dropped and made again
+
+
+def test_scoring_leaves_out_an_objection_made_after_the_scores_date() -> None:
+    from kundenwert.serving.scoring import objecting_then_or_now
+
+    at = pd.Timestamp("2025-01-01", tz="UTC")
+    consents = pd.DataFrame(
+        {
+            "customer_id": ["before", "after", "lifted", "lifted", "never"],
+            "channel": ["*", "*", "*", "*", "email"],
+            "granted": [False, False, False, True, True],
+            "recorded_at": pd.to_datetime(
+                ["2024-06-01", "2025-06-01", "2024-06-01", "2025-06-01", "2024-06-01"], utc=True
+            ),
+            "double_opt_in": [False, False, False, False, True],
+        }
+    )
+    # an objection after the scoring date forbids profiling today; one objecting at the date
+    # stays out too (its scores would be of that date)
+    assert sorted(objecting_then_or_now(consents, at)) == ["after", "before", "lifted"]
+
+
+def test_the_maintenance_schedule_applies_retention(world, monkeypatch) -> None:
+    import sqlalchemy as sa
+
+    from kundenwert.db.schema import DECISIONS
+
+    monkeypatch.setenv("KUNDENWERT_RETENTION_DAYS", "30")
+    old = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=31)).isoformat(timespec="milliseconds")
+    with world["store"].engine.begin() as conn:
+        recent = pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds")
+        for decision_id, at in (("0" * 32, old), ("1" * 32, recent)):
+            conn.execute(
+                DECISIONS.insert().values(
+                    decision_id=decision_id, customer_id="x", created_at=at, score_run="r", suggestions="[]"
+                )
+            )
+    world["client"].app.state.reloader.maintain(1.0)
+    with world["store"].engine.connect() as conn:
+        assert (
+            conn.execute(sa.select(DECISIONS.c.decision_id).where(DECISIONS.c.created_at <= old)).first()
+            is None
+        )
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(DECISIONS)).scalar() > 0
+        )  # recent ones stay

@@ -154,11 +154,33 @@ def test_scores_round_trip_through_the_store_and_a_failed_write_leaves_the_last_
 
 def test_the_decision_log_writes_every_row_of_large_batches(store) -> None:
     """Queued decisions end in ``kw_decisions`` as given, also when one commit holds more rows
-    than one SQLite statement takes (many rows per INSERT there)."""
+    than one SQLite statement takes (many rows per INSERT there); a decision whose customer is
+    not in the store when its batch commits (erased while it waited) is not stored."""
+    from kundenwert.db.schema import TABLE_DEFS
     from kundenwert.serving.decisions import DECISIONS, DecisionLog
     from kundenwert.serving.state import decision_id
 
+    with store.engine.begin() as conn:
+        conn.execute(
+            TABLE_DEFS["customers"].insert(),
+            [
+                {
+                    "customer_id": f"C{i}",
+                    "created_at": pd.Timestamp("2025-01-01", tz="UTC"),
+                    "customer_type": "consumer",
+                }
+                for i in range(401)
+            ],
+        )
     log = DecisionLog(store.engine)
+    gone = {
+        "decision_id": decision_id(),
+        "customer_id": "erased-meanwhile",
+        "created_at": "2026-11-22T18:00:00.000+00:00",
+        "score_run": "run",
+        "suggestions": "[]",
+    }
+    log.add([gone])
     rows = [
         {
             "decision_id": decision_id(),

@@ -157,11 +157,13 @@ async def next_best_actions(
     state = serving_of(request)  # as the get_state dependency does, without its resolution per request
     channels = [channel] if channel else None
     _check_channels(channels)
-    main = state.current.main
-    if main.candidates.position(customer_id) is not None:
+    run = state.current
+    main = run.main
+    if run.holds(customer_id):
         rows = state.live.rows(customer_id)  # as the store holds them now: erased is gone
         if not rows.exists:
             raise HTTPException(404, detail=f"no customer {customer_id!r} in the store")
+    if run.holds(customer_id) and not run.held["stale"]:  # (stale: settled off the event loop)
         decisions = state.decide_one(customer_id, channels=channels, block=main, rows=rows)
         held = {customer_id: main}
         return json_response(decisions_of(state, decisions, [customer_id], limit, explain, True, held)[0])

@@ -37,7 +37,7 @@ def create_target_list(
     ranked and cut to a size or a budget, with a control group held out. Returns the list id and a
     summary; ``GET /v1/target-lists/{id}`` exports the members."""
     list_id, summary, members = build_target_list(
-        body, state.catalog, state.decide, state.scores, state.current.unavailable
+        body, state.catalog, state.decide, state.held_scores(), state.current.unavailable
     )
     created = save_target_list(state.store.engine, list_id, body, summary, members, who)
     return {
@@ -120,7 +120,7 @@ def _profiled_now(state: ServingState) -> pd.DataFrame:
     an objection made after the scoring run takes them out of every analysis at once."""
     from kundenwert.serving.live import consent_now
 
-    scores = state.scores
+    scores = state.held_scores()
     now = consent_now(state.store.read_table("consents"), pd.Timestamp.now(tz="UTC"))
     objecting = now.index[now["objection"].to_numpy(dtype=bool)]
     exists = state.store.read_table("customers", ["customer_id"], attributes=False)["customer_id"]
