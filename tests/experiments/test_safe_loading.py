@@ -185,7 +185,8 @@ def test_an_mlmodel_without_the_sklearn_flavour_is_refused(victim) -> None:
             R.load_version("churn", victim)
 
 
-def test_a_pickle_behind_a_skops_name_is_refused_unread(victim, tmp_path) -> None:
+def test_a_pickle_behind_a_skops_name_is_refused_unread(victim, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KUNDENWERT_ALLOW_UNHASHED_MODELS", "true")  # the layer below the hash check
     marker = tmp_path / "ran"
     with tampered(victim) as folder:
         (folder / "model.skops").write_bytes(pickle.dumps(Payload(marker)))
@@ -203,9 +204,12 @@ def _sneaky_model(world, marker: Path) -> bytes:
     return sio.dumps(model)
 
 
-def test_a_type_added_to_the_mlmodels_trusted_list_is_still_refused(world, victim, tmp_path, caplog) -> None:
+def test_a_type_added_to_the_mlmodels_trusted_list_is_still_refused(
+    world, victim, tmp_path, caplog, monkeypatch
+) -> None:
     """The MLmodel file trusts the new type, the file holds it; without a hash to check (an old
-    version) skops with our own list refuses it, naming it."""
+    version, loaded as allowed) skops with our own list refuses it, naming it."""
+    monkeypatch.setenv("KUNDENWERT_ALLOW_UNHASHED_MODELS", "true")
     marker = tmp_path / "ran"
     with tampered(victim) as folder:
         (folder / "model.skops").write_bytes(_sneaky_model(world, marker))
