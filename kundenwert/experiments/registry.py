@@ -361,6 +361,8 @@ def _model_bytes(root: str, what: str) -> bytes:
 def _download(root: str, path: str, into: str, what: str) -> Path:
     import mlflow
 
+    # no progress bar per file: a service loading its models would print one per model to stderr
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return Path(
             mlflow.artifacts.download_artifacts(artifact_uri=f"{root.rstrip('/')}/{path}", dst_path=into)
