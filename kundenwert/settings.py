@@ -51,6 +51,18 @@ class Settings(BaseSettings):
         "kundenwert recorded them) with kundenwert's trusted types; refused otherwise.",
     )
 
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="Request bodies larger than this (bytes) are refused with 413 before they are read.",
+    )
+    max_target_list: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most customers in one target list: a larger size, or a budget that would buy "
+        "more, is cut to it (the list's summary says so).",
+    )
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

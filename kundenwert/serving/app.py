@@ -17,17 +17,18 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kundenwert.db.store import Store
 from kundenwert.errors import KundenwertError, StoreError, StoreOutdated, StoreUnavailable
 from kundenwert.experiments.registry import hide_credentials
+from kundenwert.serving import problems
 from kundenwert.serving.catalog import load_catalog
 from kundenwert.serving.keys import KeyRing
 from kundenwert.serving.routes import admin, customers, feedback, health, marketing, scoring
 from kundenwert.serving.state import ServingState
+from kundenwert.settings import get_settings
 
 log = logging.getLogger("kundenwert.serving")
 
@@ -230,11 +231,9 @@ def create_app(
     requests = Counter("kundenwert_requests", "HTTP requests", ["route", "status"], registry=registry)
     latency = Histogram("kundenwert_request_seconds", "request latency", ["route"], registry=registry)
 
-    app.add_middleware(_Metrics, requests=requests, latency=latency)
-
-    @app.exception_handler(KundenwertError)
-    async def our_errors(_request: Request, exc: KundenwertError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "http_status", 422))
+    # every error a problem body (RFC 9457); bodies over the limit refused before parsing
+    problems.install(app, get_settings().max_body_bytes)
+    app.add_middleware(_Metrics, requests=requests, latency=latency)  # outermost: counts 413s too
 
     for module in (health, customers, scoring, feedback, marketing, admin):
         app.include_router(module.router)

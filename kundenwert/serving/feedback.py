@@ -40,6 +40,7 @@ from kundenwert.db.schema import FEEDBACK as EVENTS
 from kundenwert.db.store import Store
 from kundenwert.errors import KundenwertError
 from kundenwert.serving.decisions import WRITER
+from kundenwert.serving.schemas import Channel, Id
 
 OUTCOMES = {"sent": "none", "opened": "opened", "clicked": "clicked", "converted": "converted"}
 OUTCOMES |= {"unsubscribed": "unsubscribed", "bounced": "bounced"}
@@ -66,28 +67,27 @@ class FeedbackInvalid(KundenwertError):
     http_status = 422
 
 
+_EXAMPLE = """An event, e.g.:
+
+```json
+{"event_id": "crm-7781-opened", "decision_id": "<the decision_id of a suggestion>",
+ "action_id": "retention_voucher", "channel": "email", "outcome": "opened",
+ "occurred_at": "2026-11-22T09:15:00Z"}
+```
+
+(An example in the description, not in ``examples``: a decision id is only known once a
+suggestion was served, so no fixed example is a request the service accepts, and fuzzers take
+``examples`` for valid requests.)"""
+
+
 class Event(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_id": "crm-7781-opened",
-                    "decision_id": "5f0c2e4b9a0d4e53a6a1c9b7d2e8f013",
-                    "action_id": "retention_voucher",
-                    "channel": "email",
-                    "outcome": "opened",
-                    "occurred_at": "2026-11-22T09:15:00Z",
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"description": _EXAMPLE})
 
     event_id: str = Field(min_length=1, max_length=128, description="the sender's id: a repeat is a no-op")
-    decision_id: str = Field(min_length=32, max_length=32)
-    action_id: str
-    channel: str
-    outcome: str = Field(pattern="^(sent|opened|clicked|converted|unsubscribed|bounced)$")
+    decision_id: str = Field(min_length=32, max_length=32, description="from the suggestion's answer")
+    action_id: Id
+    channel: Channel
+    outcome: Literal["sent", "opened", "clicked", "converted", "unsubscribed", "bounced"]
     occurred_at: datetime
     bounce: Literal["hard", "soft"] | None = Field(
         None, description="bounced only: hard (the address does not exist; default) or soft"
@@ -110,9 +110,12 @@ class Event(BaseModel):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+MAX_EVENTS = 1_000  # events per batch
+
+
 class FeedbackBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    events: list[Event] = Field(min_length=1, max_length=1_000)
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 def contact_id_of(decision_id: str, action_id: str, channel: str) -> str:

@@ -2,9 +2,50 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
-from kundenwert.features.contract import MARKETING_CHANNELS
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from kundenwert.features.contract import MARKETING_CHANNELS, MAX_ID_LENGTH
+
+MAX_BATCH = 10_000  # customer ids per scoring call
+_CONTROL = "".join(map(chr, [*range(0x20), 0x7F]))
+
+
+def _plain_id(value: str) -> str:
+    if not value:
+        raise ValueError("an id cannot be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"an id has at most {MAX_ID_LENGTH} characters, this one {len(value)}")
+    if any(c in _CONTROL for c in value):  # (nor does the CRM data contract take them)
+        raise ValueError("an id cannot hold control characters (U+0000 to U+001F, U+007F)")
+    return value
+
+
+def _known_channel(value: str) -> str:
+    if value not in MARKETING_CHANNELS:
+        raise ValueError(f"unknown channel {value[:40]!r}; channels are {', '.join(MARKETING_CHANNELS)}")
+    return value
+
+
+Id = Annotated[
+    str,
+    AfterValidator(_plain_id),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_ID_LENGTH,
+            "pattern": "^[^\\u0000-\\u001f\\u007f]+$",
+        }
+    ),
+]
+"""A customer, action or list id as the API takes it: 1 to 200 characters, no control characters."""
+
+Channel = Annotated[
+    str, AfterValidator(_known_channel), WithJsonSchema({"type": "string", "enum": list(MARKETING_CHANNELS)})
+]
+"""A marketing channel; the message of an unknown one names the channels."""
 
 
 class Reason(BaseModel):
@@ -81,9 +122,9 @@ class ScoreRequest(BaseModel):
         },
     )
 
-    customer_ids: list[str] = Field(min_length=1, max_length=10_000)
-    channels: list[str] | None = Field(None, description=f"any of {', '.join(MARKETING_CHANNELS)}")
-    actions: list[str] | None = None
+    customer_ids: list[Id] = Field(min_length=1, max_length=MAX_BATCH)
+    channels: list[Channel] | None = Field(None, max_length=len(MARKETING_CHANNELS))
+    actions: list[Id] | None = Field(None, max_length=1_000)
     limit: int = Field(3, ge=1, le=50, description="suggestions per customer and channel")
     explain: bool = False
 

@@ -10,10 +10,12 @@ them out as the control group (kept in the list, marked ``control``, never to be
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,9 +28,11 @@ from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
 from kundenwert.db.schema import TABLE_DEFS, TARGET_LIST_MEMBERS, TARGET_LISTS
 from kundenwert.errors import KundenwertError
-from kundenwert.features.contract import MARKETING_CHANNELS
+from kundenwert.features.contract import MAX_ID_LENGTH
 from kundenwert.serving.arbitration import in_control_group
+from kundenwert.serving.exports import safe_csv
 from kundenwert.serving.kinds import OBJECTIVE_KINDS, ObjectiveName, action_kind
+from kundenwert.serving.schemas import Channel, Id
 
 LISTS, MEMBERS = TARGET_LISTS, TARGET_LIST_MEMBERS
 
@@ -46,7 +50,7 @@ class UnservableRequest(KundenwertError):
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     age_groups: list[Literal["<25", "25-34", "35-44", "45-54", "55-64", "65+", "unknown"]] | None = None
-    regions: list[str] | None = None
+    regions: list[Annotated[str, Field(max_length=MAX_ID_LENGTH)]] | None = Field(None, max_length=1_000)
     customer_types: list[Literal["consumer", "business", "retailer"]] | None = None
     statuses: list[Literal["active", "lapsed", "new"]] | None = None
     min_clv: float | None = None
@@ -72,20 +76,22 @@ class TargetListRequest(BaseModel):
 
     name: str = Field("", max_length=200)
     objective: ObjectiveName = Field(description="an ActionKind's objective, or action (one action by id)")
-    category: str | None = Field(None, description="cross_sell: the category")
-    action_id: str | None = Field(None, description="action: the catalog action")
-    channel: str
+    category: Id | None = Field(None, description="cross_sell: the category")
+    action_id: Id | None = Field(None, description="action: the catalog action")
+    channel: Channel
     filters: Filters = Filters()
-    size: int | None = Field(None, ge=1, le=1_000_000, description="customers in the list (with control)")
+    size: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="customers in the list (with control); cut to the service's maximum "
+        "(KUNDENWERT_MAX_TARGET_LIST, default 100,000), and the summary says so",
+    )
     budget: float | None = Field(None, gt=0, description="total channel cost of the targeted customers")
     control_share: float = Field(0.1, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _complete(self) -> TargetListRequest:
-        if self.channel not in MARKETING_CHANNELS:
-            raise ValueError(
-                f"unknown channel {self.channel!r}; channels are {', '.join(MARKETING_CHANNELS)}"
-            )
         if self.size is None and self.budget is None:
             raise ValueError("give a size, a budget or both")
         by_category = self.objective != "action" and action_kind(OBJECTIVE_KINDS[self.objective]).by_category
@@ -155,10 +161,14 @@ def build_target_list(
     decide,
     scores: pd.DataFrame,
     unavailable: dict[str, str] | None = None,
+    max_size: int | None = None,
 ) -> tuple[str, dict, pd.DataFrame]:
     """(list id, summary, members) for ``request``; ``decide(ids, channels=, actions=)`` gives
     arbitration's ``Decisions`` with the customers' live state. ``unavailable``: the actions the
-    scoring run cannot serve (left out, and named in the summary)."""
+    scoring run cannot serve (left out, and named in the summary). ``max_size``: the most
+    members a list may have (``KUNDENWERT_MAX_TARGET_LIST``); a larger size, or a budget that
+    would buy more, is cut to it and ``summary["cut_to_max_size"]`` says so (a cut, not a
+    refusal: how many a budget buys is only known once the list is built)."""
     action_ids = actions_for(request, catalog, unavailable)
     pool = _filtered(scores, request.filters)
     list_id = uuid.uuid4().hex
@@ -177,6 +187,9 @@ def build_target_list(
     if request.budget is not None:
         spent = best["cost"].astype(float).cumsum().to_numpy()
         best = best[np.round(spent, 9) <= request.budget]  # 40 x 0.05 is 2.0000000000000004
+    cut = max_size is not None and len(best) > max_size
+    if cut:
+        best = best.head(max_size)
     ids = best["customer_id"].to_numpy(dtype=object)
     control = in_control_group(ids, f"list-{list_id}", request.control_share, "")
     members = pd.DataFrame(
@@ -205,6 +218,8 @@ def build_target_list(
     left_out = {a: why for a, why in (unavailable or {}).items() if a in actions_for(request, catalog)}
     if left_out:  # only when the run lacks models: a run with every model keeps the summary as it was
         summary["unavailable_actions"] = left_out
+    if cut:
+        summary["cut_to_max_size"] = max_size
     return list_id, summary, members
 
 
@@ -292,3 +307,46 @@ def load_target_list(engine: sa.Engine, list_id: str) -> tuple[dict, pd.DataFram
         "summary": json.loads(row["summary"]),
     }
     return meta, members.drop(columns=["list_id"])
+
+
+class BadCursor(KundenwertError):
+    """A ``cursor`` that is not one this service handed out."""
+
+    http_status = 422
+
+
+def cursor_after(position: int) -> str:
+    """The opaque cursor of the page after ``position`` (a member's position in the list)."""
+    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
+
+
+def position_of(cursor: str | None) -> int:
+    """The position a cursor continues after (0: from the start)."""
+    if cursor is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("p") or not text[1:].isdigit():
+            raise ValueError
+        return int(text[1:])
+    except ValueError:
+        raise BadCursor(
+            "cursor: not a cursor of this list; pass the next_cursor of the previous page"
+        ) from None
+
+
+def page_of(members: pd.DataFrame, cursor: str | None, limit: int) -> tuple[pd.DataFrame, str | None]:
+    """The members after ``cursor`` (by position), at most ``limit``, and the cursor of the next
+    page (None: this is the last). Positions only grow, so a walk sees every member once even if
+    others are left out between pages."""
+    after = members[members["position"].to_numpy() > position_of(cursor)]
+    page = after.head(limit)
+    more = len(after) > limit
+    return page, cursor_after(int(page["position"].iloc[-1])) if more else None
+
+
+def csv_chunks(members: pd.DataFrame, rows: int = 10_000) -> Iterator[str]:
+    """``members`` as CSV text (``safe_csv``) in chunks of ``rows``: the header once, then rows."""
+    for start in range(0, max(len(members), 1), rows):
+        text = safe_csv(members.iloc[start : start + rows])
+        yield text if start == 0 else text.split("\r\n", 1)[1]

@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import WithJsonSchema
 
 from kundenwert.db.audit import ACTIONS, MAX_READ, read_audit
 from kundenwert.errors import KundenwertError
 from kundenwert.experiments.registry import hide_credentials
 from kundenwert.serving.deps import allow
+from kundenwert.serving.problems import KEYED, responses
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
-@router.post("/reload", dependencies=[Depends(allow())], responses={409: {"description": "reload failed"}})
+@router.post(
+    "/reload",
+    dependencies=[Depends(allow())],
+    responses=responses(*KEYED, 409, s409="reload failed: the old run keeps serving"),
+)
 def reload(request: Request) -> dict:
     """Read the latest scoring run and the keys again. The new state is built aside and swapped in
     at once; if it cannot be loaded the old one keeps serving and the answer says why in full
@@ -30,10 +36,13 @@ def reload(request: Request) -> dict:
     return {"score_run": now, "previous_run": before, "models": request.app.state.serving.run["models"]}
 
 
-@router.get("/audit", dependencies=[Depends(allow())])
+@router.get("/audit", dependencies=[Depends(allow())], responses=responses(*KEYED, 422))
 def audit(
     request: Request,
-    action: Annotated[str | None, Query(description=f"only this action: {', '.join(ACTIONS)}")] = None,
+    action: Annotated[
+        Annotated[str, WithJsonSchema({"type": "string", "enum": list(ACTIONS)})] | None,
+        Query(description=f"only this action: {', '.join(ACTIONS)}"),
+    ] = None,
     since: Annotated[
         str | None, Query(description="ISO date or instant (UTC unless given), inclusive")
     ] = None,

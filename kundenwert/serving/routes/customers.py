@@ -14,7 +14,8 @@ from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import Decisions
 from kundenwert.serving.deps import allow, get_state, serving_of
 from kundenwert.serving.keys import Caller
-from kundenwert.serving.schemas import ConsentView, CustomerDecision, CustomerView
+from kundenwert.serving.problems import KEYED, responses
+from kundenwert.serving.schemas import Channel, ConsentView, CustomerDecision, CustomerView, Id
 from kundenwert.serving.state import ServingState, explain_reason
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -136,11 +137,16 @@ def json_response(content, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code, media_type="application/json")
 
 
-@router.get("/{customer_id}/next-best-actions", response_model=CustomerDecision, dependencies=[Reader])
+@router.get(
+    "/{customer_id}/next-best-actions",
+    response_model=CustomerDecision,
+    dependencies=[Reader],
+    responses=responses(*KEYED, 404, 422, s404="no such customer in the store"),
+)
 async def next_best_actions(
-    customer_id: str,
+    customer_id: Id,
     request: Request,
-    channel: Annotated[str | None, Query(description="only this channel")] = None,
+    channel: Annotated[Channel | None, Query(description="only this channel")] = None,
     limit: Annotated[int, Query(ge=1, le=50, description="suggestions per channel")] = 3,
     explain: Annotated[bool, Query(description="also every dropped candidate and why")] = False,
 ) -> Response:
@@ -190,8 +196,13 @@ def _num(v) -> float | None:
     return None if v is None or pd.isna(v) else float(v)
 
 
-@router.get("/{customer_id}", response_model=CustomerView, dependencies=[Reader])
-def customer(customer_id: str, state: Annotated[ServingState, Depends(get_state)]) -> CustomerView:
+@router.get(
+    "/{customer_id}",
+    response_model=CustomerView,
+    dependencies=[Reader],
+    responses=responses(*KEYED, 404, 422, s404="no such customer in the store"),
+)
+def customer(customer_id: Id, state: Annotated[ServingState, Depends(get_state)]) -> CustomerView:
     """What sales needs to know about one customer: profile (status, type, age group, region,
     open complaint), value (CLV, P(alive)), churn risk or win-back chance, top product affinities,
     consent per channel and any objection, and the reasons behind each score. 404: no such
@@ -245,10 +256,10 @@ def customer(customer_id: str, state: Annotated[ServingState, Depends(get_state)
 
 @router.delete(
     "/{customer_id}",
-    responses={404: {"description": "no such customer, and none erased under this id"}},
+    responses=responses(*KEYED, 404, 409, 422, s404="no such customer, and none erased under this id"),
 )
 def erase(
-    customer_id: str,
+    customer_id: Id,
     state: Annotated[ServingState, Depends(get_state)],
     who: Annotated[Caller, Depends(allow())],
 ) -> dict:

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from kundenwert.serving.deps import allow, get_state
 from kundenwert.serving.feedback import FeedbackBatch, record_feedback
+from kundenwert.serving.problems import KEYED, responses
 from kundenwert.serving.state import ServingState
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
@@ -23,7 +24,9 @@ class FeedbackResult(BaseModel):
     "/feedback",
     response_model=FeedbackResult,
     dependencies=[Depends(allow("campaign"))],
-    responses={409: {"description": "an event id already stored with a different payload"}},
+    responses=responses(
+        *KEYED, 400, 409, 413, 422, s409="an event id already stored with a different payload"
+    ),
 )
 def feedback(body: FeedbackBatch, state: Annotated[ServingState, Depends(get_state)]) -> FeedbackResult:
     """Report what happened to suggestions (sent, opened, clicked, responded, converted,

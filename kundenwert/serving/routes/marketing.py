@@ -6,27 +6,33 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
 
 from kundenwert.db import audit
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.deps import allow, get_state
-from kundenwert.serving.exports import safe_csv
 from kundenwert.serving.keys import Caller
+from kundenwert.serving.problems import KEYED, responses
+from kundenwert.serving.schemas import Id
 from kundenwert.serving.state import ServingState
 from kundenwert.serving.target_lists import (
     TargetListRequest,
     build_target_list,
+    csv_chunks,
     load_target_list,
     members_now,
+    page_of,
     save_target_list,
 )
+from kundenwert.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["marketing"])
 MIN_GROUP = 20  # analytics never show a group of fewer customers
+MAX_PAGE = 10_000  # members per page of a JSON read
 
 
-@router.post("/target-lists", status_code=201)
+@router.post("/target-lists", status_code=201, responses=responses(*KEYED, 400, 413, 422))
 def create_target_list(
     body: TargetListRequest,
     state: Annotated[ServingState, Depends(get_state)],
@@ -35,9 +41,16 @@ def create_target_list(
     """Build and store a target list for an objective on one channel: the customers for whom the
     objective's actions are the best suggestion now (consent and contact rules applied), filtered,
     ranked and cut to a size or a budget, with a control group held out. Returns the list id and a
-    summary; ``GET /v1/target-lists/{id}`` exports the members."""
+    summary; ``GET /v1/target-lists/{id}`` exports the members. A list has at most
+    ``KUNDENWERT_MAX_TARGET_LIST`` members (default 100,000): a larger size, or a budget that would
+    buy more, is cut to it and ``summary.cut_to_max_size`` says so."""
     list_id, summary, members = build_target_list(
-        body, state.catalog, state.decide, state.held_scores(), state.current.unavailable
+        body,
+        state.catalog,
+        state.decide,
+        state.held_scores(),
+        state.current.unavailable,
+        max_size=get_settings().max_target_list,
     )
     created = save_target_list(state.store.engine, list_id, body, summary, members, who)
     return {
@@ -50,13 +63,23 @@ def create_target_list(
 
 @router.get(
     "/target-lists/{list_id}",
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
+    responses={
+        200: {
+            "content": {"text/csv": {}},
+            "description": "JSON (a page), or CSV (the whole list) with format=csv",
+        },
+        **responses(*KEYED, 404, 422, s404="no such target list"),
+    },
 )
 def get_target_list(
-    list_id: str,
+    list_id: Id,
     state: Annotated[ServingState, Depends(get_state)],
     who: Annotated[Caller, Depends(allow("marketing", "data_science"))],
     format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="JSON: members per page")] = 1000,
+    cursor: Annotated[
+        str | None, Query(max_length=100, description="JSON: the next_cursor of the previous page")
+    ] = None,
 ):
     """A stored target list with its members in rank order (customer, group: treated or
     control, action, score, propensity, expected value, cost), as JSON or as a CSV download for
@@ -66,32 +89,43 @@ def get_target_list(
     withdrew the consent for the list's channel or was erased since the list was made is left
     out, and ``left_out`` says how many and why (the CSV carries the counts in the headers
     ``X-Left-Out-*``). Text cells that a spreadsheet would run as a formula are escaped. Every
-    export is audited (who, which list, how many rows)."""
+    export is audited (who, which list, how many rows; every JSON page is one export).
+
+    JSON is read in pages: up to ``limit`` members after ``cursor`` (none: from the start) and
+    ``next_cursor`` for the next page (null on the last). The cursor is a position in the list, so
+    a walk sees every member once; one who is left out between two pages is simply not on the
+    later page, and a page may hold fewer than ``limit`` members. ``left_out`` counts the whole
+    list at the moment of each page (counts only, no ids). The CSV is the whole list, streamed."""
     meta, stored = load_target_list(state.store.engine, list_id)
     ids = stored["customer_id"].astype(str).tolist()
     members, left_out = members_now(meta, stored, state.standing(ids))
+    page, next_cursor = page_of(members, cursor, limit) if format == "json" else (members, None)
     audit.record(
         state.store.engine,
         who,
         "target_list.export",
         "target_list",
         list_id,
-        rows=len(members),
+        rows=len(page),
         detail={"format": format, "left_out": left_out["total"]},
     )
     if format == "csv":
-        return Response(
-            safe_csv(members),
+        return StreamingResponse(
+            csv_chunks(members),
             media_type="text/csv",
             headers={
                 "Content-Disposition": f'attachment; filename="target-list-{list_id}.csv"',
                 **{f"X-Left-Out-{k.replace('_', '-').title()}": str(v) for k, v in left_out.items()},
             },
         )
-    return {**meta, "left_out": left_out, "members": members.to_dict("records")}
+    return {**meta, "left_out": left_out, "members": page.to_dict("records"), "next_cursor": next_cursor}
 
 
-@router.get("/analytics/affinity-by-age-group", dependencies=[Depends(allow("marketing", "data_science"))])
+@router.get(
+    "/analytics/affinity-by-age-group",
+    dependencies=[Depends(allow("marketing", "data_science"))],
+    responses=responses(*KEYED),
+)
 def affinity_by_age(state: Annotated[ServingState, Depends(get_state)]) -> dict:
     """Mean predicted affinity per category and age group and its lift against all customers
     (groups of fewer than 20 customers left out; customers who object to profiling now are not
@@ -128,7 +162,11 @@ def _profiled_now(state: ServingState) -> pd.DataFrame:
     return scores[keep]
 
 
-@router.get("/analytics/kpis", dependencies=[Depends(allow("marketing", "data_science"))])
+@router.get(
+    "/analytics/kpis",
+    dependencies=[Depends(allow("marketing", "data_science"))],
+    responses=responses(*KEYED, 422),
+)
 def kpis(
     state: Annotated[ServingState, Depends(get_state)],
     days: Annotated[int, Query(ge=1, le=3650, description="contacts and responses of the last days")] = 90,

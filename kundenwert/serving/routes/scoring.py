@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Response
 
 from kundenwert.serving.deps import allow, get_state
+from kundenwert.serving.problems import KEYED, responses
 from kundenwert.serving.routes.customers import _check_channels, decisions_of, json_response
 from kundenwert.serving.schemas import ScoreRequest, ScoreResponse
 from kundenwert.serving.state import ServingState
@@ -15,7 +16,10 @@ router = APIRouter(prefix="/v1", tags=["campaigns"])
 
 
 @router.post(
-    "/score", response_model=ScoreResponse, dependencies=[Depends(allow("campaign", "data_science"))]
+    "/score",
+    response_model=ScoreResponse,
+    dependencies=[Depends(allow("campaign", "data_science"))],
+    responses=responses(*KEYED, 400, 413, 422),
 )
 def score(body: ScoreRequest, state: Annotated[ServingState, Depends(get_state)]) -> Response:
     """Next best actions for a batch of customers (a campaign tool's call): the same decision as
