@@ -234,7 +234,8 @@ def create_app(
 
     @app.exception_handler(KundenwertError)
     async def our_errors(_request: Request, exc: KundenwertError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "http_status", 422))
+        retry = {"Retry-After": "5"} if isinstance(exc, StoreError) and exc.http_status == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "http_status", 422), headers=retry)
 
     for module in (health, customers, scoring, feedback, marketing, admin):
         app.include_router(module.router)
