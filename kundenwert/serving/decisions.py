@@ -125,8 +125,13 @@ class DecisionLog:
         self.check()
         done = threading.Event()
         self._queue.put(done)
-        if not done.wait(timeout):
-            raise StoreUnavailable("the decision log did not commit in time (the store is busy); retry later")
+        deadline = time.monotonic() + timeout
+        while not done.wait(0.05):
+            self.check()  # the writer stuck meanwhile: answer now, not at the timeout
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(
+                    "the decision log did not commit in time (the store is busy); retry later"
+                )
 
     def close(self, timeout: float | None = None) -> None:
         """Commit what is queued and stop the writer; after ``timeout`` (default
