@@ -216,3 +216,43 @@ def test_a_nul_in_an_id_is_not_found_or_refused_as_data_never_a_bug(store) -> No
     else:
         with pytest.raises(StoreDataError):
             store.read_for_customers("customers", ["a\u0000b"])
+
+
+def test_a_stalled_postgresql_fails_in_bounded_time(postgres_url, monkeypatch, tmp_path) -> None:
+    """A server that accepts the connection but never answers, and a statement that runs too
+    long: both leave as ``StoreUnavailable`` (a 503) within the configured timeouts instead of
+    hanging the request; an import's bulk write is exempt from the statement timeout."""
+    import socket
+    import time
+
+    from kundenwert.db.store import Store
+    from kundenwert.features.importer import import_folder
+
+    monkeypatch.setenv("KUNDENWERT_CONNECT_TIMEOUT", "1")
+    monkeypatch.setenv("KUNDENWERT_STATEMENT_TIMEOUT", "0.5")
+    with socket.socket() as silent:  # the TCP handshake completes (backlog); no reply ever comes
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            Store(f"postgresql+psycopg://kw@127.0.0.1:{port}/kw")
+        assert time.monotonic() - t0 < 5
+    store = Store(postgres_url)
+    try:
+        t0 = time.monotonic()
+        with (
+            pytest.raises(StoreUnavailable, match="statement timeout"),
+            map_exceptions("reading"),
+            store.engine.connect() as conn,
+        ):
+            conn.execute(sa.text("SELECT pg_sleep(5)"))
+        assert time.monotonic() - t0 < 3
+        from tests.conftest import DATA
+
+        import_folder(DATA / "good", store, mode="replace", now=pd.Timestamp("2026-01-01", tz="UTC"))
+        with store.engine.begin() as conn:
+            store.backend.unlimited(conn)
+            conn.execute(sa.text("SELECT pg_sleep(0.8)"))  # longer than the limit: not cancelled
+    finally:
+        store.dispose()
