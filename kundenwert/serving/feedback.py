@@ -54,6 +54,11 @@ STAGE = {
 }
 
 
+# commit feedback with synchronous=FULL on SQLite: an acknowledged event survives a power loss
+# (bench/feedback.py measures what it costs against the engine's NORMAL)
+DURABLE = True
+
+
 class FeedbackConflict(KundenwertError):
     """An event id already stored with a different payload."""
 
@@ -152,7 +157,7 @@ def _record(store: Store, events: list[Event]) -> dict[str, int]:
     decisions = {e.decision_id for e in unique}
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     contacts = TABLE_DEFS["contacts"]
-    with backend_for(engine).write_transaction(engine, durable=True) as conn:
+    with backend_for(engine).write_transaction(engine, durable=DURABLE) as conn:
         rows = conn.execute(
             sa.select(DECISIONS.c.decision_id, DECISIONS.c.customer_id, DECISIONS.c.suggestions).where(
                 DECISIONS.c.decision_id.in_(decisions)
