@@ -62,6 +62,29 @@ class Settings(BaseSettings):
         description="Most customers in one target list: a larger size, or a budget that would buy "
         "more, is cut to it (the list's summary says so).",
     )
+    busy_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a write to a SQLite store waits for another writer's lock (an import, "
+        "`kundenwert score`) before it fails; the service then answers 503 with Retry-After.",
+    )
+    connect_timeout: int = Field(
+        default=5,
+        ge=1,
+        description="Seconds to wait for a PostgreSQL connection before the store counts as unavailable.",
+    )
+    statement_timeout: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds a PostgreSQL statement may run before the server cancels it (0: no limit); "
+        "bulk writes of an import are exempt.",
+    )
+    decision_lag: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds queued decisions may wait for their commit before the service refuses new "
+        "decisions (503) instead of handing out ids it cannot store yet.",
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -30,6 +30,7 @@ _UNAVAILABLE = (
     "server closed the connection",
     "terminating connection",
     "timeout expired",
+    "canceling statement due to statement timeout",
     "the database system is starting up",
     "the database system is shutting down",
     "too many clients",

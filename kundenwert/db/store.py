@@ -368,6 +368,7 @@ class Store:
                 # SQLite's driver would begin the transaction only at the first INSERT/DELETE:
                 # the triggers ``logged_once`` drops came back only after a successful write.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            self.backend.unlimited(conn)  # an import's COPY may take longer than a request may
             # Only customers can bring an erased id back: every other table's rows must name
             # a customer of the file or the store, and an erased one is in neither.
             if "customers" in tables:

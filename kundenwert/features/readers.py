@@ -3,6 +3,10 @@
 The fast path reads CSV with pyarrow (multi-threaded, every column as text). When pyarrow rejects a
 file, a second, slower pass with Python's ``csv`` module finds exactly where and why (row, column,
 rule), so the user is told what to fix rather than pyarrow's internal message.
+
+A file that cannot be read as what its name says at all (binary bytes, a header not in UTF-8
+or not CSV, a truncated or foreign Parquet file) is refused with an ``InputFileError`` that
+names the file. Text in another encoding further down is located (row, column) and named too.
 """
 
 from __future__ import annotations
@@ -60,12 +64,18 @@ def read_table(path: Path, table: str) -> pa.Table:
     return _read_csv(path, table)
 
 
+def unreadable(path: Path, table: str, why: str, fix: str) -> InputFileError:
+    """The error of a file that cannot be read at all: names the file, the table, why and the fix."""
+    return InputFileError(f"{path.name} (table {table}) cannot be read: {why}; {fix}")
+
+
 def _read_parquet(path: Path, table: str) -> pa.Table:
     try:
         data = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise RawTableError(
-            [ContractIssue(table, None, None, None, f"{path.name} is not a readable Parquet file ({exc})")]
+    except Exception as exc:  # noqa: BLE001  whatever pyarrow raises on foreign bytes: unreadable
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise unreadable(
+            path, table, f"not a readable Parquet file ({first})", "write it again, or export it as CSV"
         ) from None
     names = data.column_names
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -76,17 +86,25 @@ def _read_parquet(path: Path, table: str) -> pa.Table:
     return data
 
 
-def _read_header(raw: bytes, table: str) -> list[str]:
+_SAVE_AS_CSV = "save the table as a UTF-8 CSV file (or Parquet)"
+
+
+def _read_header(raw: bytes, table: str, path: Path) -> list[str]:
+    nul = raw.find(b"\x00")
+    if nul >= 0:  # no text holds NUL; PostgreSQL could not even store it
+        raise unreadable(
+            path, table, f"binary bytes, not CSV text (a NUL byte at offset {nul})", _SAVE_AS_CSV
+        )
     first_line = raw.split(b"\n", 1)[0]
     try:
         text = first_line.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise RawTableError(
-            [
-                ContractIssue(
-                    table, None, None, None, f"header is not valid UTF-8 (byte {exc.start} of the line)"
-                )
-            ]
+        raise unreadable(
+            path,
+            table,
+            f"the header is not valid UTF-8 (byte 0x{first_line[exc.start]:02x} at offset {exc.start}): "
+            "binary, or text in another encoding",
+            _SAVE_AS_CSV,
         ) from None
     if not text.strip():
         raise RawTableError(
@@ -96,7 +114,10 @@ def _read_header(raw: bytes, table: str) -> list[str]:
                 )
             ]
         )
-    header = next(csv.reader([text.rstrip("\r")]))
+    try:
+        header = next(csv.reader([text.rstrip("\r")], strict=True))
+    except csv.Error as exc:  # e.g. a lone carriage return inside the header line
+        raise unreadable(path, table, f"the header row is not CSV ({exc})", _SAVE_AS_CSV) from None
     header = [h.strip() for h in header]
     issues = []
     for i, h in enumerate(header):
@@ -110,12 +131,17 @@ def _read_header(raw: bytes, table: str) -> list[str]:
 
 
 def _read_csv(path: Path, table: str) -> pa.Table:
-    raw = path.read_bytes()
-    header = _read_header(raw, table)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise unreadable(
+            path, table, exc.strerror or type(exc).__name__, "check the file and its permissions"
+        ) from None
+    header = _read_header(raw, table, path)
     if raw.count(b'"') % 2:
         # RFC 4180 doubles quotes inside quoted fields, so a valid file has an even number of them.
         # pyarrow accepts an unterminated quote at the end of a file (the field swallows the rest).
-        return _read_csv_exactly(raw, header, table)
+        return _read_csv_exactly(raw, header, table, path)
     try:
         return pacsv.read_csv(
             io.BytesIO(raw),
@@ -131,10 +157,10 @@ def _read_csv(path: Path, table: str) -> pa.Table:
         )
     except pa.ArrowException:
         # Slow, exact diagnosis; on success (e.g. a field larger than pyarrow's block) its result is used.
-        return _read_csv_exactly(raw, header, table)
+        return _read_csv_exactly(raw, header, table, path)
 
 
-def _read_csv_exactly(raw: bytes, header: list[str], table: str) -> pa.Table:
+def _read_csv_exactly(raw: bytes, header: list[str], table: str, path: Path) -> pa.Table:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -144,6 +170,7 @@ def _read_csv_exactly(raw: bytes, header: list[str], table: str) -> pa.Table:
         row = max(len(records) - 1, 1)
         col_idx = max(len(records[-1]) - 1, 0) if records else 0
         column = header[col_idx] if col_idx < len(header) else None
+        # located (the rows before it are fine: most likely one field in another encoding)
         raise RawTableError(
             [
                 ContractIssue(
@@ -151,7 +178,7 @@ def _read_csv_exactly(raw: bytes, header: list[str], table: str) -> pa.Table:
                     row,
                     column,
                     None,
-                    f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {start}); "
+                    f"{path.name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {start}); "
                     "save it as UTF-8",
                 )
             ]

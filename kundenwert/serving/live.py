@@ -24,6 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from kundenwert.db.backends import RawStatement, backend_for
+from kundenwert.db.errors import map_exceptions
 from kundenwert.db.schema import LIVE_CHANGES, TABLE_DEFS
 from kundenwert.features.consent import consent_of_records, consent_state
 from kundenwert.features.contract import MARKETING_CHANNELS
@@ -228,6 +229,11 @@ class LiveReader:
         return out
 
     def _run(self, *statements: RawStatement, customer_id: str) -> list[list[tuple]]:
+        # a locked or unreachable store is our StoreUnavailable (a 503), not a driver error
+        with map_exceptions("reading a customer's consents and contacts"):
+            return self._run_raw(statements, customer_id)
+
+    def _run_raw(self, statements: tuple[RawStatement, ...], customer_id: str) -> list[list[tuple]]:
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
@@ -302,7 +308,7 @@ class LiveCache:
         self._locked(lambda _: self._probe(), None)
 
     def _locked(self, work, arg):
-        with self._lock:
+        with map_exceptions("reading the change log and live rows", LIVE_CHANGES.name), self._lock:
             for attempt in (0, 1):
                 try:
                     return work(arg)

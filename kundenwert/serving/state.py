@@ -137,7 +137,9 @@ class ServingState:
         self.reader = LiveReader(store.engine)
         self.live = LiveCache(self.reader)
         self.live.listeners.append(self._changed)  # online scores follow the change log too
-        self.decisions = DecisionLog(store.engine)
+        from kundenwert.settings import get_settings
+
+        self.decisions = DecisionLog(store.engine, max_lag=get_settings().decision_lag)
         self._models: dict[tuple[str, str], object] = {}
         try:
             self.load()
@@ -148,7 +150,13 @@ class ServingState:
     def load(self) -> None:
         """Read the current scoring run, load its models (exactly the versions it used), verify
         them and work out the candidates; swapped in at once. Any failure raises and leaves the
-        serving run as it was."""
+        serving run as it was (a store that cannot be read: ``StoreUnavailable``/``StoreError``)."""
+        from kundenwert.db.errors import map_exceptions
+
+        with map_exceptions("loading the scoring run"):
+            self._load()
+
+    def _load(self) -> None:
         from kundenwert.db.store import spec_from_store
         from kundenwert.experiments.registry import load_version
 
@@ -364,7 +372,9 @@ class ServingState:
 
     def record(self, suggestions: dict[str, list[dict]]) -> dict[str, str]:
         """One decision per customer with suggestions, queued for the decision log (``flush`` it
-        before reading ``kw_decisions``)."""
+        before reading ``kw_decisions``). While the log cannot commit, ``StoreUnavailable`` (a
+        503) before any id is made: an id handed out is always stored."""
+        self.decisions.check()
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         run_id = self.run["run_id"]
         rows = [

@@ -157,3 +157,102 @@ def test_an_unreachable_postgresql_is_one_clear_line(tmp_path) -> None:
         result.output.count("\n") <= 2 and "unavailable" in result.output and "Traceback" not in result.output
     )
     make_engine(url).dispose()
+
+
+ODD_IDS = ["a%b", "50%", "%", "x_y", "o'neil", 'say "hi"', "back\\slash", "ctl\u0001char", "%(x)s", "?"]
+
+
+def test_ids_are_bound_so_percent_quotes_and_control_characters_are_just_characters(store) -> None:
+    """The batch reads (``read_for_customers``, online scoring's ``read_tables_for_customers``)
+    and a request's live reads find exactly the customers named by odd ids: ``%`` is no
+    placeholder (on PostgreSQL such an id was never found) and no wildcard, ``_`` no pattern,
+    a quote no end of a literal, a control character no error."""
+    from kundenwert.db.schema import TABLE_DEFS
+    from kundenwert.serving.live import LiveReader
+
+    at = pd.Timestamp("2025-01-01", tz="UTC")
+    ids = [*ODD_IDS, "ab", "50", "xay", "x"]  # what a pattern or a mangled placeholder would match
+    with store.engine.begin() as conn:
+        conn.execute(
+            TABLE_DEFS["customers"].insert(),
+            [{"customer_id": i, "created_at": at, "customer_type": "consumer"} for i in ids],
+        )
+        conn.execute(
+            TABLE_DEFS["consents"].insert(),
+            [
+                {
+                    "customer_id": i,
+                    "channel": "email",
+                    "granted": True,
+                    "recorded_at": at,
+                    "double_opt_in": True,
+                }
+                for i in ids
+            ],
+        )
+    for cid in ODD_IDS:
+        got = store.read_for_customers("customers", [cid], ["customer_id"])
+        assert got["customer_id"].tolist() == [cid], cid
+        consents = store.read_for_customers("consents", [cid, "not-there"])
+        assert consents["customer_id"].tolist() == [cid], cid
+    both = store.read_for_customers("customers", ODD_IDS, ["customer_id"])
+    assert sorted(both["customer_id"]) == sorted(ODD_IDS)
+    tables = store.read_tables_for_customers(["customers", "consents"], ODD_IDS)
+    assert sorted(tables["customers"]["customer_id"]) == sorted(ODD_IDS)
+    assert sorted(tables["consents"]["customer_id"]) == sorted(ODD_IDS)
+    reader = LiveReader(store.engine)
+    for cid in ODD_IDS:
+        consents, _contacts, exists = reader.rows(cid)
+        assert exists and len(consents) == 1, cid
+
+
+def test_a_nul_in_an_id_is_not_found_or_refused_as_data_never_a_bug(store) -> None:
+    """SQLite stores any text: a NUL id is simply not there. PostgreSQL text cannot hold NUL:
+    the driver refuses the value, which leaves as our ``StoreDataError`` (a 422), never a 500."""
+    from kundenwert.errors import StoreDataError
+
+    if store.backend.name == "sqlite":
+        assert store.read_for_customers("customers", ["a\u0000b"]).empty
+    else:
+        with pytest.raises(StoreDataError):
+            store.read_for_customers("customers", ["a\u0000b"])
+
+
+def test_a_stalled_postgresql_fails_in_bounded_time(postgres_url, monkeypatch, tmp_path) -> None:
+    """A server that accepts the connection but never answers, and a statement that runs too
+    long: both leave as ``StoreUnavailable`` (a 503) within the configured timeouts instead of
+    hanging the request; an import's bulk write is exempt from the statement timeout."""
+    import socket
+    import time
+
+    from kundenwert.db.store import Store
+    from kundenwert.features.importer import import_folder
+
+    monkeypatch.setenv("KUNDENWERT_CONNECT_TIMEOUT", "1")
+    monkeypatch.setenv("KUNDENWERT_STATEMENT_TIMEOUT", "0.5")
+    with socket.socket() as silent:  # the TCP handshake completes (backlog); no reply ever comes
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            Store(f"postgresql+psycopg://kw@127.0.0.1:{port}/kw")
+        assert time.monotonic() - t0 < 5
+    store = Store(postgres_url)
+    try:
+        t0 = time.monotonic()
+        with (
+            pytest.raises(StoreUnavailable, match="statement timeout"),
+            map_exceptions("reading"),
+            store.engine.connect() as conn,
+        ):
+            conn.execute(sa.text("SELECT pg_sleep(5)"))
+        assert time.monotonic() - t0 < 3
+        from tests.conftest import DATA
+
+        import_folder(DATA / "good", store, mode="replace", now=pd.Timestamp("2026-01-01", tz="UTC"))
+        with store.engine.begin() as conn:
+            store.backend.unlimited(conn)
+            conn.execute(sa.text("SELECT pg_sleep(0.8)"))  # longer than the limit: not cancelled
+    finally:
+        store.dispose()

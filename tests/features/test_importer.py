@@ -294,3 +294,92 @@ def test_a_failed_write_leaves_the_change_log_triggers_in_place(store, monkeypat
         import_folder(DATA / "good", store, mode="replace", now=NOW)
     with store.engine.connect() as conn:
         assert store.backend.live_triggers(conn) == triggers
+
+
+FUZZED_TABLES = ("customers", "purchases", "products", "contacts", "consents", "complaints", "offers")
+
+
+def _fuzzed_folder(folder: Path, table: str, suffix: str, content: bytes) -> Path:
+    """The good folder with ``table``'s file replaced by ``content`` (as .csv or .parquet)."""
+    shutil.copytree(DATA / "good", folder)
+    (folder / f"{table}.csv").unlink()
+    (folder / f"{table}{suffix}").write_bytes(content)
+    return folder
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("table", FUZZED_TABLES)
+def test_an_unreadable_file_is_refused_by_the_cli_in_one_line_naming_it(
+    tmp_path: Path, monkeypatch, table: str, suffix: str
+) -> None:
+    """Random bytes (several seeds) as any table's file, CSV or Parquet: ``kundenwert import``
+    exits 2 with one ``error:`` line naming the file, no traceback, and the store as it was."""
+    import random
+
+    from typer.testing import CliRunner
+
+    from kundenwert.cli import app
+    from kundenwert.db.store import Store
+
+    monkeypatch.setenv("KUNDENWERT_HOME", str(tmp_path))
+    monkeypatch.delenv("KUNDENWERT_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["import", str(DATA / "good"), "--mode", "replace"])
+    assert r.exit_code == 0, r.output
+    store = Store(f"sqlite:///{tmp_path / 'kundenwert.db'}")
+    before = store.fingerprint()
+    for seed in range(4):
+        rnd = random.Random(seed)
+        content = bytes(rnd.getrandbits(8) for _ in range(rnd.choice([64, 300, 5_000])))
+        if seed == 3 and suffix == ".csv":  # text, but in another encoding (Latin-1) from row 2 on
+            content = (DATA / "good" / f"{table}.csv").read_bytes() + "Müller,ß\n".encode("latin-1")
+        folder = _fuzzed_folder(tmp_path / f"{table}-{seed}", table, suffix, content)
+        r = runner.invoke(app, ["import", str(folder), "--mode", "replace"], env={"COLUMNS": "300"})
+        assert r.exit_code == 2, (seed, r.output, r.exception)
+        assert isinstance(r.exception, SystemExit), (seed, r.exception)
+        lines = r.stderr.strip().splitlines()
+        assert lines[0].startswith("error: ") and "Traceback" not in r.output + r.stderr, r.stderr
+        if seed == 3 and suffix == ".csv":  # located: the row and column, and the file named
+            assert f"table {table}, row " in r.stderr and f"{table}.csv is not valid UTF-8" in r.stderr
+        else:
+            assert len(lines) == 1, (seed, r.stderr)
+            assert f"{table}{suffix} (table {table}) cannot be read" in lines[0], lines[0]
+    assert store.fingerprint() == before
+    store.dispose()
+
+
+def test_a_truncated_parquet_file_is_refused_naming_it(sqlite_store, tmp_path: Path) -> None:
+    good = pd.read_csv(DATA / "good" / "purchases.csv", dtype=str)
+    folder = tmp_path / "whole"
+    shutil.copytree(DATA / "good", folder)
+    (folder / "purchases.csv").unlink()
+    good.to_parquet(folder / "purchases.parquet")
+    import_folder(folder, sqlite_store, mode="replace", now=NOW)  # whole: it imports
+    before = sqlite_store.fingerprint()
+    data = (folder / "purchases.parquet").read_bytes()
+    (folder / "purchases.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputFileError, match=r"purchases\.parquet \(table purchases\) cannot be read"):
+        import_folder(folder, sqlite_store, mode="replace", now=NOW)
+    assert sqlite_store.fingerprint() == before
+
+
+def test_binary_bytes_in_a_csv_never_reach_the_user_as_a_traceback(tmp_path: Path) -> None:
+    """The reported case: purchases.csv holding binary bytes, through the real command line."""
+    import os
+    import subprocess
+    import sys
+
+    folder = _fuzzed_folder(
+        tmp_path / "bin", "purchases", ".csv", b"purchase_id,customer_id\rx\n\x89PNG\r\n\x1a\n\xff\xfe"
+    )
+    env = {**os.environ, "KUNDENWERT_HOME": str(tmp_path), "COLUMNS": "300"}
+    env.pop("KUNDENWERT_DATABASE_URL", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "kundenwert.cli", "import", str(folder), "--mode", "replace"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert r.stderr.startswith("error: purchases.csv (table purchases) cannot be read"), r.stderr

@@ -56,6 +56,19 @@ class Backend:
         kwargs = {"compile_kwargs": {"literal_binds": True}} if literal else {}
         return stmt.compile(dialect=engine_or_conn.dialect, **kwargs)
 
+    def bound(self, engine_or_conn: Engine | Connection, stmt) -> tuple[str, tuple | dict]:
+        """``stmt`` as driver SQL and its parameters (``IN`` lists expanded into one parameter
+        per value), for a raw DBAPI cursor."""
+        compiled = stmt.compile(dialect=engine_or_conn.dialect, compile_kwargs={"render_postcompile": True})
+        values = dict(compiled.params)
+        for name, process in getattr(compiled, "_bind_processors", {}).items():  # the columns' types
+            if name in values:
+                values[name] = process(values[name])
+        names = compiled.positiontup
+        if names is not None:
+            return str(compiled), tuple(values[n] for n in names)
+        return str(compiled), values
+
     # ---------------------------------------------------------------------------- instants
     def timestamp_type(self) -> sa.types.TypeEngine:
         return sa.DateTime(timezone=True)
@@ -101,6 +114,16 @@ class Backend:
         return pd.DatetimeIndex(values).tz_localize("UTC").to_pydatetime().astype(object)
 
     # ---------------------------------------------------------------------------- writing
+    @contextmanager
+    def write_transaction(self, engine: Engine, *, durable: bool = False) -> Iterator[Connection]:
+        """A transaction that will write: committed on leaving, rolled back on an error.
+        ``durable``: its commit survives a power loss (where the database makes that a choice)."""
+        with engine.begin() as conn:
+            yield conn
+
+    def unlimited(self, conn: Connection) -> None:
+        """Lift the statement timeout for the rest of the transaction (long bulk writes)."""
+
     @contextmanager
     def bulk_session(self, conn: Connection) -> Iterator[None]:
         """Around a bulk write's transaction (outside it): settings that must precede it."""
@@ -216,11 +239,15 @@ class Backend:
 
     # ---------------------------------------------------------------------------- reading
     def read_select(self, conn: Connection, stmt: sa.Select, names: list[str]) -> pd.DataFrame:
-        """Run a select through the raw driver (fast) and return its rows as a frame of raw values."""
-        compiled = self.compile(conn, stmt, literal=True)
+        """Run a select through the raw driver (fast) and return its rows as a frame of raw values.
+
+        Values are bound as parameters, never rendered into the SQL: an id holding ``%``, a quote
+        or a control character is just that id (rendered, psycopg read ``%`` as a placeholder and
+        SQLite refused a NUL)."""
+        sql, params = self.bound(conn, stmt)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(str(compiled))
+            cursor.execute(sql, params)
             rows = cursor.fetchall()
         finally:
             cursor.close()

@@ -53,8 +53,22 @@ class PostgresBackend(Backend):
     def create_engine(self, url: sa.URL) -> Engine:
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        # Timestamps travel as UTC text (COPY); the session must read them as UTC.
-        return sa.create_engine(url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
+        from kundenwert.settings import get_settings
+
+        settings = get_settings()
+        # Timestamps travel as UTC text (COPY); the session must read them as UTC. A stalled
+        # server fails a connection or a statement in bounded time (a 503), never hangs a request.
+        options = f"-c timezone=UTC -c statement_timeout={int(settings.statement_timeout * 1000)}"
+        return sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_timeout=settings.connect_timeout,
+            connect_args={"options": options, "connect_timeout": settings.connect_timeout},
+        )
+
+    def unlimited(self, conn: Connection) -> None:
+        """No statement timeout for the rest of this transaction (a bulk write of an import)."""
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
 
     def prepare_dedicated(self, dbapi_connection: object) -> None:
         dbapi_connection.autocommit = True  # type: ignore[attr-defined]

@@ -31,7 +31,10 @@ class SqliteBackend(Backend):
     def create_engine(self, url: sa.URL) -> Engine:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url)
+        from kundenwert.settings import get_settings
+
+        # how long a write waits for another writer's lock (sqlite3's own default is 5 s)
+        engine = sa.create_engine(url, connect_args={"timeout": get_settings().busy_timeout})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
 
@@ -57,6 +60,29 @@ class SqliteBackend(Backend):
 
     def _instants(self, values: np.ndarray) -> np.ndarray:
         return values.view("int64").astype(object)
+
+    @contextmanager
+    def write_transaction(self, engine: Engine, *, durable: bool = False) -> Iterator[Connection]:
+        """``BEGIN IMMEDIATE``: the write lock is taken first, waiting its turn (a transaction
+        that read first and then writes fails at once when another writer got in between).
+        ``durable``: committed with ``synchronous=FULL`` (the WAL synced at the commit; the
+        engine's NORMAL may lose the last commits on a power loss, never corrupts), on this
+        connection only and set back before it returns to the pool."""
+        with engine.connect() as conn:
+            if durable:
+                conn.exec_driver_sql("PRAGMA synchronous=FULL")  # before the transaction
+                conn.commit()
+            try:
+                with conn.begin():
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield conn
+            finally:
+                if durable:
+                    try:
+                        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+                        conn.commit()
+                    except Exception:  # noqa: BLE001  a broken connection leaves the pool instead
+                        conn.invalidate()
 
     @contextmanager
     def bulk_session(self, conn: Connection) -> Iterator[None]:

@@ -9,8 +9,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health/live")
-def live() -> dict[str, str]:
-    """The process is up (for a liveness probe); says nothing about scores or models."""
+async def live() -> dict[str, str]:
+    """The process is up (for a liveness probe); says nothing about scores or models. On the
+    event loop, no I/O: it answers while the store stalls and every worker thread waits on it."""
     return {"status": "live"}
 
 
