@@ -17,7 +17,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kundenwert.db.store import Store
@@ -225,6 +225,7 @@ def create_app(
         version="1",
         description="Next best actions, customer views and campaign scoring from CRM data; consent first.",
         lifespan=lifespan,
+        dependencies=[Depends(problems.unknown_query_parameters)],
     )
     registry = CollectorRegistry()
     app.state.registry = registry

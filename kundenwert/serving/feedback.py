@@ -30,7 +30,7 @@ from typing import Literal
 
 import pandas as pd
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from kundenwert.db.backends import backend_for
 from kundenwert.db.errors import map_exceptions
@@ -40,7 +40,7 @@ from kundenwert.db.schema import FEEDBACK as EVENTS
 from kundenwert.db.store import Store
 from kundenwert.errors import KundenwertError, StoreUnavailable
 from kundenwert.serving.decisions import WRITER
-from kundenwert.serving.schemas import Channel, Id
+from kundenwert.serving.schemas import Channel, Id, InstantText
 
 OUTCOMES = {"sent": "none", "opened": "opened", "clicked": "clicked", "converted": "converted"}
 OUTCOMES |= {"unsubscribed": "unsubscribed", "bounced": "bounced"}
@@ -67,9 +67,16 @@ class FeedbackConflict(KundenwertError):
 
 
 class FeedbackInvalid(KundenwertError):
-    """An event that does not belong to a known decision and suggestion."""
+    """An event that does not belong to a suggestion of its decision (409: it contradicts what
+    was decided)."""
 
-    http_status = 422
+    http_status = 409
+
+
+class DecisionNotFound(FeedbackInvalid):
+    """An event naming a decision the service does not hold (404)."""
+
+    http_status = 404
 
 
 _EXAMPLE = """An event, e.g.:
@@ -93,16 +100,12 @@ class Event(BaseModel):
     action_id: Id
     channel: Channel
     outcome: Literal["sent", "opened", "clicked", "converted", "unsubscribed", "bounced"]
-    occurred_at: datetime
+    occurred_at: InstantText
     bounce: Literal["hard", "soft"] | None = Field(
-        None, description="bounced only: hard (the address does not exist; default) or soft"
+        None,
+        description="for outcome bounced: hard (the address does not exist; the default) or soft "
+        "(a full mailbox: changes nothing); ignored with any other outcome",
     )
-
-    @model_validator(mode="after")
-    def _bounce_only_on_bounced(self) -> Event:
-        if self.bounce is not None and self.outcome != "bounced":
-            raise ValueError(f"bounce is for outcome bounced only, not {self.outcome!r}")
-        return self
 
     @property
     def withdraws_consent(self) -> bool:
@@ -175,7 +178,7 @@ def _record(store: Store, events: list[Event]) -> dict[str, int]:
         }
         for e in unique:
             if e.decision_id not in known:
-                raise FeedbackInvalid(
+                raise DecisionNotFound(
                     f"event {e.event_id!r}: unknown decision_id {e.decision_id!r} (never made here, "
                     "deleted after the retention period, or its customer was erased)"
                 )

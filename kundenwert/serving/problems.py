@@ -172,10 +172,59 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     return problem(422, detail, kind="validation", errors=listed, errors_not_listed=more or None)
 
 
-async def _http(_request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method of the path, not only those of the first route matched
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+    return problem(exc.status_code, detail, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the routes of the request's path answer (a path may have several routes,
+    e.g. GET and DELETE of a customer)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+        for m in getattr(route, "methods", None) or ():
+            if route.matches({**request.scope, "method": m})[0] == Match.FULL:
+                methods.add(m)
+    return sorted(methods)
+
+
+async def unknown_query_parameters(request: Request) -> None:
+    """Refuse query parameters the route does not take (422): a misspelt ``chanel=email`` is
+    an error, not a silent default. Every route has this dependency (``install``)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in _query_params(dependant)}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "msg": f"unknown query parameter; this operation takes: {', '.join(sorted(known)) or 'none'}",
+                    "type": "extra_forbidden",
+                }
+                for name in unknown[:MAX_LISTED]
+            ]
+        )
+
+
+def _query_params(dependant) -> list:
+    out = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        out += _query_params(sub)
+    return out
 
 
 async def _ours(_request: Request, exc: Exception) -> JSONResponse:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from kundenwert.features.contract import MARKETING_CHANNELS, MAX_ID_LENGTH
 
@@ -46,6 +47,41 @@ Channel = Annotated[
     str, AfterValidator(_known_channel), WithJsonSchema({"type": "string", "enum": list(MARKETING_CHANNELS)})
 ]
 """A marketing channel; the message of an unknown one names the channels."""
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value
+
+
+def _text_only(value: object) -> object:
+    """An ISO 8601 date or instant given as text (a query's ``0.5`` is text too, and pydantic
+    would read it as seconds since 1970)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("an ISO 8601 date or instant as text")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 date or instant: {value[:40]!r}") from None
+
+
+# What JSON Schema says and no more: an integer (12.0 is one there) but no bool; an instant as text
+# (pydantic alone would take ``true`` as 1 and ``0`` as 1970-01-01)
+WholeNumber = Annotated[int, BeforeValidator(_not_bool)]
+Number = Annotated[float, BeforeValidator(_not_bool)]
+
+
+def bounded(kind: type, **bounds: float) -> object:
+    """``WholeNumber`` or ``Number`` (``kind`` int or float) with bounds (``ge=1``, ``gt=0``,
+    ...), placed before the bool check so that they reach the schema as JSON Schema's own
+    keywords (after it they came out as pydantic's ``gt``, which no client understands)."""
+    return Annotated[kind, Field(**bounds), BeforeValidator(_not_bool)]  # type: ignore[call-overload]
+
+
+InstantText = Annotated[datetime, BeforeValidator(_text_only)]
 
 
 class Reason(BaseModel):
@@ -125,8 +161,9 @@ class ScoreRequest(BaseModel):
     customer_ids: list[Id] = Field(min_length=1, max_length=MAX_BATCH)
     channels: list[Channel] | None = Field(None, max_length=len(MARKETING_CHANNELS))
     actions: list[Id] | None = Field(None, max_length=1_000)
-    limit: int = Field(3, ge=1, le=50, description="suggestions per customer and channel")
-    explain: bool = False
+    # ``explain: 0`` or ``limit: true`` is not what the schema says, so it is refused
+    limit: bounded(int, ge=1, le=50) = Field(3, description="suggestions per customer and channel")  # type: ignore[valid-type]
+    explain: StrictBool = False
 
 
 class ScoreResponse(BaseModel):

@@ -32,7 +32,7 @@ from kundenwert.features.contract import MAX_ID_LENGTH
 from kundenwert.serving.arbitration import in_control_group
 from kundenwert.serving.exports import safe_csv
 from kundenwert.serving.kinds import OBJECTIVE_KINDS, ObjectiveName, action_kind
-from kundenwert.serving.schemas import Channel, Id
+from kundenwert.serving.schemas import Channel, Id, Number, bounded
 
 LISTS, MEMBERS = TARGET_LISTS, TARGET_LIST_MEMBERS
 
@@ -42,9 +42,10 @@ class NotFoundError(KundenwertError):
 
 
 class UnservableRequest(KundenwertError):
-    """A valid request the catalog cannot serve (no action for that objective on that channel)."""
+    """A valid request the catalog or the scoring run cannot serve (no action for that objective
+    on that channel): 409, a conflict with what is configured now, not a malformed request."""
 
-    http_status = 422
+    http_status = 409
 
 
 class Filters(BaseModel):
@@ -53,8 +54,8 @@ class Filters(BaseModel):
     regions: list[Annotated[str, Field(max_length=MAX_ID_LENGTH)]] | None = Field(None, max_length=1_000)
     customer_types: list[Literal["consumer", "business", "retailer"]] | None = None
     statuses: list[Literal["active", "lapsed", "new"]] | None = None
-    min_clv: float | None = None
-    max_clv: float | None = None
+    min_clv: Number | None = None
+    max_clv: Number | None = None
 
 
 class TargetListRequest(BaseModel):
@@ -70,7 +71,30 @@ class TargetListRequest(BaseModel):
                     "size": 500,
                     "control_share": 0.1,
                 }
-            ]
+            ],
+            # the rules of ``_complete`` as JSON Schema, so that a client generated from the
+            # document (and the fuzzer) knows them: a size or a budget; cross_sell names its
+            # category, action its action_id
+            "anyOf": [
+                {"required": ["size"], "properties": {"size": {"type": "integer"}}},
+                {"required": ["budget"], "properties": {"budget": {"type": "number"}}},
+            ],
+            "allOf": [
+                {
+                    "if": {"required": ["objective"], "properties": {"objective": {"const": "cross_sell"}}},
+                    "then": {
+                        "required": ["category"],
+                        "properties": {"category": {"type": "string", "minLength": 1}},
+                    },
+                },
+                {
+                    "if": {"required": ["objective"], "properties": {"objective": {"const": "action"}}},
+                    "then": {
+                        "required": ["action_id"],
+                        "properties": {"action_id": {"type": "string", "minLength": 1}},
+                    },
+                },
+            ],
         },
     )
 
@@ -80,15 +104,15 @@ class TargetListRequest(BaseModel):
     action_id: Id | None = Field(None, description="action: the catalog action")
     channel: Channel
     filters: Filters = Filters()
-    size: int | None = Field(
+    size: bounded(int, ge=1, le=1_000_000) | None = Field(  # type: ignore[valid-type]
         None,
-        ge=1,
-        le=1_000_000,
         description="customers in the list (with control); cut to the service's maximum "
         "(KUNDENWERT_MAX_TARGET_LIST, default 100,000), and the summary says so",
     )
-    budget: float | None = Field(None, gt=0, description="total channel cost of the targeted customers")
-    control_share: float = Field(0.1, ge=0, lt=1)
+    budget: bounded(float, gt=0) | None = Field(  # type: ignore[valid-type]
+        None, description="total channel cost of the targeted customers"
+    )
+    control_share: bounded(float, ge=0, lt=1) = 0.1  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _complete(self) -> TargetListRequest:
@@ -106,6 +130,10 @@ def actions_for(request: TargetListRequest, catalog, unavailable: dict[str, str]
     """The catalog actions that serve the request's objective on its channel (and that the
     scoring run can serve: none of ``unavailable``, ``Catalog.unavailable``)."""
     if request.objective == "action":
+        if request.action_id not in catalog.ids:
+            raise UnservableRequest(
+                f"unknown action {request.action_id!r}; actions are: {', '.join(catalog.ids)}"
+            )
         chosen = [catalog.action(request.action_id)]
     else:
         kind = action_kind(OBJECTIVE_KINDS[request.objective])

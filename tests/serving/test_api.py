@@ -156,7 +156,7 @@ def test_bad_requests_name_the_problem(served) -> None:
     r = c.post("/v1/score", headers=h, json={"customer_ids": ["x"], "channels": ["fax"]})
     assert r.status_code == 422 and "fax" in r.text
     r = c.post("/v1/score", headers=h, json={"customer_ids": ["x"], "actions": ["bribe"]})
-    assert r.status_code == 422 and "bribe" in r.text
+    assert r.status_code == 409 and "bribe" in r.text  # well formed; the catalog has no such action
     r = c.post("/v1/score", headers=h, json={"customer_ids": ["x"], "surprise": 1})
     assert r.status_code == 422 and "surprise" in r.text
     ids = served["customers"][:50] + ["no-such-customer"]
@@ -297,10 +297,10 @@ def test_feedback_conflicts_and_unknown_decisions_are_refused_whole(served) -> N
         )
     wrong = [dict(first[1], event_id="x-1", decision_id="0" * 32)]
     r = c.post("/v1/feedback", headers={"X-API-Key": key}, json={"events": wrong})
-    assert r.status_code == 422 and "unknown decision_id" in r.text
+    assert r.status_code == 404 and "unknown decision_id" in r.text
     wrong = [dict(first[1], event_id="x-2", action_id="not_suggested")]
     r = c.post("/v1/feedback", headers={"X-API-Key": key}, json={"events": wrong})
-    assert r.status_code == 422 and "did not suggest" in r.text
+    assert r.status_code == 409 and "did not suggest" in r.text
     r = c.post(
         "/v1/feedback", headers={"X-API-Key": key}, json={"events": [dict(first[1], outcome="teleported")]}
     )
@@ -453,7 +453,7 @@ def test_target_lists_respect_consent_filters_size_and_control(served) -> None:
     r = c.post("/v1/target-lists", headers=h, json={"objective": "cross_sell", "channel": "email", "size": 5})
     assert r.status_code == 422 and "category" in r.text
     r = c.post("/v1/target-lists", headers=h, json={"objective": "win_back", "channel": "phone", "size": 5})
-    assert r.status_code == 422 and "no catalog action serves win_back on phone" in r.text
+    assert r.status_code == 409 and "no catalog action serves win_back on phone" in r.text
     assert c.get("/v1/target-lists/nope", headers=h).status_code == 404
 
 

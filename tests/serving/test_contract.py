@@ -123,7 +123,7 @@ def test_our_own_errors_and_http_errors_are_problems_too(served, campaign) -> No
     assert (
         _problem(c.get("/v1/target-lists/nope", headers=marketing), 404)["detail"] == "no target list 'nope'"
     )
-    body = _problem(c.post("/v1/score", headers=h, json={"customer_ids": ["x"], "actions": ["bribe"]}), 422)
+    body = _problem(c.post("/v1/score", headers=h, json={"customer_ids": ["x"], "actions": ["bribe"]}), 409)
     assert body["detail"] == "unknown action(s) bribe" and body.get("errors") is None
     _problem(c.get("/no/such/path"), 404)
 

@@ -58,4 +58,5 @@ def test_every_operation_keeps_its_contract(case, fuzzed) -> None:
 
 
 def test_enough_cases_were_generated() -> None:
+    print(f"schemathesis generated {CASES['n']:,} cases")  # shown with -s / in the CI log's -rA
     assert CASES["n"] >= 1_000, CASES["n"]

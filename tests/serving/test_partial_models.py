@@ -147,7 +147,7 @@ def test_target_lists_and_analytics_work_with_missing_scores(partial) -> None:
         headers=headers,
         json={"objective": "churn_prevention", "channel": "email", "size": 50},
     )
-    assert refused.status_code == 422 and NEED_CHURN in refused.json()["detail"]
+    assert refused.status_code == 409 and NEED_CHURN in refused.json()["detail"]
     r = c.get("/v1/analytics/affinity-by-age-group", headers=headers)
     assert r.status_code == 200 and r.json()["rows"] == []
     assert c.get("/v1/analytics/kpis", headers=headers).status_code == 200
@@ -239,7 +239,7 @@ def test_a_store_without_purchases_is_scored_and_served_by_the_response_model(no
             headers={"X-API-Key": keys["marketing"]},
             json={"objective": "win_back", "channel": "email", "size": 10},
         )
-        assert lists.status_code == 422 and "no clv model" in lists.json()["detail"]
+        assert lists.status_code == 409 and "no clv model" in lists.json()["detail"]
 
 
 def test_the_score_command_names_the_models_it_had_none_for(partial) -> None:

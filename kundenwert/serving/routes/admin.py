@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import WithJsonSchema
 
 from kundenwert.db.audit import ACTIONS, MAX_READ, read_audit
 from kundenwert.errors import KundenwertError
 from kundenwert.experiments.registry import hide_credentials
 from kundenwert.serving.deps import allow
 from kundenwert.serving.problems import KEYED, responses
+from kundenwert.serving.schemas import InstantText
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -40,14 +40,15 @@ def reload(request: Request) -> dict:
 def audit(
     request: Request,
     action: Annotated[
-        Annotated[str, WithJsonSchema({"type": "string", "enum": list(ACTIONS)})] | None,
+        Literal[ACTIONS] | None,  # type: ignore[valid-type]
         Query(description=f"only this action: {', '.join(ACTIONS)}"),
     ] = None,
     since: Annotated[
-        str | None, Query(description="ISO date or instant (UTC unless given), inclusive")
+        InstantText | None, Query(description="ISO date or instant (UTC unless given), inclusive")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_READ)] = 100,
 ) -> dict:
     """The audit log, newest first: who (key id and role, or cli and the OS user) did what to which
     object, how many rows, when. Never a key's secret or hash."""
-    return {"rows": read_audit(request.app.state.store.engine, action=action, since=since, limit=limit)}
+    when = since.isoformat() if since is not None else None
+    return {"rows": read_audit(request.app.state.store.engine, action=action, since=when, limit=limit)}

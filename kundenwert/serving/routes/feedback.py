@@ -25,7 +25,14 @@ class FeedbackResult(BaseModel):
     response_model=FeedbackResult,
     dependencies=[Depends(allow("campaign"))],
     responses=responses(
-        *KEYED, 400, 409, 413, 422, s409="an event id already stored with a different payload"
+        *KEYED,
+        400,
+        404,
+        409,
+        413,
+        422,
+        s404="an event names a decision the service does not hold",
+        s409="an event id already stored with a different payload, or a suggestion its decision did not make",
     ),
 )
 def feedback(body: FeedbackBatch, state: Annotated[ServingState, Depends(get_state)]) -> FeedbackResult:

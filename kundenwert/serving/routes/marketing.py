@@ -32,7 +32,11 @@ MIN_GROUP = 20  # analytics never show a group of fewer customers
 MAX_PAGE = 10_000  # members per page of a JSON read
 
 
-@router.post("/target-lists", status_code=201, responses=responses(*KEYED, 400, 413, 422))
+@router.post(
+    "/target-lists",
+    status_code=201,
+    responses=responses(*KEYED, 400, 409, 413, 422, s409="no catalog action serves the request now"),
+)
 def create_target_list(
     body: TargetListRequest,
     state: Annotated[ServingState, Depends(get_state)],

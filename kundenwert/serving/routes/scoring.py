@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["campaigns"])
     "/score",
     response_model=ScoreResponse,
     dependencies=[Depends(allow("campaign", "data_science"))],
-    responses=responses(*KEYED, 400, 413, 422),
+    responses=responses(*KEYED, 400, 409, 413, 422, s409="an action the catalog does not hold"),
 )
 def score(body: ScoreRequest, state: Annotated[ServingState, Depends(get_state)]) -> Response:
     """Next best actions for a batch of customers (a campaign tool's call): the same decision as
@@ -29,7 +29,8 @@ def score(body: ScoreRequest, state: Annotated[ServingState, Depends(get_state)]
     _check_channels(body.channels)
     unknown_actions = sorted(set(body.actions or []) - set(state.catalog.ids))
     if unknown_actions:
-        raise HTTPException(422, detail=f"unknown action(s) {', '.join(unknown_actions)}")
+        # 409: a well-formed request naming what the catalog does not hold (now)
+        raise HTTPException(409, detail=f"unknown action(s) {', '.join(unknown_actions)}")
     ids = list(dict.fromkeys(body.customer_ids))
     known = state.known(ids)
     found = [i for i in ids if i in known]
