@@ -244,4 +244,5 @@ def create_app(
         from kundenwert.serving.routes import bench
 
         app.include_router(bench.router)
+        app.add_middleware(bench.WorkerHeader)
     return app
