@@ -635,6 +635,8 @@ def serve_cmd(
         "log_level": "warning",
         "access_log": False,
         "loop": "asyncio",  # uvloop serves an overloaded loop unfairly: p99 122 ms vs 25 ms (bench/serve.py)
+        # httptools with TCP_NODELAY: with several workers asyncio leaves Nagle on (40 ms per answer)
+        "http": "kundenwert.serving.server:HttpToolsNoDelay",
     }
     if workers == 1:
         uvicorn.run(create_app(catalog_path=actions), workers=1, **options)
