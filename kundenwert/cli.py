@@ -603,31 +603,49 @@ def serve_cmd(
         Path | None,
         typer.Option(help="Action catalog TOML (default: KUNDENWERT_ACTIONS, else the packaged catalog)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes: each loads its own models and state and keeps its own rate-limit "
+            "buckets; all share one store.",
+        ),
+    ] = 1,
     demo: Annotated[
         bool, typer.Option("--demo", help="Create and print a key per role and example requests first.")
     ] = False,
 ) -> None:
-    """Run the API (FastAPI on uvicorn, one worker; OMP_NUM_THREADS=1 for scoring in requests)."""
+    """Run the API (FastAPI on uvicorn; OMP_NUM_THREADS=1 for scoring in requests)."""
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
     from kundenwert.serving.app import create_app
+    from kundenwert.serving.ratelimit import buckets_from_settings
 
+    buckets_from_settings()  # a bad setting is refused here, before any worker starts
     if demo:
         _print_demo(host, port)
 
     # no access log: request paths carry customer ids, which do not belong in logs
-    uvicorn.run(
-        create_app(catalog_path=actions),
-        host=host,
-        port=port,
-        workers=1,
-        log_level="warning",
-        access_log=False,
-        loop="asyncio",  # uvloop serves an overloaded loop unfairly: p99 122 ms vs 25 ms (bench/serve.py)
-    )
+    options: dict = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+        "loop": "asyncio",  # uvloop serves an overloaded loop unfairly: p99 122 ms vs 25 ms (bench/serve.py)
+        # httptools with TCP_NODELAY: with several workers asyncio leaves Nagle on (40 ms per answer)
+        "http": "kundenwert.serving.server:HttpToolsNoDelay",
+    }
+    if workers == 1:
+        uvicorn.run(create_app(catalog_path=actions), workers=1, **options)
+        return
+    # Several processes: uvicorn starts each from an import string and builds its app there; the
+    # catalog reaches them through the environment they inherit.
+    if actions is not None:
+        os.environ["KUNDENWERT_ACTIONS"] = str(actions.resolve())
+    uvicorn.run("kundenwert.serving.app:create_app", factory=True, workers=workers, **options)
 
 
 def _print_demo(host: str, port: int) -> None:

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# requests per second and burst per API key, per role and per worker process; generous for the
+# integrations (a CRM side panel shares one sales key among its users; campaign tools send batches)
+DEFAULT_RATE_LIMITS: dict[str, tuple[float, float] | None] = {
+    "sales": (10_000.0, 20_000.0),
+    "campaign": (10_000.0, 20_000.0),
+    "marketing": (1_000.0, 2_000.0),
+    "data_science": (1_000.0, 2_000.0),
+    "admin": (1_000.0, 2_000.0),
+}
 
 
 class Settings(BaseSettings):
@@ -85,6 +95,30 @@ class Settings(BaseSettings):
         description="Seconds queued decisions may wait for their commit before the service refuses new "
         "decisions (503) instead of handing out ids it cannot store yet.",
     )
+
+    rate_limits: dict[str, tuple[float, float] | None] = Field(
+        default_factory=dict,
+        description='Per-key rate limits by role as JSON, e.g. {"campaign": [50, 100]}: requests per '
+        "second and burst of each API key of that role, per worker process; null: no limit. Roles not "
+        "named keep their defaults (sales, campaign 10000/s, burst 20000; marketing, data_science, "
+        "admin 1000/s, burst 2000). Over the limit: 429 with Retry-After.",
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _positive_limits(
+        cls, limits: dict[str, tuple[float, float] | None]
+    ) -> dict[str, tuple[float, float] | None]:
+        for role, limit in limits.items():
+            if limit is not None and not (limit[0] > 0 and limit[1] >= 1):
+                raise ValueError(
+                    f"rate limit of {role!r}: give [requests per second > 0, burst >= 1] or null, not {list(limit)}"
+                )
+        return limits
+
+    def resolved_rate_limits(self) -> dict[str, tuple[float, float] | None]:
+        """The defaults with the configured roles replaced."""
+        return DEFAULT_RATE_LIMITS | self.rate_limits
 
     def resolved_database_url(self) -> str:
         if self.database_url:

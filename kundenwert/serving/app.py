@@ -26,6 +26,7 @@ from kundenwert.experiments.registry import hide_credentials
 from kundenwert.serving import problems
 from kundenwert.serving.catalog import load_catalog
 from kundenwert.serving.keys import KeyRing
+from kundenwert.serving.ratelimit import buckets_from_settings
 from kundenwert.serving.routes import admin, customers, feedback, health, marketing, scoring
 from kundenwert.serving.state import ServingState
 from kundenwert.settings import get_settings
@@ -229,6 +230,7 @@ def create_app(
     )
     registry = CollectorRegistry()
     app.state.registry = registry
+    app.state.buckets = buckets_from_settings()  # per-key rate limits, this process's own
     requests = Counter("kundenwert_requests", "HTTP requests", ["route", "status"], registry=registry)
     latency = Histogram("kundenwert_request_seconds", "request latency", ["route"], registry=registry)
 
@@ -242,4 +244,5 @@ def create_app(
         from kundenwert.serving.routes import bench
 
         app.include_router(bench.router)
+        app.add_middleware(bench.WorkerHeader)
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
 from kundenwert.serving.keys import Caller
+from kundenwert.serving.ratelimit import TokenBuckets
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key from `kundenwert keys create`")
 
@@ -27,11 +28,23 @@ async def get_state(request: Request):
 
 async def caller(request: Request, key: Annotated[str | None, Security(API_KEY)] = None) -> Caller:
     """The caller of the presented key; 401 when it is missing, invalid, revoked or expired (the
-    ring is in memory: no store read on a request)."""
-    found, why = request.app.state.keys.check(key)
+    ring is in memory: no store read on a request); 429 with ``Retry-After`` when the key has used
+    up its role's rate limit (``ratelimit``; checked after the key, so only valid keys have
+    buckets, and before the role, so any flood of a valid key is limited)."""
+    state = request.app.state
+    found, why = state.keys.check(key)
     if found is None:
         detail = "API key expired" if why == "expired" else "missing or invalid API key"
         raise HTTPException(401, detail=detail, headers={"WWW-Authenticate": "X-API-Key"})
+    wait = state.buckets.take(found.key_id, found.role)
+    if wait:
+        rate, burst = state.buckets.limits[found.role]
+        raise HTTPException(
+            429,
+            detail=f"rate limit of this key exceeded ({rate:g} requests/s, burst {burst:g}, role "
+            f"{found.role!r}); retry in {wait:.2f} s",
+            headers={"Retry-After": TokenBuckets.retry_after(wait)},
+        )
     return found
 
 
