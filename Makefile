@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint install postgres clean
+.PHONY: run test test-slow bench lint install postgres clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ postgres:
 	@bash scripts/install-postgres.sh
 
 test: $(STAMP) postgres
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q -m "not slow"
+
+## The suites marked slow (minutes each: several worlds trained, two service workers); CI runs them too.
+test-slow: $(STAMP) postgres
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
 	$(PY) bench/sample.py
