@@ -188,7 +188,7 @@ def allowed_methods(request: Request) -> list[str]:
     from starlette.routing import Match
 
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in _leaf_routes(request.app.router.routes):
         match, _ = route.matches({**request.scope, "method": "GET"})
         if match != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
@@ -196,6 +196,16 @@ def allowed_methods(request: Request) -> list[str]:
             if route.matches({**request.scope, "method": m})[0] == Match.FULL:
                 methods.add(m)
     return sorted(methods)
+
+
+def _leaf_routes(routes) -> list:
+    """The routes themselves, also inside included routers (FastAPI wraps each
+    ``include_router`` in an object of its own whose ``matches`` tells no methods)."""
+    out = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        out += _leaf_routes(inner.routes) if inner is not None else [route]
+    return out
 
 
 async def unknown_query_parameters(request: Request) -> None:

@@ -267,3 +267,16 @@ def test_a_list_is_cut_to_the_configured_maximum(served, monkeypatch) -> None:
         json={"objective": "churn_prevention", "channel": "email", "budget": 1e6},
     )
     assert r.json()["summary"]["customers"] == 3 and r.json()["summary"]["cut_to_max_size"] == 3
+
+
+def test_a_wrong_method_lists_every_method_of_the_path(served) -> None:
+    """A path served by several routes (a customer: GET, DELETE) names them all in ``Allow``;
+    FastAPI wraps included routers, so the first route matched alone said too little (or, on a
+    real server, nothing)."""
+    c, h = served["client"], {"X-API-Key": served["keys"]["admin"]}
+    customer = served["customers"][0]
+    r = c.request("OPTIONS", f"/v1/customers/{customer}", headers=h)
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"
+    assert _problem(c.request("PUT", "/v1/score", headers=h), 405)["detail"] == (
+        "PUT is not allowed here; allowed: POST"
+    )
