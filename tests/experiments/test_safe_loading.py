@@ -10,7 +10,6 @@ import copy
 import hashlib
 import logging
 import pickle
-import shutil
 import socket
 import sqlite3
 from pathlib import Path
@@ -25,7 +24,7 @@ from fastapi.testclient import TestClient
 from kundenwert.db.store import Store
 from kundenwert.experiments import registry as R
 from kundenwert.serving.app import create_app
-from tests.serving.conftest import serving
+from tests.serving.conftest import own_world
 
 NAME = "kundenwert-churn"
 
@@ -56,10 +55,7 @@ SNEAKY = f"{Sneaky.__module__}.{Sneaky.__qualname__}"
 
 @pytest.fixture(scope="module")
 def world(imported_world, trained_small, small_config, tmp_path_factory):
-    _, folder = imported_world(3_000, 5)
-    home = tmp_path_factory.mktemp("kw-safe")
-    shutil.copy(folder / "kw.db", home / "kw.db")
-    with serving(home, f"sqlite:///{home / 'kw.db'}", trained_small, small_config) as w:
+    with own_world(imported_world, trained_small, small_config, tmp_path_factory, "kw-safe") as w:
         yield {**w, "results": trained_small}
 
 

@@ -46,10 +46,18 @@ def serving(home, url: str, results: dict, config):
         mp.undo()
 
 
+@contextmanager
+def own_world(imported_world, results: dict, config, tmp_path_factory, name: str):
+    """``serving`` on a private copy of the 3,000-customer sample store (the shared world stays
+    untouched): for tests that write into their world (objections, erasures, locks, feedback)."""
+    _, folder = imported_world(3_000, 5)
+    home = tmp_path_factory.mktemp(name)
+    shutil.copy(folder / "kw.db", home / "kw.db")
+    with serving(home, f"sqlite:///{home / 'kw.db'}", results, config) as world:
+        yield world
+
+
 @pytest.fixture(scope="package")
 def served(imported_world, trained_small, small_config, tmp_path_factory):
-    _, folder = imported_world(3_000, 5)
-    home = tmp_path_factory.mktemp("kw-serve")
-    shutil.copy(folder / "kw.db", home / "kw.db")  # the shared world stays untouched
-    with serving(home, f"sqlite:///{home / 'kw.db'}", trained_small, small_config) as world:
+    with own_world(imported_world, trained_small, small_config, tmp_path_factory, "kw-serve") as world:
         yield world

@@ -5,7 +5,6 @@ bounce stops the channel for the very next request; old decisions and feedback e
 from __future__ import annotations
 
 import io
-import shutil
 import sqlite3
 
 import pandas as pd
@@ -14,16 +13,13 @@ from sqlalchemy import text as sa_text
 
 from kundenwert.db.store import Store
 from kundenwert.features.importer import import_folder
-from tests.serving.conftest import serving
+from tests.serving.conftest import own_world
 
 
 @pytest.fixture(scope="module")
 def world(imported_world, trained_small, small_config, tmp_path_factory):
     """A served world of its own: these tests write objections and feedback into it."""
-    _, folder = imported_world(3_000, 5)
-    home = tmp_path_factory.mktemp("kw-privacy")
-    shutil.copy(folder / "kw.db", home / "kw.db")
-    with serving(home, f"sqlite:///{home / 'kw.db'}", trained_small, small_config) as w:
+    with own_world(imported_world, trained_small, small_config, tmp_path_factory, "kw-privacy") as w:
         yield w
 
 

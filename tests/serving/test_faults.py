@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from kundenwert.db.schema import DECISIONS, TABLE_DEFS
-from tests.serving.conftest import serving
+from tests.serving.conftest import own_world
 
 BUSY = 2.0  # the served store's busy timeout (seconds) in these tests
 
@@ -39,13 +38,10 @@ def hold_write_lock(path: Path, seconds: float) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def world(imported_world, trained_small, small_config, tmp_path_factory):
     """A served world of its own (these tests lock its store and write feedback into it)."""
-    _, folder = imported_world(3_000, 5)
-    home = tmp_path_factory.mktemp("kw-faults")
-    shutil.copy(folder / "kw.db", home / "kw.db")
     mp = pytest.MonkeyPatch()
     mp.setenv("KUNDENWERT_BUSY_TIMEOUT", str(BUSY))
     try:
-        with serving(home, f"sqlite:///{home / 'kw.db'}", trained_small, small_config) as w:
+        with own_world(imported_world, trained_small, small_config, tmp_path_factory, "kw-faults") as w:
             yield w
     finally:
         mp.undo()

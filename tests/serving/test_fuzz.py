@@ -5,14 +5,12 @@ read; a decision, then its feedback)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from kundenwert.serving.app import create_app
-from tests.serving.conftest import serving
+from tests.serving.conftest import own_world
 
 CASES = {"n": 0}
 EXAMPLES = 150  # per operation; a dozen operations: well over 1,000 cases per run
@@ -29,13 +27,11 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(
 @pytest.fixture(scope="module")
 def fuzzed(imported_world, trained_small, small_config, tmp_path_factory):
     """A served world of its own (the fuzzer may erase customers or write feedback)."""
-    _, folder = imported_world(3_000, 5)
-    home = tmp_path_factory.mktemp("kw-fuzz")
-    shutil.copy(folder / "kw.db", home / "kw.db")
-    url = f"sqlite:///{home / 'kw.db'}"
-    with serving(home, url, trained_small, small_config) as world:
+    with own_world(imported_world, trained_small, small_config, tmp_path_factory, "kw-fuzz") as world:
         mp = pytest.MonkeyPatch()
-        mp.setenv("KUNDENWERT_DATABASE_URL", url)  # schemathesis runs APP's lifespan at its first call
+        mp.setenv(
+            "KUNDENWERT_DATABASE_URL", world["url"]
+        )  # schemathesis runs APP's lifespan at its first call
         try:
             yield world
         finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import serving
+from tests.serving.conftest import own_world
 from tests.serving.test_api import _events
 
 pytestmark = pytest.mark.slow  # about 1.5 minutes on 2 cores: two workers load their models
@@ -50,16 +49,12 @@ def _workers_ready(base: str, want: int, server: subprocess.Popen, seconds: floa
 @pytest.fixture(scope="module")
 def two_workers(imported_world, trained_small, small_config, tmp_path_factory):
     """A trained, scored copy of the sample store served by ``kundenwert serve --workers 2``."""
-    _, folder = imported_world(3_000, 5)
-    home = tmp_path_factory.mktemp("kw-workers")
-    shutil.copy(folder / "kw.db", home / "kw.db")
-    url = f"sqlite:///{home / 'kw.db'}"
-    with serving(home, url, trained_small, small_config) as world:
+    with own_world(imported_world, trained_small, small_config, tmp_path_factory, "kw-workers") as world:
         port = _port()
         env = {
             **os.environ,
-            "KUNDENWERT_HOME": str(home),
-            "KUNDENWERT_DATABASE_URL": url,
+            "KUNDENWERT_HOME": str(world["home"]),
+            "KUNDENWERT_DATABASE_URL": world["url"],
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "KUNDENWERT_BENCH_ENDPOINTS": "1",  # the worker's pid on every answer
             "KUNDENWERT_RELOAD_SECONDS": "0",
