@@ -85,17 +85,30 @@ def sample_cmd(
         bool,
         typer.Option("--no-control", help="No control groups: every selected customer is contacted."),
     ] = False,
+    no_effect: Annotated[
+        bool,
+        typer.Option(
+            "--no-effect",
+            help="A contact does nothing: the treated respond with the control group's (organic) "
+            "probability, so the true lift is zero (truth/contacts.parquet says so).",
+        ),
+    ] = False,
 ) -> None:
     """Generate a sample CRM world with known ground truth.
 
     The options --max-calls, --no-purchases, --experiment and --no-control make variants like the
     campaign data sets users bring (a bank-like world: --max-calls 3 --no-purchases --no-control);
-    without them the same seed gives the same world. They are recorded in truth/design.json.
+    --no-effect makes a world where campaigns have no effect (a null world to test lift estimates).
+    Without them the same seed gives the same world. They are recorded in truth/design.json.
     """
     from kundenwert.datasets.sample import Variants, generate_world, write_world
 
     variants = Variants(
-        max_calls=max_calls, purchases=not no_purchases, experiment=experiment, control=not no_control
+        max_calls=max_calls,
+        purchases=not no_purchases,
+        experiment=experiment,
+        control=not no_control,
+        effect=not no_effect,
     )
     variants.check()
     t0 = time.perf_counter()

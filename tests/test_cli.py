@@ -85,7 +85,8 @@ def test_sample_variants_import_and_summary(tmp_path: Path, monkeypatch) -> None
     monkeypatch.delenv("KUNDENWERT_DATABASE_URL", raising=False)
     runner = CliRunner()
     help_text = runner.invoke(app, ["sample", "--help"], env={"COLUMNS": "200"}).output
-    assert all(o in help_text for o in ("--max-calls", "--no-purchases", "--experiment", "--no-control"))
+    options = ("--max-calls", "--no-purchases", "--experiment", "--no-control", "--no-effect")
+    assert all(o in help_text for o in options)
 
     bank = tmp_path / "bank"
     args = [
@@ -104,7 +105,13 @@ def test_sample_variants_import_and_summary(tmp_path: Path, monkeypatch) -> None
     assert r.exit_code == 0, r.output
     assert not (bank / "purchases.csv").exists() and (bank / "contacts.csv").exists()
     design = json.loads((bank / "truth" / "design.json").read_text())
-    assert design["variants"] == {"max_calls": 3, "purchases": False, "experiment": False, "control": False}
+    assert design["variants"] == {
+        "max_calls": 3,
+        "purchases": False,
+        "experiment": False,
+        "control": False,
+        "effect": True,
+    }
     contacts = pd.read_csv(bank / "contacts.csv", dtype=str)
     out = contacts[contacts["direction"] == "outbound"]
     assert (out["is_control"] == "false").all()
@@ -125,3 +132,23 @@ def test_sample_variants_import_and_summary(tmp_path: Path, monkeypatch) -> None
     assert bad.exit_code == 2 and "--no-control" in bad.output and "Traceback" not in bad.output
     bad = runner.invoke(app, ["sample", str(tmp_path / "x"), "-n", "50", "--max-calls", "0"])
     assert bad.exit_code == 2 and "--max-calls must be at least 1" in bad.output
+
+
+def test_sample_no_effect_writes_a_world_without_lift(tmp_path: Path) -> None:
+    """``kundenwert sample --no-effect``: recorded as a variant; the contact truth has no lift."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from kundenwert.cli import app
+    from kundenwert.datasets.truth import load_contact_truth
+
+    r = CliRunner().invoke(app, ["sample", str(tmp_path / "null"), "-n", "400", "--seed", "2", "--no-effect"])
+    assert r.exit_code == 0, r.output
+    design = json.loads((tmp_path / "null" / "truth" / "design.json").read_text())
+    assert design["variants"]["effect"] is False
+    truth = load_contact_truth(str(tmp_path / "null"))
+    contacts = pd.read_csv(tmp_path / "null" / "contacts.csv", dtype=str)
+    assert len(truth) == (contacts["direction"] == "outbound").sum() > 100
+    assert (truth["p_response_treated"] == truth["p_response_control"]).all()

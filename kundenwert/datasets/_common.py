@@ -28,6 +28,7 @@ class Variants:
     purchases: bool = True  # False: no purchases, products or offers tables (sold in another system)
     experiment: bool = False  # one randomised e-mail campaign instead of the monthly campaigns
     control: bool = True  # False: no control groups (every selected customer is contacted)
+    effect: bool = True  # False: a contact does nothing (the treated respond as the control)
 
     def check(self) -> None:
         if self.max_calls < 1:

@@ -121,7 +121,13 @@ def run_campaigns(
     control group held out; responses drawn; an unsubscribe withdraws the channel's consent.
 
     ``variants.control`` False: nobody is held out. ``variants.max_calls`` > 1: treated customers of
-    phone campaigns who do not respond are called again (``_repeat_calls``, drawn from ``vrng``)."""
+    phone campaigns who do not respond are called again (``_repeat_calls``, drawn from ``vrng``).
+    ``variants.effect`` False: a contact does nothing, the treated respond with the control's
+    (organic) probability; every draw stays as in the default world, only that probability changes.
+
+    Each campaign's contact part carries the true response probabilities with and without the
+    contact (``p_treated``, ``p_control``; on the first call of repeated phone calls only): the
+    contacts frame moves them into the per-contact truth."""
     variants = variants or Variants()
     ag, created, price_sens, pi, pref_i = p.ag, p.created, p.price_sens, p.pi, p.pref_i
     death_at = o.death_at
@@ -173,7 +179,9 @@ def run_campaigns(
             logit_alive = logit_t
             logit_t = logit_t + D.RESPONSE_DEAD * dead
             logit_c = logit_c + D.RESPONSE_DEAD * dead
-            prob = np.where(control, _sigmoid(logit_c), _sigmoid(logit_t))
+            p_control = _sigmoid(logit_c)
+            p_treated = _sigmoid(logit_t) if variants.effect else p_control
+            prob = np.where(control, p_control, p_treated)
             responded = rng.random(len(sel)) < prob
             converted = responded & (rng.random(len(sel)) < D.CONVERT_GIVEN_RESPONSE)
             r = rng.random(len(sel))
@@ -220,7 +228,9 @@ def run_campaigns(
                     death_at[sel],
                     np.minimum(withdraw[k, sel], obj_t[sel]),
                     span,
+                    variants.effect,
                 )
+            first = np.arange(len(row)) < len(sel)  # _repeat_calls lists the first calls first
             contact_parts.append(
                 _contact_part(
                     sel[row],
@@ -232,6 +242,8 @@ def run_campaigns(
                     control[row].astype(np.int8),
                     outcome,
                     -1,
+                    p_treated=np.where(first, p_treated[row], np.nan),
+                    p_control=np.where(first, p_control[row], np.nan),
                 )
             )
     return Campaigns(
@@ -253,6 +265,7 @@ def _repeat_calls(
     death_at: np.ndarray,
     allowed_until: np.ndarray,
     span: float,
+    effect: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Calls 2..``max_calls`` of one phone campaign, for the selected customers of its first call.
 
@@ -260,6 +273,8 @@ def _repeat_calls(
     the previous one (while the world lasts and the consent holds) and responds with the first
     call's logit (``logit_alive``, before the left-the-company effect) + ``CALL_LOGIT_DECAY (k - 1)``.
     The campaign's outcome goes on each customer's last call; earlier calls are ``none``.
+    ``effect`` False (``--no-effect``): calling does nothing, so a later call never brings a
+    response (the first call's organic chance was the campaign's); the draws happen all the same.
     Returns per call: the index into the selected, its time and its outcome code.
     """
     oc = OUTCOMES.index
@@ -277,7 +292,7 @@ def _repeat_calls(
             break
         dead = ~np.isnan(death_at) & (death_at < t_k)
         logit = logit_alive + D.CALL_LOGIT_DECAY * (k - 1) + D.RESPONSE_DEAD * dead
-        responded = call & (u_resp < _sigmoid(logit))
+        responded = call & (u_resp < _sigmoid(logit)) & effect
         converted = responded & (u_conv < D.CONVERT_GIVEN_RESPONSE)
         final[call] = oc("none")
         final[responded] = oc("responded")
@@ -302,6 +317,7 @@ def run_experiment(
     consent: ConsentHistory,
     start_ts: pd.Timestamp,
     span: float,
+    effect: bool = True,
 ) -> Campaigns:
     """``--experiment``: one e-mail campaign on one day ``EXPERIMENT['days_before_end']`` before the
     end, to every customer with valid e-mail consent then; a third held out at random. Outcomes
@@ -310,7 +326,11 @@ def run_experiment(
 
     The individual responsiveness comes from ``rng`` exactly as in ``run_campaigns`` (the truth's
     ``response_individual`` is the default world's); everything else from ``vrng``. The true
-    probabilities of every customer on that day are returned as extra truth columns."""
+    probabilities of every customer on that day are returned as extra truth columns; the contact
+    part carries each contact's (a response is a conversion: click and purchase).
+
+    ``effect`` False (``--no-effect``): the e-mail does nothing, the treated click and convert with
+    the control's probabilities (the same draws)."""
     E = D.EXPERIMENT
     ch = D.EXPERIMENT_CHANNEL
     k = D.CHANNELS.index(ch)
@@ -334,6 +354,8 @@ def run_experiment(
     click_c = E["click_organic_base"] + D.RESPONSE_ORGANIC_INDIVIDUAL * u_resp
     conv_c = E["convert_base"] + E["convert_individual"] * u_resp
     conv_t = conv_c + E["convert_treated"] + E["convert_price_sensitivity"] * ps
+    if not effect:
+        click_t, conv_t = click_c, conv_c
     sel = np.flatnonzero(eligible)
     control = vrng.random(len(sel)) < E["control_share"]
     ct = t + vrng.uniform(0, 8.0 / 24.0, len(sel))
@@ -350,8 +372,22 @@ def run_experiment(
     date = start_ts.normalize() + pd.Timedelta(days=float(day))
     campaigns = [f"EXP-{date:%Y-%m-%d}-{ch}"]
     actions = list(D.ACTIONS)
+    click_tc = _sigmoid(click_t[sel] + shift), _sigmoid(click_c[sel] + shift)
+    conv_tc = _sigmoid(conv_t[sel] + shift), _sigmoid(conv_c[sel] + shift)
     part = _contact_part(
-        sel, ct, CONTACT_CHANNELS.index(ch), 0, 0, actions.index(action), control.astype(np.int8), outcome, -1
+        sel,
+        ct,
+        CONTACT_CHANNELS.index(ch),
+        0,
+        0,
+        actions.index(action),
+        control.astype(np.int8),
+        outcome,
+        -1,
+        p_treated=click_tc[0] * conv_tc[0],
+        p_control=click_tc[1] * conv_tc[1],
+        p_click_treated=click_tc[0],
+        p_click_control=click_tc[1],
     )
     truth = {}
     for arm, c_logit, v_logit in (("treated", click_t, conv_t), ("control", click_c, conv_c)):
@@ -373,9 +409,9 @@ def contacts_table(
     campaigns_run: Campaigns,
     c_owner: np.ndarray,
     c_open: np.ndarray,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All contacts: the campaigns', inbound contacts while customers are around, and the
-    follow-up contact of each complaint."""
+    follow-up contact of each complaint; and the campaign contacts' truth (``_contacts_frame``)."""
     span = clock.span
     ctype_i, created, consumer = p.ctype_i, p.created, p.consumer
     death_at = o.death_at
@@ -432,9 +468,22 @@ def consents_table(
 
 
 def _contact_part(
-    owner, t, channel, direction, campaign, action, control, outcome, topic
+    owner,
+    t,
+    channel,
+    direction,
+    campaign,
+    action,
+    control,
+    outcome,
+    topic,
+    p_treated=np.nan,
+    p_control=np.nan,
+    p_click_treated=np.nan,
+    p_click_control=np.nan,
 ) -> dict[str, np.ndarray]:
-    """One block of contacts as integer codes (-1 = empty); scalars are broadcast."""
+    """One block of contacts as integer codes (-1 = empty); scalars are broadcast. The ``p_*``
+    columns are truth (NaN: none), not contact data: ``_contacts_frame`` moves them apart."""
     n = len(owner)
 
     def col(v, dtype):
@@ -450,17 +499,30 @@ def _contact_part(
         "control": col(control, np.int8),
         "outcome": col(outcome, np.int8),
         "topic": col(topic, np.int8),
+        **{
+            k: col(v, np.float64)
+            for k, v in zip(
+                _TRUTH_CODES, (p_treated, p_control, p_click_treated, p_click_control), strict=True
+            )
+        },
     }
 
 
-def _contacts_frame(parts, clock, customer_ids, campaigns, actions) -> pd.DataFrame:
-    """All contacts in time order, with text columns as categoricals (memory: codes, not strings)."""
+# The truth columns of a contact part and their names in ``truth/contacts.parquet``.
+_TRUTH_CODES = ("p_treated", "p_control", "p_click_treated", "p_click_control")
+_TRUTH_NAMES = ("p_response_treated", "p_response_control", "p_click_treated", "p_click_control")
+
+
+def _contacts_frame(parts, clock, customer_ids, campaigns, actions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All contacts in time order, with text columns as categoricals (memory: codes, not strings);
+    and the per-contact truth: the rows whose part gave response probabilities (campaign contacts;
+    of repeated calls the first), sorted with the contacts, so each row has its contact's id."""
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.argsort(cols["t"], kind="stable")
     cols = {k: v[order] for k, v in cols.items()}
     control = pd.array(cols["control"] == 1, dtype="boolean")
     control[cols["control"] < 0] = pd.NA
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "contact_id": _ids("K", len(order), 10),
             "customer_id": customer_ids[cols["owner"]],
@@ -474,6 +536,12 @@ def _contacts_frame(parts, clock, customer_ids, campaigns, actions) -> pd.DataFr
             "topic": pd.Categorical.from_codes(cols["topic"], TOPICS),
         }
     )
+    has = ~np.isnan(cols["p_treated"])
+    truth = frame.loc[has, ["contact_id", "customer_id", "campaign_id", "action_id", "channel"]]
+    truth["is_control"] = cols["control"][has] == 1
+    for code, name in zip(_TRUTH_CODES, _TRUTH_NAMES, strict=True):
+        truth[name] = cols[code][has]
+    return frame, truth.reset_index(drop=True)
 
 
 def _pick_action(rng: np.random.Generator, channel: str) -> str:

@@ -18,7 +18,10 @@ the truth of what they describe: without a purchases table (``--no-purchases``) 
 quantities describe purchases no table shows, and the posteriors below, which read purchases, do not
 apply; ``response_*`` is a first contact of a monthly campaign (not a repeated call of
 ``--max-calls``; not observed in the ``--experiment`` world, whose truth has ``experiment_*``
-columns instead); ``response_*_control`` is unobserved with ``--no-control``.
+columns instead); ``response_*_control`` is unobserved with ``--no-control``. With ``--no-effect``
+the world's ``response_*_treated`` equals ``response_*_control`` (``values_at`` does not know the
+variant: at other cutoffs it gives the default world's treated response). The per-contact truth
+(``load_contact_truth``) gives the exact probabilities of each campaign contact.
 """
 
 from __future__ import annotations
@@ -132,6 +135,28 @@ def load_truth(folder: str) -> pd.DataFrame:
 
     base = Path(folder)
     path = base / "customers.parquet" if base.name == "truth" else base / "truth" / "customers.parquet"
+    return pd.read_parquet(path)
+
+
+def load_contact_truth(folder: str) -> pd.DataFrame:
+    """``truth/contacts.parquet`` of a sample world folder (the folder or its ``truth/``): per
+    campaign contact the true probability of a response (outcome ``responded`` or ``converted``)
+    with and without the contact.
+
+    Columns: ``contact_id`` (the contacts table's), ``customer_id``, ``campaign_id``, ``action_id``,
+    ``channel``, ``is_control``, ``p_response_treated`` (P(response | contacted)),
+    ``p_response_control`` (P(response | not contacted), the organic response), both knowing whether
+    the customer had left at the contact's time, and ``p_click_treated`` / ``p_click_control``
+    (``--experiment`` only: P(click); NaN in the monthly campaigns). One row per campaign and
+    selected customer, treated or control; with ``--max-calls`` on the customer's first call, with the
+    first call's probabilities (the campaign's outcome is on the last call; later calls have no row).
+    The true expected lift of a campaign is the mean of ``p_response_treated - p_response_control``
+    over its rows. ``--no-effect``: the two are equal.
+    """
+    from pathlib import Path
+
+    base = Path(folder)
+    path = base / "contacts.parquet" if base.name == "truth" else base / "truth" / "contacts.parquet"
     return pd.read_parquet(path)
 
 

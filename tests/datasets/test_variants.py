@@ -1,4 +1,5 @@
-"""Sample-world variants (``kundenwert sample --max-calls/--no-purchases/--experiment/--no-control``)
+"""Sample-world variants (``kundenwert sample --max-calls/--no-purchases/--experiment/--no-control/
+--no-effect``)
 and the guarantee that the default world does not move."""
 
 from __future__ import annotations
@@ -241,6 +242,7 @@ def test_bank_like_world_combines_the_variants(tmp_path: Path) -> None:
         "purchases": False,
         "experiment": False,
         "control": False,
+        "effect": True,
     }
 
 
@@ -253,3 +255,75 @@ def test_variants_that_contradict_each_other_are_refused() -> None:
         with pytest.raises(ConfigurationError):
             generate_world(100, 1, variants=v)
     assert generate_world(100, 1).design["variants"] == Variants().as_dict()
+    assert Variants().as_dict()["effect"] is True
+
+
+# -------------------------------------------------------------------------------------- --no-effect
+
+NULL_N, NULL_SEED = 5_000, 4
+
+
+def _responses(world) -> pd.DataFrame:
+    """Campaign contacts with their truth and whether they responded (outcome responded/converted)."""
+    c = world.tables["contacts"][["contact_id", "outcome"]]
+    m = world.contact_truth.merge(c, on="contact_id", validate="1:1")
+    return m.assign(responded=m["outcome"].isin(["responded", "converted"]))
+
+
+def _z(m: pd.DataFrame, col: str = "responded") -> float:
+    """Treated minus control rate over its standard error."""
+    y, ctl = m[col].to_numpy(), m["is_control"].to_numpy()
+    p1, p0 = y[~ctl].mean(), y[ctl].mean()
+    return float((p1 - p0) / np.sqrt(p1 * (1 - p1) / (~ctl).sum() + p0 * (1 - p0) / ctl.sum()))
+
+
+def test_no_effect_treated_respond_as_the_control() -> None:
+    world = generate_world(NULL_N, NULL_SEED, variants=Variants(effect=False))
+    base = generate_world(NULL_N, NULL_SEED)
+    assert world.design["variants"]["effect"] is False
+    m = _responses(world)
+    assert len(m) > 20_000
+    # The truth says there is no effect, on every contact and for every customer.
+    assert (m["p_response_treated"] == m["p_response_control"]).all()
+    for ch in D.CHANNELS:
+        assert world.truth[f"response_{ch}_treated"].equals(world.truth[f"response_{ch}_control"])
+    # The data agrees: treated and control respond alike (the default world: clearly not).
+    z_null, z_base = _z(m), _z(_responses(base))
+    print(f"\nz treated vs control: --no-effect {z_null:.2f}, default {z_base:.2f}")
+    assert abs(z_null) < 4 and z_base > 10
+    for ch in D.CHANNELS:
+        assert abs(_z(m[m["channel"] == ch])) < 4, ch
+    treated = m[~m["is_control"]]
+    se = np.sqrt((treated["p_response_treated"] * (1 - treated["p_response_treated"])).sum()) / len(treated)
+    assert abs(treated["responded"].mean() - treated["p_response_treated"].mean()) < 4 * se
+    # Only the response changed: who is selected, held out and when is the default world's.
+    keys = ["customer_id", "campaign_id", "action_id", "channel", "is_control", "p_response_control"]
+    first = m[m["campaign_id"].astype(str) < "CMP-2023-02"][keys].reset_index(drop=True)
+    same = _responses(base)
+    same = same[same["campaign_id"].astype(str) < "CMP-2023-02"][keys].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, same)
+    for name in ("customers", "purchases", "complaints"):
+        _same(world.tables[name], base.tables[name])
+    other = [c for c in base.truth.columns if not c.endswith("_treated")]
+    _same(world.truth[other], base.truth[other])
+
+
+def test_no_effect_combines_with_the_experiment_and_repeated_calls() -> None:
+    exp = generate_world(NULL_N, NULL_SEED, variants=Variants(experiment=True, effect=False))
+    m = _responses(exp).assign(clicked=lambda d: d["outcome"].isin(["clicked", "converted"]))
+    assert (m["p_click_treated"] == m["p_click_control"]).all()
+    assert (m["p_response_treated"] == m["p_response_control"]).all()
+    t = exp.truth
+    assert t["experiment_click_treated"].equals(t["experiment_click_control"])
+    assert t["experiment_conversion_treated"].equals(t["experiment_conversion_control"])
+    assert abs(_z(m, "clicked")) < 4 and abs(_z(m, "responded")) < 4
+    # Repeated calls do nothing either: a later call never brings a response, so per customer and
+    # campaign the treated respond as the control.
+    calls = generate_world(NULL_N, NULL_SEED, variants=Variants(max_calls=3, effect=False))
+    c = _calls(calls)
+    assert (c["calls"] > 1).sum() > 1000
+    assert (c.loc[c["position"] > 1, "outcome"] == "none").all()
+    phone = c[(c["channel"] == "phone") & (c["position"] == c["calls"])]
+    phone = phone.assign(responded=phone["outcome"].isin(["responded", "converted"]))
+    phone = phone.assign(is_control=phone["control"])
+    assert abs(_z(phone)) < 4
