@@ -202,11 +202,10 @@ def diff_means_welch(y1: ArrayLike, y0: ArrayLike, alpha: float = 0.05) -> Inter
     d = float(a.mean() - b.mean())
     v1, v0 = a.var(ddof=1) / n1, b.var(ddof=1) / n0
     se = float(np.sqrt(v1 + v0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1))
-        t = d / se
     if not se > 0:  # both groups constant: no sampling variation to test against
         return Interval(d, d, d, float("nan"))
+    df = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1))
+    t = d / se
     half = float(stats.t.ppf(1.0 - alpha / 2.0, df)) * se
     return Interval(d, d - half, d + half, float(2.0 * stats.t.sf(abs(t), df)))
 

@@ -350,3 +350,11 @@ def test_incremental_scales_the_interval_by_the_treated_count():
     )
     np.testing.assert_allclose(arr.estimate, [1.0, 20.0])
     np.testing.assert_allclose(arr.high, [2.0, 30.0])
+
+
+def test_welch_of_two_constant_groups_is_their_difference_without_a_test():
+    # a campaign where nobody bought: no sampling variation, no division by zero
+    iv = diff_means_welch(np.zeros(50), np.zeros(20))
+    assert (iv.estimate, iv.low, iv.high) == (0.0, 0.0, 0.0) and np.isnan(iv.p_value)
+    iv = diff_means_welch(np.full(5, 3.0), np.full(4, 1.0))
+    assert (iv.estimate, iv.low, iv.high) == (2.0, 2.0, 2.0)
