@@ -236,6 +236,9 @@ def erase_customers(store: Store, ids: Iterable[str], who: object) -> ErasureRep
                 count(
                     FEEDBACK.name, conn.execute(FEEDBACK.delete().where(FEEDBACK.c.decision_id.in_(decided)))
                 )
+                count(  # a target-list member's events name the customer
+                    FEEDBACK.name, conn.execute(FEEDBACK.delete().where(FEEDBACK.c.customer_id.in_(chunk)))
+                )
                 count(
                     DECISIONS.name, conn.execute(DECISIONS.delete().where(DECISIONS.c.customer_id.in_(chunk)))
                 )

@@ -165,12 +165,14 @@ FEEDBACK = sa.Table(
     metadata,
     sa.Column("event_id", sa.String(128), primary_key=True),
     sa.Column("payload_sha256", sa.String(64), nullable=False),
-    sa.Column("decision_id", sa.String(32), nullable=False, index=True),
+    sa.Column("decision_id", sa.String(32), nullable=True, index=True, comment="NULL: a list member's event"),
     sa.Column("action_id", sa.String(64), nullable=False),
     sa.Column("channel", sa.String(16), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("occurred_at", sa.String(40), nullable=False),
     sa.Column("received_at", sa.String(40), nullable=False),
+    sa.Column("list_id", sa.String(32), nullable=True, index=True, comment="a target list's member event"),
+    sa.Column("customer_id", sa.String(MAX_ID_LENGTH), nullable=True, comment="the list member"),
 )
 
 TARGET_LISTS = sa.Table(
@@ -193,6 +195,7 @@ TARGET_LIST_MEMBERS = sa.Table(
     sa.Column("propensity", sa.Float, nullable=False),
     sa.Column("expected_value", sa.Float, nullable=False),
     sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("uplift", sa.Float, nullable=True, comment="predicted uplift when the list was made"),
 )
 
 API_KEYS = sa.Table(

@@ -8,8 +8,12 @@ Each event has an ``event_id`` chosen by the sender. A batch is one transaction:
 - new events are inserted with the database's insert-or-ignore, so two requests racing with the
   same id store it once, and the batch commits before the answer: a 2xx means stored.
 
-Every new event moves the contact of its (decision, action, channel) in the ``contacts`` table:
-the first event creates it (outbound, not control, the action, the time of the event); later
+An event names what it reports on: a suggestion (``decision_id``, from a next-best-action or
+score answer) or a member of a target list (``list_id`` and ``customer_id``: the list was sent
+by a campaign tool). Every new event moves the contact of its (decision or list member, action,
+channel) in the ``contacts`` table: the first event creates it (outbound, not control, the
+action, the time of the event; a list's contact carries the list id as its ``campaign_id``, so
+campaign results find it); later
 ones raise its outcome along none < opened < clicked < converted < bounced < unsubscribed. The
 next training reads those contacts like any other.
 
@@ -26,16 +30,16 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kundenwert.db.backends import backend_for
 from kundenwert.db.errors import map_exceptions
 from kundenwert.db.migrate import ensure_tables
-from kundenwert.db.schema import DECISIONS, TABLE_DEFS
+from kundenwert.db.schema import DECISIONS, TABLE_DEFS, TARGET_LIST_MEMBERS, TARGET_LISTS
 from kundenwert.db.schema import FEEDBACK as EVENTS
 from kundenwert.db.store import Store
 from kundenwert.errors import KundenwertError, StoreUnavailable
@@ -93,10 +97,38 @@ suggestion was served, so no fixed example is a request the service accepts, and
 
 
 class Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"description": _EXAMPLE})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "description": _EXAMPLE,
+            # what ``_one_subject`` checks, as JSON Schema: a suggestion, or a list member
+            "oneOf": [
+                {
+                    "required": ["decision_id"],
+                    "properties": {
+                        "decision_id": {"type": "string"},
+                        "list_id": {"type": "null"},
+                        "customer_id": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["list_id", "customer_id"],
+                    "properties": {
+                        "decision_id": {"type": "null"},
+                        "list_id": {"type": "string"},
+                        "customer_id": {"type": "string"},
+                    },
+                },
+            ],
+        },
+    )
 
     event_id: str = Field(min_length=1, max_length=128, description="the sender's id: a repeat is a no-op")
-    decision_id: str = Field(min_length=32, max_length=32, description="from the suggestion's answer")
+    decision_id: str | None = Field(
+        None, min_length=32, max_length=32, description="from the suggestion's answer (or give list_id)"
+    )
+    list_id: Id | None = Field(None, description="a target list that was sent (with customer_id)")
+    customer_id: Id | None = Field(None, description="the list member the event is about (with list_id)")
     action_id: Id
     channel: Channel
     outcome: Literal["sent", "opened", "clicked", "converted", "unsubscribed", "bounced"]
@@ -106,6 +138,21 @@ class Event(BaseModel):
         description="for outcome bounced: hard (the address does not exist; the default) or soft "
         "(a full mailbox: changes nothing); ignored with any other outcome",
     )
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> Event:
+        if self.decision_id is not None and (self.list_id is not None or self.customer_id is not None):
+            raise ValueError("name a decision_id, or a list_id with a customer_id, not both")
+        if self.decision_id is None and (self.list_id is None or self.customer_id is None):
+            raise ValueError(
+                "name the decision_id of a suggestion, or the list_id and customer_id of a list member"
+            )
+        return self
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        """What the event is about: ("decision", id) or ("list", list id)."""
+        return ("decision", self.decision_id) if self.decision_id else ("list", str(self.list_id))
 
     @property
     def withdraws_consent(self) -> bool:
@@ -128,6 +175,11 @@ class FeedbackBatch(BaseModel):
 
 def contact_id_of(decision_id: str, action_id: str, channel: str) -> str:
     return "kw-" + hashlib.sha1(f"{decision_id}|{action_id}|{channel}".encode()).hexdigest()[:24]
+
+
+def list_contact_id_of(list_id: str, customer_id: str, action_id: str, channel: str) -> str:
+    key = f"list|{list_id}|{customer_id}|{action_id}|{channel}"
+    return "kw-" + hashlib.sha1(key.encode()).hexdigest()[:24]
 
 
 def record_feedback(store: Store, events: list[Event]) -> dict[str, int]:
@@ -153,39 +205,19 @@ def record_feedback(store: Store, events: list[Event]) -> dict[str, int]:
 
 def _record(store: Store, events: list[Event]) -> dict[str, int]:
     engine = store.engine
-    ensure_tables(engine, EVENTS)
+    ensure_tables(
+        engine, EVENTS, *((TARGET_LISTS, TARGET_LIST_MEMBERS) if any(e.list_id for e in events) else ())
+    )
     insert_ignore = backend_for(engine).insert_ignore(EVENTS)
     seen: dict[str, str] = {}
     for e in events:  # the same id twice inside one batch must agree too
         if seen.setdefault(e.event_id, e.digest()) != e.digest():
             raise FeedbackConflict(f"event {e.event_id!r} appears twice in the batch with different payloads")
     unique = list({e.event_id: e for e in events}.values())
-    decisions = {e.decision_id for e in unique}
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     contacts = TABLE_DEFS["contacts"]
     with backend_for(engine).write_transaction(engine, durable=DURABLE) as conn:
-        rows = conn.execute(
-            sa.select(DECISIONS.c.decision_id, DECISIONS.c.customer_id, DECISIONS.c.suggestions).where(
-                DECISIONS.c.decision_id.in_(decisions)
-            )
-        ).all()
-        known = {
-            r.decision_id: (
-                r.customer_id,
-                {(s["action_id"], s["channel"]) for s in json.loads(r.suggestions)},
-            )
-            for r in rows
-        }
-        for e in unique:
-            if e.decision_id not in known:
-                raise DecisionNotFound(
-                    f"event {e.event_id!r}: unknown decision_id {e.decision_id!r} (never made here, "
-                    "deleted after the retention period, or its customer was erased)"
-                )
-            if (e.action_id, e.channel) not in known[e.decision_id][1]:
-                raise FeedbackInvalid(
-                    f"event {e.event_id!r}: decision {e.decision_id} did not suggest {e.action_id} on {e.channel}"
-                )
+        about = _subjects(conn, unique)
         before = {
             r.event_id: r.payload_sha256
             for r in conn.execute(
@@ -207,6 +239,8 @@ def _record(store: Store, events: list[Event]) -> dict[str, int]:
                     event_id=e.event_id,
                     payload_sha256=e.digest(),
                     decision_id=e.decision_id,
+                    list_id=e.list_id,
+                    customer_id=e.customer_id,
                     action_id=e.action_id,
                     channel=e.channel,
                     outcome=e.outcome,
@@ -232,9 +266,99 @@ def _record(store: Store, events: list[Event]) -> dict[str, int]:
                     f"event id(s) already stored with a different payload: {', '.join(bad[:20])}"
                 )
         for e in inserted:
-            _move_contact(conn, contacts, known[e.decision_id][0], e)
-        _withdraw(conn, [(known[e.decision_id][0], e) for e in inserted if e.withdraws_consent], now)
+            _move_contact(conn, contacts, about[e.event_id], e)
+        _withdraw(conn, [(about[e.event_id].customer_id, e) for e in inserted if e.withdraws_consent], now)
     return {"stored": len(inserted), "duplicates": len(events) - len(inserted)}
+
+
+class _Subject(NamedTuple):
+    """Where an event's contact goes: its customer, contact id and campaign (a list's id)."""
+
+    customer_id: str
+    contact_id: str
+    campaign_id: str | None
+
+
+def _subjects(conn, events: list[Event]) -> dict[str, _Subject]:
+    """Per event id, the contact it moves; refuses (nothing written) an event naming a decision
+    the service does not hold or that did not suggest its action and channel, or a list member
+    who is not on the list, is in its control group, or was given another action or channel."""
+    decisions = {e.decision_id for e in events if e.decision_id}
+    rows = (
+        conn.execute(
+            sa.select(DECISIONS.c.decision_id, DECISIONS.c.customer_id, DECISIONS.c.suggestions).where(
+                DECISIONS.c.decision_id.in_(decisions)
+            )
+        ).all()
+        if decisions
+        else []
+    )
+    known = {
+        r.decision_id: (r.customer_id, {(s["action_id"], s["channel"]) for s in json.loads(r.suggestions)})
+        for r in rows
+    }
+    members = _members(conn, [e for e in events if e.list_id])
+    out: dict[str, _Subject] = {}
+    for e in events:
+        if e.decision_id:
+            if e.decision_id not in known:
+                raise DecisionNotFound(
+                    f"event {e.event_id!r}: unknown decision_id {e.decision_id!r} (never made here, "
+                    "deleted after the retention period, or its customer was erased)"
+                )
+            if (e.action_id, e.channel) not in known[e.decision_id][1]:
+                raise FeedbackInvalid(
+                    f"event {e.event_id!r}: decision {e.decision_id} did not suggest {e.action_id} on {e.channel}"
+                )
+            cid = contact_id_of(e.decision_id, e.action_id, e.channel)
+            out[e.event_id] = _Subject(known[e.decision_id][0], cid, None)
+            continue
+        list_id, customer_id = str(e.list_id), str(e.customer_id)
+        if list_id not in members["lists"]:
+            raise DecisionNotFound(f"event {e.event_id!r}: no target list {list_id!r}")
+        member = members["members"].get((list_id, customer_id))
+        if member is None:
+            raise DecisionNotFound(
+                f"event {e.event_id!r}: customer {customer_id!r} is not on target list {list_id} "
+                "(never was, or was erased)"
+            )
+        group, action_id = member
+        channel = members["lists"][list_id]
+        if group != "target":
+            raise FeedbackInvalid(
+                f"event {e.event_id!r}: customer {customer_id!r} is in the control group of list {list_id}: "
+                "control members are never contacted (a contact would spoil the list's results)"
+            )
+        if (e.action_id, e.channel) != (action_id, channel):
+            raise FeedbackInvalid(
+                f"event {e.event_id!r}: list {list_id} gave customer {customer_id!r} {action_id} on {channel}, "
+                f"not {e.action_id} on {e.channel}"
+            )
+        cid = list_contact_id_of(list_id, customer_id, e.action_id, e.channel)
+        out[e.event_id] = _Subject(customer_id, cid, list_id)
+    return out
+
+
+def _members(conn, events: list[Event]) -> dict:
+    """The lists (id -> channel) and members ((list, customer) -> (group, action)) the events name."""
+    if not events:
+        return {"lists": {}, "members": {}}
+    list_ids = {str(e.list_id) for e in events}
+    lists = {
+        r.list_id: json.loads(r.request)["channel"]
+        for r in conn.execute(
+            sa.select(TARGET_LISTS.c.list_id, TARGET_LISTS.c.request).where(
+                TARGET_LISTS.c.list_id.in_(list_ids)
+            )
+        )
+    }
+    m = TARGET_LIST_MEMBERS
+    found = conn.execute(
+        sa.select(m.c.list_id, m.c.customer_id, m.c.group, m.c.action_id).where(
+            m.c.list_id.in_(list_ids), m.c.customer_id.in_({str(e.customer_id) for e in events})
+        )
+    )
+    return {"lists": lists, "members": {(r.list_id, r.customer_id): (r.group, r.action_id) for r in found}}
 
 
 def _withdraw(conn, events: list[tuple[str, Event]], received_at: str) -> None:
@@ -263,8 +387,8 @@ def _withdraw(conn, events: list[tuple[str, Event]], received_at: str) -> None:
         )
 
 
-def _move_contact(conn, contacts: sa.Table, customer_id: str, e: Event) -> None:
-    cid = contact_id_of(e.decision_id, e.action_id, e.channel)
+def _move_contact(conn, contacts: sa.Table, subject: _Subject, e: Event) -> None:
+    cid, customer_id = subject.contact_id, subject.customer_id
     outcome = OUTCOMES[e.outcome]
     at = pd.Timestamp(e.occurred_at)
     at = at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")
@@ -280,6 +404,7 @@ def _move_contact(conn, contacts: sa.Table, customer_id: str, e: Event) -> None:
                 channel=e.channel,
                 direction="outbound",
                 action_id=e.action_id,
+                campaign_id=subject.campaign_id,
                 is_control=False,
                 outcome=outcome,
             )
