@@ -54,6 +54,7 @@ COLUMNS = [
     "reason",
     "detail",
     "rank",
+    "uplift",
 ]
 
 
@@ -162,6 +163,8 @@ class Decisions:
     reason_names: np.ndarray = field(default_factory=lambda: REASON_OF_CODE)
     # per customer: an objection to profiling holds at the moment of the decision (GDPR Art. 21)
     objection: Rows = None
+    # the response model's uplift per (customer, pair) as scored (NaN: the run has none)
+    uplift: Rows = None
 
     @staticmethod
     def concat(parts: list[Decisions], customer_ids: list[str]) -> Decisions:
@@ -175,6 +178,8 @@ class Decisions:
         }
         if all(p.objection is not None for p in parts):
             rows["objection"] = np.concatenate([np.asarray(p.objection, dtype=bool) for p in parts])[order]
+        if all(p.uplift is not None for p in parts):
+            rows["uplift"] = np.concatenate([np.asarray(p.uplift, dtype="float64") for p in parts])[order]
         first = parts[0]
         return Decisions(
             action_ids=first.action_ids,
@@ -204,6 +209,7 @@ class Decisions:
                 "reason": self.reason_names[flat(self.reason)],
                 "detail": np.asarray(self.details, dtype=object)[flat(self.detail)],
                 "rank": flat(self.rank).astype("int64"),
+                "uplift": np.full(n * k, np.nan) if self.uplift is None else flat(np.asarray(self.uplift)),
             }
         )
 
@@ -269,6 +275,7 @@ def decide(
         details=cands.details.texts,
         reason_names=cands.reason_names,
         objection=np.asarray(live.objection, dtype=bool),
+        uplift=pick(cands.uplift),
     )
 
 
@@ -371,4 +378,5 @@ def decide_one(
         details=cands.details.texts,
         reason_names=cands.reason_names,
         objection=[bool(live.objection)],
+        uplift=[[cands.uplift[row].tolist()[c] for c in columns]],
     )

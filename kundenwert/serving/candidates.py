@@ -224,6 +224,9 @@ class Candidates:
         columns = CustomerColumns(customers, unavailable)
         self.propensity = np.full((n + 1, k), np.nan)
         self.value = np.full((n + 1, k), np.nan)
+        # the model's uplift (NaN where the run has none): target lists keep it for their results
+        self.uplift = np.full((n + 1, k), np.nan)
+        self.uplift[:n] = model["uplift"]
         for j, (i, _ch) in enumerate(pairs):
             action = self.actions[i]
             values = _score_values(action, columns, margins, {m: model[m][:, j] for m in model})

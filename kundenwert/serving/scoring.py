@@ -50,8 +50,8 @@ def score_snapshot(
     customers only, ``winback`` for lapsed ones, ``affinity_<category>``).
     ``propensity``: from the one spec storing per-action propensities, per (customer_id,
     action_id, channel) the customer is eligible for (the catalog's status, type, complaint and
-    score rules): ``response`` if contacted, and ``uplift`` when a formula of the catalog uses it
-    (it costs a second pass).
+    score rules): ``response`` if contacted, and ``uplift`` where the model learnt it (the actions
+    its training rows held control rows for; a second pass over those pairs).
     ``reasons``: also each spec's ``reasons_<name>`` for its population (e.g. ``reasons_churn``,
     ``reasons_value``: what drives bringing any value in the CLV horizon): each customer's top
     three SHAP factors as JSON sentences.
@@ -94,9 +94,10 @@ def score_snapshot(
             scores[f"reasons_{spec.stores.reasons}"] = _reasons(
                 explained, X, populations[spec.stores.population]
             )
-    uses_uplift = any(
-        "uplift" in a.formula(f).names for a in catalog.actions for f in ("value", "propensity")
-    )
+    # the uplift (response with the contact minus without) of every action the model learnt it
+    # for: formulas may rank by it, and target lists keep it, so that their results can say
+    # whether the model's ranking helped (the Qini of what was predicted when the list was made)
+    uses_uplift = True
     # the propensity model only for the pairs each customer is eligible for: eligibility comes
     # first in the funnel, so the other pairs never need a propensity (measured: 44% of the
     # customer-pairs of the sample world are eligible)

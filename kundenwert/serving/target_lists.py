@@ -113,6 +113,11 @@ class TargetListRequest(BaseModel):
         None, description="total channel cost of the targeted customers"
     )
     control_share: bounded(float, ge=0, lt=1) = 0.1  # type: ignore[valid-type]
+    detect_lift: bounded(float, gt=0, lt=1) | None = Field(  # type: ignore[valid-type]
+        None,
+        description="plan for detecting this absolute lift of the response rate (0.01: one point): "
+        "the answer's planning gives the list size and the control share it needs",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> TargetListRequest:
@@ -230,6 +235,7 @@ def build_target_list(
             "propensity": best["propensity"].to_numpy(dtype="float64"),
             "expected_value": best["expected_value"].to_numpy(dtype="float64"),
             "cost": best["cost"].to_numpy(dtype="float64"),
+            "uplift": best["uplift"].to_numpy(dtype="float64") if "uplift" in best else np.nan,
         }
     )
     targeted = members[members["group"] == "target"]
@@ -243,12 +249,30 @@ def build_target_list(
         "candidates": int(len(pool)),
         "actions": action_ids,
     }
+    summary["planning"] = _planning(targeted, int((members["group"] == "control").sum()), request.detect_lift)
     left_out = {a: why for a, why in (unavailable or {}).items() if a in actions_for(request, catalog)}
     if left_out:  # only when the run lacks models: a run with every model keeps the summary as it was
         summary["unavailable_actions"] = left_out
     if cut:
         summary["cut_to_max_size"] = max_size
     return list_id, summary, members
+
+
+def _planning(targeted: pd.DataFrame, control: int, lift: float | None) -> dict | None:
+    """The power planning of a list (``results.planning``) at its expected response rate
+    without the contact: the propensity minus the predicted uplift where the model knows it,
+    else the propensity. None for a list without targeted members."""
+    from kundenwert.serving.results import planning
+
+    if targeted.empty:
+        return None
+    p = targeted["propensity"].to_numpy(dtype="float64")
+    u = targeted["uplift"].to_numpy(dtype="float64") if "uplift" in targeted else np.full(len(p), np.nan)
+    base = float(np.nanmean(np.where(np.isfinite(u), p - u, p)))
+    base = min(max(base, 1e-4), 1 - 1e-4) if np.isfinite(base) else 0.01
+    if lift is not None and lift >= 1 - base:
+        lift = None  # no rate can rise that far: plan for what can be detected only
+    return planning(base, len(targeted), control, lift)
 
 
 def save_target_list(
@@ -319,7 +343,9 @@ def members_now(meta: dict, members: pd.DataFrame, standing) -> tuple[pd.DataFra
     return members[keep].reset_index(drop=True), left
 
 
-def load_target_list(engine: sa.Engine, list_id: str) -> tuple[dict, pd.DataFrame]:
+def load_target_list(engine: sa.Engine, list_id: str, uplift: bool = False) -> tuple[dict, pd.DataFrame]:
+    """(meta, members) of a stored list; ``uplift``: with the uplift each member was predicted
+    when the list was made (campaign results read it; an export does not carry it)."""
     ensure_tables(engine, LISTS, MEMBERS)
     with map_exceptions("reading the target list", LISTS.name), engine.connect() as conn:
         row = conn.execute(sa.select(LISTS).where(LISTS.c.list_id == list_id)).mappings().first()
@@ -334,7 +360,7 @@ def load_target_list(engine: sa.Engine, list_id: str) -> tuple[dict, pd.DataFram
         "request": json.loads(row["request"]),
         "summary": json.loads(row["summary"]),
     }
-    return meta, members.drop(columns=["list_id"])
+    return meta, members.drop(columns=["list_id"] if uplift else ["list_id", "uplift"], errors="ignore")
 
 
 class BadCursor(KundenwertError):
