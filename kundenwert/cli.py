@@ -438,6 +438,194 @@ def score_cmd(
         )
 
 
+@app.command("results")
+@friendly
+def results_cmd(
+    campaign: Annotated[
+        str | None,
+        typer.Option("--campaign", help="One campaign (a campaign_id of the contacts, or a list id)."),
+    ] = None,
+    list_id: Annotated[str | None, typer.Option("--list", help="One target list of this service.")] = None,
+    by: Annotated[
+        str,
+        typer.Option(
+            help="Cells by any of campaign, action, channel, month (comma-separated; '' for one cell)."
+        ),
+    ] = "action,channel",
+    action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Only this channel.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only contacts from this date on.")] = None,
+    until: Annotated[str | None, typer.Option(help="Only contacts before this date.")] = None,
+    response_window: Annotated[
+        int, typer.Option(help="Days after a contact in which a response counts.")
+    ] = 14,
+    attribution_days: Annotated[int, typer.Option(help="Days after a contact whose purchases count.")] = 30,
+    method: Annotated[str, typer.Option(help="Revenue and margin intervals: welch or bootstrap.")] = "welch",
+    control_share: Annotated[
+        float | None, typer.Option(help="The control share that was drawn (checks the split).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    plots: Annotated[
+        Path | None, typer.Option(help="Write the lift and cumulative revenue plots (PNG) into this folder.")
+    ] = None,
+    mlflow_run: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow", help="Log the report and its plots as an MLflow run (kundenwert-campaign-results)."
+        ),
+    ] = False,
+    actions: Annotated[
+        Path | None,
+        typer.Option(help="Action catalog TOML (default: KUNDENWERT_ACTIONS, else the packaged catalog)."),
+    ] = None,
+) -> None:
+    """Did it work? Lift of every campaign, list, action and channel against its control group,
+    with 95% intervals, Benjamini-Hochberg significance and the checks a statistician makes."""
+    import json
+
+    from kundenwert.db.store import Store
+    from kundenwert.serving.catalog import load_catalog
+    from kundenwert.serving.results import measure, parse_query, report_rows
+
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"--format must be table, csv or json, not {fmt!r}")
+    query = parse_query(
+        campaign_id=campaign,
+        list_id=list_id,
+        by=by,
+        action_id=action,
+        channel=channel,
+        since=since,
+        until=until,
+        response_window=response_window,
+        attribution_days=attribution_days,
+        method=method,
+        control_share=control_share,
+    )
+    catalog = load_catalog(actions)
+    store = Store()
+    with err.status("measuring"):
+        report, exposures = measure(store, catalog, query)
+    if plots is not None or mlflow_run:
+        from kundenwert.serving.results import result_plots
+
+        drawn = result_plots(store, report, exposures, query)
+        if plots is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+            for name, png in drawn.items():
+                (plots / f"{name}.png").write_bytes(png)
+                err.print(f"wrote {plots / name}.png", highlight=False)
+        if mlflow_run:
+            from kundenwert.experiments.registry import RESULTS_EXPERIMENT, log_results
+
+            run_id = log_results(report, drawn, campaign or list_id or "all campaigns")
+            err.print(f"logged as MLflow run {run_id} in {RESULTS_EXPERIMENT}", highlight=False)
+    if fmt == "json":
+        out.print_json(json.dumps(report))
+        return
+    rows = report_rows(report)
+    if fmt == "csv":
+        import csv
+        import sys
+
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(sys.stdout, fieldnames=names, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return
+    _results_table(report, rows)
+
+
+def _results_table(report: dict, rows: list[dict]) -> None:
+    def pct(v) -> str:
+        return "" if v is None else f"{v:.2%}"
+
+    def span(r: dict, m: str, f=pct) -> str:
+        if r.get(f"{m}_lift") is None:
+            return ""
+        star = " *" if r.get(f"{m}_significant") else ""
+        return f"{f(r[f'{m}_lift'])} [{f(r[f'{m}_lift_low'])}, {f(r[f'{m}_lift_high'])}]{star}"
+
+    money = lambda v: "" if v is None else f"{v:,.2f}"  # noqa: E731
+    scope = ", ".join(f"{k} {v}" for k, v in report["scope"].items()) or "all campaigns"
+    t = Table(
+        title=f"campaign results: {scope} (data to {report['as_of'][:10]}; response window "
+        f"{report['response_window_days']} d, purchases {report['attribution_days']} d)",
+        caption="lift: treated minus control, 95% interval; * significant after Benjamini-Hochberg",
+    )
+    keys = report["by"]
+    for k in keys:
+        t.add_column(k)
+    for c in (
+        "treated",
+        "control",
+        "responded",
+        "lift",
+        "bought lift",
+        "revenue / customer",
+        "incr. revenue",
+        "return on cost",
+        "warnings",
+    ):
+        t.add_column(c, justify="left" if c == "warnings" else "right")
+    for r in rows:
+        head = [str(r.get(k, "")) for k in keys]
+        if r.get("suppressed"):
+            t.add_row(*head, "<20", "", "suppressed", *[""] * 6)
+            continue
+        roc = r.get("incremental_return_on_cost")
+        t.add_row(
+            *head,
+            f"{r['treated']:,}",
+            f"{r['control']:,}",
+            f"{pct(r['responded_treated_rate'])} vs {pct(r['responded_control_rate'])}",
+            span(r, "responded"),
+            span(r, "bought"),
+            span(r, "revenue", money),
+            money(r.get("revenue_incremental")),
+            "" if roc is None else f"{roc:.1%}",
+            r["warnings"],
+        )
+    out.print(t)
+    if report.get("not_sent"):
+        out.print(f"not sent yet (no contact recorded): {', '.join(report['not_sent'])}", highlight=False)
+    if report.get("left_out_objecting"):
+        out.print(
+            f"{report['left_out_objecting']:,} exposures of customers who object now are left out",
+            highlight=False,
+        )
+
+
+@app.command("plan")
+@friendly
+def plan_cmd(
+    rate: Annotated[
+        float, typer.Option(help="Response rate without contact (the control group's), e.g. 0.03.")
+    ],
+    lift: Annotated[
+        float | None, typer.Option(help="Absolute lift to detect, e.g. 0.01 (one point).")
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="Customers in the list (with control).")] = None,
+    control_share: Annotated[float, typer.Option(help="Share held out as control.")] = 0.1,
+    power: Annotated[float, typer.Option(help="Power of the test.")] = 0.8,
+) -> None:
+    """Plan a campaign: the smallest lift a list can detect, or the list size and control share
+    needed to detect a given lift (two-sided test at 5%, normal approximation)."""
+    from kundenwert.serving.results import plan
+
+    p = plan(rate, lift=lift, size=size, control_share=control_share, power=power)
+    for k, v in p.items():
+        shown = (
+            f"{v:.4%}"
+            if isinstance(v, float)
+            and k in ("base_rate", "lift", "minimum_detectable_lift", "control_share_needed", "control_share")
+            else f"{v:,}"
+            if isinstance(v, int) and not isinstance(v, bool)
+            else str(v)
+        )
+        out.print(f"{k.replace('_', ' ')}: {shown}", highlight=False)
+
+
 @keys_app.command("create")
 @friendly
 def keys_create_cmd(

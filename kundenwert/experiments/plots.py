@@ -286,3 +286,73 @@ def model_plots(spec: ModelSpec, model, test: tuple) -> list[Plot]:
         return []
     X, y = test
     return spec.plots(sys.modules[__name__], model, X, y)
+
+
+# ------------------------------------------------------------------ campaign results
+
+
+def campaign_lift(report: dict, metric: str = "responded") -> Plot:
+    """Lift with its 95% interval per cell of a campaign results report (suppressed cells left
+    out): one row per cell, significant cells (after Benjamini-Hochberg) in colour."""
+    cells = [c for c in report["cells"] if not c.get("suppressed") and c["metrics"].get(metric)]
+    names = [" / ".join(c["keys"].values()) or "all" for c in cells]
+    lift = [c["metrics"][metric]["lift"] for c in cells]
+    est = np.array([np.nan if v["estimate"] is None else v["estimate"] for v in lift], dtype="float64")
+    lo = np.array([np.nan if v["low"] is None else v["low"] for v in lift], dtype="float64")
+    hi = np.array([np.nan if v["high"] is None else v["high"] for v in lift], dtype="float64")
+    sig = [bool(c["metrics"][metric].get("significant")) for c in cells]
+    rate = metric in ("responded", "converted", "bought")
+    scale = 100.0 if rate else 1.0
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.4 * len(cells) + 1.5)))
+    y = np.arange(len(cells))[::-1]
+    for i, s in enumerate(sig):
+        ax.errorbar(
+            est[i] * scale,
+            y[i],
+            xerr=[[max(est[i] - lo[i], 0) * scale], [max(hi[i] - est[i], 0) * scale]],
+            fmt="o",
+            color="tab:blue" if s else "grey",
+            capsize=3,
+        )
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, names)
+    unit = "points" if rate else "per customer"
+    ax.set(
+        xlabel=f"{metric}: treated minus control ({unit}), 95% interval", title=f"lift of {metric} by cell"
+    )
+    fig.tight_layout()
+    data = {"cells": names, "lift": _round(est), "low": _round(lo), "high": _round(hi), "significant": sig}
+    return Plot(f"lift_{metric}", fig, data)
+
+
+def cumulative_incremental(curve: pd.DataFrame) -> Plot:
+    """Incremental revenue of the treated by day after the contact, with its 95% band."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(curve["day"], curve["incremental"], label="incremental revenue")
+    ax.fill_between(
+        curve["day"],
+        curve["low"].astype("float64"),
+        curve["high"].astype("float64"),
+        alpha=0.25,
+        label="95% interval",
+    )
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(xlabel="days after the contact", ylabel="revenue (treated minus control, all treated)")
+    ax.set_title("cumulative incremental revenue")
+    ax.legend()
+    fig.tight_layout()
+    return Plot(
+        "cumulative_incremental_revenue",
+        fig,
+        {k: _round(curve[k].astype("float64")) for k in ("day", "incremental", "low", "high")},
+    )
+
+
+def png(plot: Plot) -> bytes:
+    """The figure as PNG bytes (closed after: a server draws many)."""
+    import io
+
+    buf = io.BytesIO()
+    plot.figure.savefig(buf, format="png", dpi=110)
+    plt.close(plot.figure)
+    return buf.getvalue()

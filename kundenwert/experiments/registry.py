@@ -490,3 +490,47 @@ def set_alias(model: str, version: str | int, alias: str = "champion") -> None:
     model_uri(model, alias)  # names the known models when this one is not
     with _tracking():
         mlflow.MlflowClient().set_registered_model_alias(REGISTERED.format(model), alias, str(version))
+
+
+RESULTS_EXPERIMENT = "kundenwert-campaign-results"
+
+
+def log_results(report: dict, plots: dict[str, bytes], name: str) -> str:
+    """Log a campaign results report as an MLflow run of ``RESULTS_EXPERIMENT``: the report
+    (aggregates of cells of at least 20 customers: no customer appears in it), each cell's
+    headline lift as metrics, and the plots as PNG. Returns the run id."""
+    import tempfile
+
+    import mlflow
+
+    user_uri = bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    with _tracking():
+        if mlflow.get_experiment_by_name(RESULTS_EXPERIMENT) is None:
+            from kundenwert.settings import get_settings
+
+            artifacts = Path(get_settings().home).resolve() / "mlartifacts"
+            mlflow.create_experiment(
+                RESULTS_EXPERIMENT, artifact_location=None if user_uri else artifacts.as_uri()
+            )
+        mlflow.set_experiment(RESULTS_EXPERIMENT)
+        with mlflow.start_run(run_name=name) as run:
+            mlflow.set_tags({"scope": json.dumps(report.get("scope", {})), "as_of": report.get("as_of", "")})
+            mlflow.log_params(
+                {
+                    k: report[k]
+                    for k in ("response_window_days", "attribution_days", "alpha", "revenue_method")
+                    if k in report
+                }
+            )
+            mlflow.log_dict(report, "results.json")
+            for i, cell in enumerate(c for c in report.get("cells", []) if not c.get("suppressed")):
+                for metric in ("responded", "bought"):
+                    lift = cell["metrics"][metric]["lift"]
+                    if lift["estimate"] is not None:
+                        mlflow.log_metric(f"cell{i}_{metric}_lift", lift["estimate"])
+            with tempfile.TemporaryDirectory() as tmp:
+                for plot, png in plots.items():
+                    path = Path(tmp) / f"{plot}.png"
+                    path.write_bytes(png)
+                    mlflow.log_artifact(str(path), "plots")
+            return str(run.info.run_id)

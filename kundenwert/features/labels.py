@@ -141,7 +141,7 @@ def response_labels(contacts: pd.DataFrame, cutoff, config: LabelConfig | None =
     outbound = (rows["direction"] == "outbound").to_numpy()
     labelled = outbound & (rows["contacted_at"] < end - window).to_numpy()
     k = rows[labelled]
-    responded = _attributed(rows, outbound, cfg)[labelled]
+    responded = attributed_responses(rows, outbound, cfg)[labelled]
     # the campaigns of these contacts, as far as they had come by the latest of them
     same = contacts["contacted_at"] < end - window
     if "campaign_id" in contacts:
@@ -164,9 +164,9 @@ def response_labels(contacts: pd.DataFrame, cutoff, config: LabelConfig | None =
     )
 
 
-def _attributed(rows: pd.DataFrame, outbound: np.ndarray, cfg: LabelConfig) -> np.ndarray:
+def attributed_responses(rows: pd.DataFrame, outbound: np.ndarray, cfg: LabelConfig) -> np.ndarray:
     """Per row of ``rows`` (by position): whether a response of ``rows`` counts for it, an
-    outbound contact (see ``response_labels``). A response with an ``action_id`` counts for the
+    outbound contact (see ``response_labels``; campaign results use the same rule). A response with an ``action_id`` counts for the
     contacts of that action; one with only a ``campaign_id`` (a reply logged against the
     campaign) for the contacts of that campaign."""
     outcome = rows["outcome"] if "outcome" in rows else pd.Series(np.nan, index=rows.index)

@@ -27,7 +27,7 @@ from kundenwert.serving import problems
 from kundenwert.serving.catalog import load_catalog
 from kundenwert.serving.keys import KeyRing
 from kundenwert.serving.ratelimit import buckets_from_settings
-from kundenwert.serving.routes import admin, customers, feedback, health, marketing, scoring
+from kundenwert.serving.routes import admin, campaigns, customers, feedback, health, marketing, scoring
 from kundenwert.serving.state import ServingState
 from kundenwert.settings import get_settings
 
@@ -238,7 +238,7 @@ def create_app(
     problems.install(app, get_settings().max_body_bytes)
     app.add_middleware(_Metrics, requests=requests, latency=latency)  # outermost: counts 413s too
 
-    for module in (health, customers, scoring, feedback, marketing, admin):
+    for module in (health, customers, scoring, feedback, marketing, campaigns, admin):
         app.include_router(module.router)
     if os.environ.get("KUNDENWERT_BENCH_ENDPOINTS") == "1":
         from kundenwert.serving.routes import bench
