@@ -13,7 +13,8 @@ The definitions, once:
   amount) lowers the revenue of the period it is booked in, not of the original sale. **Margin**
   likewise, where given (sums skip missing margins; null when a cell has none). **Units** are the
   quantities sold minus the quantities returned (a missing quantity counts 1). **Buyers** are the
-  distinct customers with a positive row (a purchase) of the item in the period.
+  distinct customers with a positive row (a purchase) of the item in the period. Money is rounded
+  to cents, shares and changes are of the rounded sums.
 - **Age group** is the contract's (``kundenwert.features.contract.age_group``), from the birth year
   at the period's last day; no birth year: ``unknown``. The same people stay in their group for the
   previous period, so the change compares the same customers, not a band they aged into. A missing
@@ -49,6 +50,7 @@ DEFAULT_DAYS = 90
 MAX_DAYS = 3650  # longest period
 FIRST_YEAR, LAST_YEAR = 1900, 2200  # dates outside cannot be in a CRM (and would overflow)
 DAY = pd.Timedelta(days=1)
+CENTS = 2  # decimals of money in the answer
 UNKNOWN = "unknown"
 
 
@@ -324,7 +326,9 @@ def sales_by_group(
     prev_shown = (cells["previous_buyers"] >= min_group).to_numpy()
     suppressed_previous = int((~prev_shown).sum())
     cells.loc[~prev_shown, ["previous_revenue", "previous_margin"]] = np.nan
-    cells["revenue_change"] = cells["revenue"] - cells["previous_revenue"]
+    money = ["revenue", "margin", "previous_revenue"]
+    cells[money] = cells[money].round(CENTS)  # sums of amounts, without float noise
+    cells["revenue_change"] = (cells["revenue"] - cells["previous_revenue"]).round(CENTS)
     base = cells["previous_revenue"].where(cells["previous_revenue"] > 0)
     cells["revenue_change_rel"] = cells["revenue_change"] / base
 

@@ -420,7 +420,7 @@ def test_the_route_on_the_sample_world(served) -> None:
     got = pd.DataFrame(body["rows"]).set_index(["category", "age_group"])
     got = got.sort_index()
     assert list(got.index) == list(shown.index)  # the same cells: those with 20 buyers or more
-    np.testing.assert_allclose(got["revenue"], shown["revenue"])
+    np.testing.assert_allclose(got["revenue"], shown["revenue"], rtol=0, atol=0.005)  # cents
     assert got["buyers"].tolist() == shown["buyers"].tolist()
     assert sum(r["revenue"] for r in body["rows"]) == pytest.approx(shown["revenue"].sum())
     assert body["score_run"] == served["done"]["run_id"] and got["predicted_affinity"].notna().any()
