@@ -30,6 +30,7 @@ ENDPOINTS = {
     ),
     "/v1/target-lists/{list}": ("GET", 200, {"marketing", "data_science"}, None),
     "/v1/analytics/affinity-by-age-group": ("GET", 200, {"marketing", "data_science"}, None),
+    "/v1/analytics/sales-by-age-group": ("GET", 200, {"marketing", "data_science"}, None),
     "/v1/analytics/kpis": ("GET", 200, {"marketing", "data_science"}, None),
     "/v1/admin/reload": ("POST", 200, set(), lambda x: None),
 }

@@ -14,7 +14,8 @@ from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.deps import allow, get_state
 from kundenwert.serving.keys import Caller
 from kundenwert.serving.problems import KEYED, responses
-from kundenwert.serving.schemas import Id
+from kundenwert.serving.sales import MAX_DAYS, MIN_GROUP, Dimension, SalesBy, sales_report
+from kundenwert.serving.schemas import Id, InstantText
 from kundenwert.serving.state import ServingState
 from kundenwert.serving.target_lists import (
     TargetListRequest,
@@ -28,7 +29,6 @@ from kundenwert.serving.target_lists import (
 from kundenwert.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["marketing"])
-MIN_GROUP = 20  # analytics never show a group of fewer customers
 MAX_PAGE = 10_000  # members per page of a JSON read
 
 
@@ -151,6 +151,58 @@ def affinity_by_age(state: Annotated[ServingState, Depends(get_state)]) -> dict:
         for (cat, age), r in table.iterrows()
     ]
     return {"score_run": state.run["run_id"], "rows": rows}
+
+
+@router.get(
+    "/analytics/sales-by-age-group",
+    dependencies=[Depends(allow("marketing", "data_science"))],
+    responses=responses(
+        *KEYED, 400, 422, s400="since is not before until, or days is given with both since and until"
+    ),
+)
+def sales_by_age(
+    state: Annotated[ServingState, Depends(get_state)],
+    by: Annotated[SalesBy, Query(description="a row per product category or per product")] = SalesBy.category,
+    dims: Annotated[
+        list[Dimension] | None,
+        Query(
+            description="group dimensions besides age_group (always there); repeat: dims=customer_type&dims=region"
+        ),
+    ] = None,
+    days: Annotated[
+        int | None, Query(ge=1, le=MAX_DAYS, description="length of the period in days (default 90)")
+    ] = None,
+    since: Annotated[
+        InstantText | None, Query(description="start of the period: ISO date or instant (UTC unless given)")
+    ] = None,
+    until: Annotated[
+        InstantText | None,
+        Query(
+            description="end of the period, exclusive (default: the end of the day of the latest purchase)"
+        ),
+    ] = None,
+) -> dict:
+    """Sales per category (or product) x age group (and customer type, region) over a period:
+    net revenue (returns lower it), margin, units, buyers, the share of the item's revenue and
+    buyers each group holds, the previous period of the same length and the change against it, and
+    beside it the mean predicted affinity of the group from the current scoring run (``by=category``).
+
+    Without dates the period is the last 90 days of data (up to the end of the day of the latest
+    purchase: ``period`` says which). Age groups are the contract's bands at the period's last day
+    (``age_at``). Customers who object to profiling now are not counted (``objecting_customers``);
+    a cell with fewer than 20 buyers is left out and counted in ``suppressed_groups``; previous-period
+    figures of fewer than 20 buyers are null (``suppressed_previous``)."""
+    report = sales_report(
+        state.store,
+        days=days,
+        since=since,
+        until=until,
+        by=by,
+        dims=dims or (),
+        scores=state.held_scores(),
+        score_run=state.run["run_id"],
+    )
+    return report.as_dict()
 
 
 def _profiled_now(state: ServingState) -> pd.DataFrame:
