@@ -5,6 +5,7 @@ show its lift against its control group, with intervals."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -222,14 +223,14 @@ def test_cli_writes_the_plots_and_logs_the_results_to_mlflow(sent_list, tmp_path
 
     from kundenwert.experiments.registry import RESULTS_EXPERIMENT, _tracking
 
+    (tmp_path / "mlflow").mkdir()
     with _tracking():
         client = mlflow.MlflowClient()
         [found] = client.search_runs([client.get_experiment_by_name(RESULTS_EXPERIMENT).experiment_id])
         names = {a.path for a in client.list_artifacts(found.info.run_id)}
         plots = {a.path for a in client.list_artifacts(found.info.run_id, "plots")}
-        report = json.loads(
-            open(client.download_artifacts(found.info.run_id, "results.json", str(tmp_path))).read()
-        )
+        path = client.download_artifacts(found.info.run_id, "results.json", str(tmp_path / "mlflow"))
+    report = json.loads(Path(path).read_text())
     assert "results.json" in names and "plots/lift_bought.png" in plots
     # aggregates only: no member of the list appears in what MLflow keeps
     text = json.dumps(report)
