@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -10,9 +11,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kundenwert.errors import KundenwertError
+
+try:  # newer typer carries its own copy of click (typer._click)
+    from typer._click.globals import get_current_context
+    from typer.exceptions import TyperException as ClickError
+except ImportError:  # pragma: no cover - older typer: click itself
+    from click import ClickException as ClickError  # type: ignore[assignment,unused-ignore]
+    from click import get_current_context  # type: ignore[assignment,no-redef,unused-ignore]
 
 app = typer.Typer(
     name="kundenwert",
@@ -32,16 +41,59 @@ out = Console()
 err = Console(stderr=True)
 
 
+# sysexits.h: EX_SOFTWARE, an internal software error; 130 is the shell's code for Ctrl-C (128 + SIGINT)
+EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
+
+
+def _command_name() -> str:
+    """``kundenwert import``, ``kundenwert keys create``: the command being run, however it was started."""
+    ctx = get_current_context(silent=True)
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:  # the root's name is the program (python -m ...)
+        if ctx.info_name:
+            names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["kundenwert", *reversed(names)])
+
+
+def _debug() -> bool:
+    """``KUNDENWERT_DEBUG`` is set: show tracebacks (read even when other settings are invalid)."""
+    from kundenwert.settings import debug_enabled
+
+    return debug_enabled()
+
+
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Print our own errors plainly (no traceback) and exit non-zero; anything else is a bug."""
+    """Our own errors as one plain line (exit code of the error); anything else as one line naming
+    the command and the error (exit 70; the traceback only with ``KUNDENWERT_DEBUG=1``); Ctrl-C as
+    ``interrupted`` (exit 130). ``typer.Exit`` and click's own exceptions pass through untouched."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except KundenwertError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, ClickError, SystemExit):  # typer's and click's own: untouched
+            raise
+        except KeyboardInterrupt:
+            err.print(f"{_command_name()}: interrupted", markup=False, highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            debug = _debug()
+            if debug:
+                err.print(traceback.format_exc(), markup=False, highlight=False, end="")
+            hint = "" if debug else ", with KUNDENWERT_DEBUG=1 for the traceback"
+            err.print(
+                f"[bold red]error:[/] {_command_name()}: unexpected error "
+                f"({escape(type(exc).__name__ + ': ' + str(exc))}); this is a bug: please report it{hint}",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_BUG) from None
 
     return wrapper
 

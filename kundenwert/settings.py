@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kundenwert.errors import ConfigurationError
 
 # requests per second and burst per API key, per role and per worker process; generous for the
 # integrations (a CRM side panel shares one sales key among its users; campaign tools send batches)
@@ -96,6 +99,12 @@ class Settings(BaseSettings):
         "decisions (503) instead of handing out ids it cannot store yet.",
     )
 
+    debug: bool = Field(
+        default=False,
+        description="Show the Python traceback of an unexpected error (a bug) in the CLI; without it "
+        "the command prints one line naming the error and exits 70.",
+    )
+
     rate_limits: dict[str, tuple[float, float] | None] = Field(
         default_factory=dict,
         description='Per-key rate limits by role as JSON, e.g. {"campaign": [50, 100]}: requests per '
@@ -127,5 +136,22 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Settings as the environment says now (cheap; not cached so tests can change the env)."""
-    return Settings()
+    """Settings as the environment says now (cheap; not cached so tests can change the env).
+
+    An invalid ``KUNDENWERT_*`` value is a :class:`ConfigurationError` naming the variable.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"KUNDENWERT_{'_'.join(str(p) for p in e['loc'][:1]).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"the KUNDENWERT_* settings are not valid: {problems}") from None
+
+
+def debug_enabled() -> bool:
+    """``KUNDENWERT_DEBUG`` is on; also when another setting is invalid (then the variable is read as is)."""
+    try:
+        return get_settings().debug
+    except ConfigurationError:
+        return os.environ.get("KUNDENWERT_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}

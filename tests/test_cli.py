@@ -152,3 +152,104 @@ def test_sample_no_effect_writes_a_world_without_lift(tmp_path: Path) -> None:
     contacts = pd.read_csv(tmp_path / "null" / "contacts.csv", dtype=str)
     assert len(truth) == (contacts["direction"] == "outbound").sum() > 100
     assert (truth["p_response_treated"] == truth["p_response_control"]).all()
+
+
+def _invoke_broken_summary(
+    monkeypatch, tmp_path: Path, raised: BaseException, env: dict[str, str] | None = None
+):
+    """``kundenwert summary`` with its store read monkeypatched to raise ``raised``."""
+    from typer.testing import CliRunner
+
+    import kundenwert.db.store
+    from kundenwert.cli import app
+
+    def broken(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setenv("KUNDENWERT_HOME", str(tmp_path))
+    monkeypatch.delenv("KUNDENWERT_DATABASE_URL", raising=False)
+    monkeypatch.delenv("KUNDENWERT_DEBUG", raising=False)
+    monkeypatch.setattr(kundenwert.db.store.Store, "__init__", broken)
+    return CliRunner().invoke(app, ["summary"], env={"COLUMNS": "300", **(env or {})})
+
+
+def test_an_unexpected_error_is_one_line_naming_the_command_and_exits_70(monkeypatch, tmp_path: Path) -> None:
+    """A bug inside a command: no traceback, one line with the command, the error type and its
+    message and how to see more; exit 70 (EX_SOFTWARE), not 1 and not our own errors' 2."""
+    r = _invoke_broken_summary(monkeypatch, tmp_path, ValueError("boom [in] the store"))
+    assert r.exit_code == 70, r.output
+    assert "Traceback" not in r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(
+        "error: kundenwert summary: unexpected error (ValueError: boom [in] the store)"
+    )
+    assert "this is a bug" in lines[0] and "KUNDENWERT_DEBUG=1" in lines[0]
+
+
+def test_with_debug_set_the_traceback_is_shown(monkeypatch, tmp_path: Path) -> None:
+    r = _invoke_broken_summary(monkeypatch, tmp_path, ValueError("boom"), env={"KUNDENWERT_DEBUG": "1"})
+    assert r.exit_code == 70
+    assert "Traceback (most recent call last)" in r.stderr and "raise raised" in r.stderr
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: kundenwert summary: unexpected error (ValueError: boom)")
+    )
+
+
+def test_ctrl_c_is_interrupted_and_exits_130(monkeypatch, tmp_path: Path) -> None:
+    r = _invoke_broken_summary(monkeypatch, tmp_path, KeyboardInterrupt())
+    assert r.exit_code == 130
+    assert r.stderr.strip() == "kundenwert summary: interrupted" and "Traceback" not in r.output
+
+
+def test_a_subcommand_is_named_in_full_and_exits_pass_through(monkeypatch, tmp_path: Path) -> None:
+    """``keys list`` is named as ``kundenwert keys list``; a command's own ``typer.Exit`` keeps its code."""
+    import typer
+    from typer.testing import CliRunner
+
+    import kundenwert.db.store
+    from kundenwert.cli import app
+
+    monkeypatch.setenv("KUNDENWERT_HOME", str(tmp_path))
+    monkeypatch.delenv("KUNDENWERT_DATABASE_URL", raising=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(kundenwert.db.store.Store, "__init__", broken)
+    r = CliRunner().invoke(app, ["keys", "list"], env={"COLUMNS": "300"})
+    assert (
+        r.exit_code == 70
+        and "error: kundenwert keys list: unexpected error (RuntimeError: disk on fire)" in r.stderr
+    )
+
+    def exits(*args, **kwargs):
+        raise typer.Exit(3)
+
+    monkeypatch.setattr(kundenwert.db.store.Store, "__init__", exits)
+    r = CliRunner().invoke(app, ["keys", "list"])
+    assert r.exit_code == 3 and r.stderr == ""
+
+
+def test_an_invalid_setting_is_our_error_not_a_bug(tmp_path: Path) -> None:
+    """``KUNDENWERT_BUSY_TIMEOUT=soon``: one ``error:`` line naming the variable, exit 2."""
+    env = {
+        **os.environ,
+        "KUNDENWERT_HOME": str(tmp_path),
+        "KUNDENWERT_BUSY_TIMEOUT": "soon",
+        "COLUMNS": "300",
+    }
+    env.pop("KUNDENWERT_DATABASE_URL", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "kundenwert.cli", "summary"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    errors = [
+        line for line in r.stderr.splitlines() if line.startswith("error: ")
+    ]  # not a library's warnings
+    assert errors == [errors[0]] and errors[0].startswith(
+        "error: the KUNDENWERT_* settings are not valid: KUNDENWERT_BUSY_TIMEOUT"
+    ), r.stderr

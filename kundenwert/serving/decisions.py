@@ -16,7 +16,10 @@ backing off, until it commits: a decision id handed out is never dropped. Meanwh
 not ``healthy`` once its oldest uncommitted batch waits longer than ``max_lag`` seconds, and
 ``ServingState.record`` refuses new decisions (``StoreUnavailable``, a 503) before any id is
 handed out. Only ``close`` gives up, after ``shutdown_timeout`` seconds, logging how many
-decisions were lost (never their ids or customers).
+decisions were lost (never their ids or customers). ``close`` may be called more than once and
+from any thread; after it, ``add`` and ``flush`` refuse at once (``StoreUnavailable``, a 503): a
+row is either queued before the writer's stop mark (and written) or refused before its id is
+handed out.
 
 On SQLite the writer shares ``WRITER`` with the feedback transactions of this process (SQLite
 has one writer; a transaction that read first cannot wait for another). A decision whose customer
@@ -81,6 +84,9 @@ class DecisionLog:
         self._lock = WRITER if self._backend.single_writer else threading.Lock()
         self._writing_since: float | None = None  # monotonic start of the batch not yet committed
         self._give_up_at: float | None = None  # set by ``close``
+        self._closed = False
+        # ``add`` and ``close`` under one lock: no row is queued behind the writer's stop mark
+        self._closing = threading.Lock()
         self.lost = 0  # decisions given up on at shutdown
         self.failures = 0  # failed commits so far (each tried again)
         self.failures_of_batch = 0
@@ -107,8 +113,18 @@ class DecisionLog:
         """The writer commits in time: no batch has waited longer than ``max_lag`` seconds."""
         return self.lag <= self.max_lag and self._give_up_at is None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def check(self) -> None:
-        """Raise ``StoreUnavailable`` while the writer cannot commit (before ids are handed out)."""
+        """Raise ``StoreUnavailable`` while the writer cannot commit or after ``close`` (before ids
+        are handed out)."""
+        if self._closed:
+            raise StoreUnavailable(
+                "the decision log is closed (the service is shutting down): no decision can be "
+                "recorded; retry later"
+            )
         if not self.healthy:
             raise StoreUnavailable(
                 f"the decision log has not committed for {self.lag:.1f} s (the store is locked or "
@@ -116,15 +132,20 @@ class DecisionLog:
             )
 
     def add(self, rows: list[dict]) -> None:
-        for r in rows:
-            self._queue.put(r)
+        """Queue ``rows`` for the writer; ``StoreUnavailable`` once the log is closed (nothing queued)."""
+        with self._closing:
+            if self._closed:
+                self.check()
+            for r in rows:
+                self._queue.put(r)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Return once every row added before this call is committed; ``StoreUnavailable`` at
         once while the writer is not ``healthy``, or when the commit takes ``timeout`` seconds."""
-        self.check()
         done = threading.Event()
-        self._queue.put(done)
+        with self._closing:
+            self.check()
+            self._queue.put(done)  # ahead of the stop mark: the writer sets it
         deadline = time.monotonic() + timeout
         while not done.wait(0.05):
             self.check()  # the writer stuck meanwhile: answer now, not at the timeout
@@ -137,9 +158,13 @@ class DecisionLog:
         """Commit what is queued and stop the writer; after ``timeout`` (default
         ``shutdown_timeout``) seconds of failed commits the rest is given up (and counted)."""
         timeout = self.shutdown_timeout if timeout is None else timeout
-        self._give_up_at = time.monotonic() + timeout
-        self._queue.put(None)
-        self._thread.join(timeout=timeout + 30)
+        with self._closing:
+            if not self._closed:  # the first close stops the writer; any other one waits with it
+                self._closed = True
+                self._give_up_at = time.monotonic() + timeout
+                self._queue.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=timeout + 30)
 
     def _run(self) -> None:
         while True:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kundenwert.errors import KundenwertError
+from kundenwert.serving.links import add_links
 
 log = logging.getLogger("kundenwert.serving")
 
@@ -324,8 +325,8 @@ class BodyLimit:
 
 
 def install(app: FastAPI, max_body_bytes: int) -> None:
-    """The problem handlers, the 500 catch, the body limit and the Problem schema in the
-    OpenAPI document."""
+    """The problem handlers, the 500 catch, the body limit, and the Problem schema and the
+    links (``links.LINKS``) in the OpenAPI document."""
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(KundenwertError, _ours)
@@ -345,7 +346,7 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(defs.pop("$defs", {}))
         components["Problem"] = defs
-        app.openapi_schema = schema
+        app.openapi_schema = add_links(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -10,8 +10,8 @@ them out as the control group (kept in the list, marked ``control``, never to be
 
 from __future__ import annotations
 
-import base64
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -369,24 +369,25 @@ class BadCursor(KundenwertError):
     http_status = 422
 
 
+# A cursor is the position of the last member of the previous page, in decimal: every value the
+# API document allows (``CURSOR_PATTERN``) is a page (maybe an empty one), so the document says
+# exactly which cursors are accepted. (An opaque base64 text let any other string pass the
+# document and be refused.)
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+
+
 def cursor_after(position: int) -> str:
-    """The opaque cursor of the page after ``position`` (a member's position in the list)."""
-    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
+    """The cursor of the page after ``position`` (a member's position in the list)."""
+    return str(position)
 
 
 def position_of(cursor: str | None) -> int:
     """The position a cursor continues after (0: from the start)."""
     if cursor is None:
         return 0
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("p") or not text[1:].isdigit():
-            raise ValueError
-        return int(text[1:])
-    except ValueError:
-        raise BadCursor(
-            "cursor: not a cursor of this list; pass the next_cursor of the previous page"
-        ) from None
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise BadCursor("cursor: not a cursor of this list; pass the next_cursor of the previous page")
+    return int(cursor)
 
 
 def page_of(members: pd.DataFrame, cursor: str | None, limit: int) -> tuple[pd.DataFrame, str | None]:

@@ -249,7 +249,9 @@ def test_pages_walk_a_list_once_and_the_csv_stream_equals_them(served, big_list)
     assert [int(row["position"]) for row in rows] == [m["position"] for m in seen]
     assert _problem(c.get(f"/v1/target-lists/{big_list}", headers=h, params={"limit": 10_001}), 422)
     r = c.get(f"/v1/target-lists/{big_list}", headers=h, params={"cursor": "!!"})
-    assert _problem(r, 422)["type"].endswith("/bad-cursor")
+    assert _problem(r, 422)["errors"][0]["location"] == ["query", "cursor"]  # the document's pattern
+    past_the_end = c.get(f"/v1/target-lists/{big_list}", headers=h, params={"cursor": "9" * 18})
+    assert past_the_end.status_code == 200 and past_the_end.json()["members"] == []
 
 
 def test_a_list_is_cut_to_the_configured_maximum(served, monkeypatch) -> None:

@@ -198,3 +198,76 @@ def test_the_decision_log_writes_every_row_of_large_batches(store) -> None:
         stored = [dict(r) for r in conn.execute(sa.select(DECISIONS)).mappings()]
     assert sorted(stored, key=lambda r: r["decision_id"]) == sorted(rows, key=lambda r: r["decision_id"])
     assert len({r["decision_id"] for r in rows}) == len(rows)
+
+
+def test_the_decision_log_closes_once_refuses_later_rows_and_loses_no_id_it_took(store) -> None:
+    """``close`` while other threads keep adding decisions: every ``add`` that returned is
+    stored, every later one is refused at once (a 503 with a clear message, nothing queued); a
+    second (and a concurrent) ``close`` returns as the first; ``flush`` after it does not hang."""
+    import threading
+    import time
+
+    from kundenwert.db.schema import TABLE_DEFS
+    from kundenwert.errors import StoreUnavailable
+    from kundenwert.serving.decisions import DECISIONS, DecisionLog
+    from kundenwert.serving.state import decision_id
+
+    with store.engine.begin() as conn:
+        conn.execute(
+            TABLE_DEFS["customers"].insert(),
+            [
+                {
+                    "customer_id": f"C{i}",
+                    "created_at": pd.Timestamp("2025-01-01", tz="UTC"),
+                    "customer_type": "consumer",
+                }
+                for i in range(10)
+            ],
+        )
+    log = DecisionLog(store.engine, interval=0.005)
+    taken: list[list[str]] = [[] for _ in range(4)]
+    refused: list[StoreUnavailable] = []
+    started = threading.Barrier(len(taken) + 1)
+
+    def keep_adding(mine: list[str]) -> None:
+        started.wait()
+        for n in range(100_000):
+            row = {
+                "decision_id": decision_id(),
+                "customer_id": f"C{n % 10}",
+                "created_at": "2026-11-22T18:00:00.000+00:00",
+                "score_run": "run",
+                "suggestions": "[]",
+            }
+            try:
+                log.add([row])
+            except StoreUnavailable as exc:
+                refused.append(exc)
+                return
+            mine.append(row["decision_id"])  # handed out: the add returned
+        raise AssertionError("the log was never closed")
+
+    adders = [threading.Thread(target=keep_adding, args=(mine,)) for mine in taken]
+    for t in adders:
+        t.start()
+    started.wait()
+    time.sleep(0.2)
+    closers = [threading.Thread(target=log.close) for _ in range(2)]
+    for t in closers:
+        t.start()
+    for t in closers + adders:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    t0 = time.monotonic()
+    log.close()  # and once more: returns at once
+    assert time.monotonic() - t0 < 1.0 and log.closed and not log._thread.is_alive()
+
+    assert len(refused) == len(taken) and all("closed" in str(e) for e in refused)
+    assert all(e.http_status == 503 for e in refused)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        log.flush()  # at once, not after its timeout
+    handed_out = {i for mine in taken for i in mine}
+    assert len(handed_out) > 100
+    with store.engine.connect() as conn:
+        stored = set(conn.execute(sa.select(DECISIONS.c.decision_id)).scalars())
+    assert stored == handed_out and log.lost == 0

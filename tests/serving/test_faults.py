@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,83 @@ def test_the_decision_log_keeps_trying_until_it_commits_and_gives_up_only_at_shu
         lock.kill()
         lock.wait()
         store.dispose()
+
+
+def _live_answers_while(c, in_flight: threading.Semaphore, n: int) -> list[float]:
+    """Wait until ``n`` requests are inside the stalled store, then time three ``/health/live``."""
+    for _ in range(n):
+        assert in_flight.acquire(timeout=30), "the slow requests never reached the store"
+    took = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        r = c.get("/health/live")
+        took.append(time.monotonic() - t0)
+        assert r.status_code == 200 and r.json() == {"status": "live"}
+    return took
+
+
+def test_health_live_answers_while_the_store_stalls_under_next_best_actions(world, monkeypatch) -> None:
+    """A store that stops answering (PostgreSQL hung, a disk stall): next-best-action requests
+    wait on it, and meanwhile ``/health/live`` still answers at once (the event loop is free), so
+    a liveness probe does not kill a service that only waits for its database."""
+    c, keys = world["client"], world["keys"]
+    state = c.app.state.serving
+    sales = {"X-API-Key": keys["sales"]}
+    in_flight, release = threading.Semaphore(0), threading.Event()
+    real_rows = state.live.rows
+
+    def stalled_rows(customer_id: str):
+        in_flight.release()
+        release.wait(timeout=20)  # the database answers again only when the test says so
+        return real_rows(customer_id)
+
+    monkeypatch.setattr(state.live, "rows", stalled_rows)
+    ids = [str(i) for i in world["customers"][:4]]
+    with ThreadPoolExecutor(len(ids)) as pool:
+        slow = [pool.submit(c.get, f"/v1/customers/{i}/next-best-actions", headers=sales) for i in ids]
+        try:
+            took = _live_answers_while(c, in_flight, len(ids))
+            assert not any(f.done() for f in slow), "the slow requests did not wait on the store"
+        finally:
+            release.set()
+        answers = [f.result(timeout=30) for f in slow]
+    assert max(took) < 1.0, took
+    assert [r.status_code for r in answers] == [200] * len(ids), [r.text for r in answers]
+
+
+def test_health_live_answers_while_another_process_holds_the_write_lock(world) -> None:
+    """The SQLite write lock held by another process: feedback requests wait for it (up to the
+    busy timeout) in worker threads while ``/health/live`` answers at once."""
+    c, keys = world["client"], world["keys"]
+    campaign = {"X-API-Key": keys["campaign"]}
+    r = c.post(
+        "/v1/score", headers=campaign, json={"customer_ids": [str(i) for i in world["customers"][:50]]}
+    )
+    decided = [x for x in r.json()["results"] if x["decision_id"]]
+    assert r.status_code == 200 and len(decided) >= 4
+    c.app.state.serving.decisions.flush()
+    lock = hold_write_lock(world["home"] / "kw.db", 10.0)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            t0 = time.monotonic()
+            slow = [
+                pool.submit(
+                    c.post, "/v1/feedback", headers=campaign, json={"events": [_event(20_000 + n, x)]}
+                )
+                for n, x in enumerate(decided[:4])
+            ]
+            time.sleep(0.3)  # they are waiting for the lock now (the busy timeout is 2 s)
+            took = []
+            while time.monotonic() - t0 < BUSY - 0.5:
+                t1 = time.monotonic()
+                assert c.get("/health/live").status_code == 200
+                took.append(time.monotonic() - t1)
+                time.sleep(0.1)
+            waiting = sum(not f.done() for f in slow)
+            answers = [f.result(timeout=30) for f in slow]
+    finally:
+        lock.kill()
+        lock.wait()
+    assert waiting, "no feedback request was waiting for the lock while /health/live was asked"
+    assert took and max(took) < 1.0, took
+    assert {a.status_code for a in answers} <= {200, 503}, [a.text for a in answers]

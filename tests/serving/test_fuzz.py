@@ -5,23 +5,49 @@ read; a decision, then its feedback)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 
 from kundenwert.serving.app import create_app
 from tests.serving.conftest import own_world
 
 CASES = {"n": 0}
+STATUSES: Counter[int] = Counter()  # of the stateless run
 EXAMPLES = 150  # per operation; a dozen operations: well over 1,000 cases per run
 
 
 # The app is built at import (no I/O: the store opens in its lifespan, from the environment the
 # fixture sets), so that schemathesis can read its OpenAPI document when it collects the tests.
+# Read from the app itself, not over ASGI: ``from_asgi`` starts the app's lifespan to fetch the
+# document, at import, on whatever store the environment names then (an empty ``var/`` store
+# without keys: every keyed request was a 401), and schemathesis keeps that lifespan running for
+# the whole process. So the lifespan starts at the first call, inside the fixture's environment.
 APP = create_app(reload_seconds=0)
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(
-    path="/v1/admin/reload"  # a reload re-verifies a whole run (seconds each): tested in test_api.py
-)
+
+
+def _schema():
+    """The document of ``APP``, its calls made to ``APP`` in process. The ``X-API-Key`` header is
+    not generated: every call sends the admin key (a generated one is a 401 that tells nothing,
+    and a "missing" one that the call then sends is not missing; keys are tested in test_keys.py)."""
+    loaded = schemathesis.openapi.from_dict(APP.openapi())
+    loaded.app = APP  # the calls go to the app in process, as from_asgi's would
+    loaded.config.generation.update(with_security_parameters=False)
+    return loaded.exclude(
+        path="/v1/admin/reload"  # a reload re-verifies a whole run (seconds each): tested in test_api.py
+    )
+
+
+schema = _schema()
+
+
+def _serves(world: dict) -> bool:
+    """The app's lifespan has run on ``world``'s store (not on one the import-time environment named)."""
+    store = getattr(APP.state, "store", None)
+    return store is not None and store.engine.url.render_as_string() == world["url"]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +55,7 @@ def fuzzed(imported_world, trained_small, small_config, tmp_path_factory):
     """A served world of its own (the fuzzer may erase customers or write feedback)."""
     with own_world(imported_world, trained_small, small_config, tmp_path_factory, "kw-fuzz") as world:
         mp = pytest.MonkeyPatch()
+        assert getattr(APP.state, "store", None) is None, "APP's lifespan started before the fixture"
         mp.setenv(
             "KUNDENWERT_DATABASE_URL", world["url"]
         )  # schemathesis runs APP's lifespan at its first call
@@ -50,9 +77,76 @@ def fuzzed(imported_world, trained_small, small_config, tmp_path_factory):
 )
 def test_every_operation_keeps_its_contract(case, fuzzed) -> None:
     CASES["n"] += 1
-    case.call_and_validate(headers={"X-API-Key": fuzzed["keys"]["admin"]})
+    response = case.call_and_validate(headers={"X-API-Key": fuzzed["keys"]["admin"]})
+    STATUSES[response.status_code] += 1
+    assert _serves(fuzzed)
 
 
 def test_enough_cases_were_generated() -> None:
-    print(f"schemathesis generated {CASES['n']:,} cases")  # shown with -s / in the CI log's -rA
+    print(f"schemathesis generated {CASES['n']:,} cases: {dict(sorted(STATUSES.items()))}")  # -s / -rA
     assert CASES["n"] >= 1_000, CASES["n"]
+    # the cases reached the service behind the key check (every call sends the admin key): none
+    # was refused for its key, and valid requests were answered
+    assert 401 not in STATUSES and 403 not in STATUSES, STATUSES
+    assert sum(n for status, n in STATUSES.items() if 200 <= status < 300) >= 0.05 * CASES["n"], STATUSES
+
+
+# The stateful run: valid requests only (a request the document refuses ends its chain).
+STATEFUL = _schema()
+STATEFUL.config.generation.update(modes=[GenerationMode.POSITIVE])
+STEPS: Counter[str] = Counter()  # "followed <link>", "<METHOD path> <status>" of the stateful run
+SCENARIOS = 60
+STEPS_PER_SCENARIO = 8
+
+
+def test_the_links_lead_from_each_answer_to_the_next_request(fuzzed, monkeypatch) -> None:
+    """A stateful run: schemathesis chains requests along the document's links (a target list
+    created, then read, page by page, then a member's next best actions, then feedback on that
+    decision; a batch score, then feedback), every answer checked against the document as above.
+    The links must actually be followed: real list ids read back (200), real decision ids take
+    feedback (200)."""
+    import schemathesis.specs.openapi.stateful as stateful
+
+    key = fuzzed["keys"]["admin"]
+    # schemathesis starts scenarios only at operations it thinks likely to succeed with random
+    # data; it takes a list request's optional action_id for a reference to an "Action" resource
+    # no operation returns, and so would never create a list. Creating one is where that chain starts.
+    likely = stateful.is_likely_root_transition
+    monkeypatch.setattr(
+        stateful,
+        "is_likely_root_transition",
+        lambda operation, *args: operation.label == "POST /v1/target-lists" or likely(operation, *args),
+    )
+
+    class Workflow(STATEFUL.as_state_machine()):  # type: ignore[misc, valid-type]
+        rule_order_seed = 16  # any operation may start a scenario, not the first by name each time
+
+        def get_call_kwargs(self, case):
+            return {"headers": {"X-API-Key": key}}
+
+        def step(self, input):
+            output = super().step(input)
+            status = output.response.status_code
+            STEPS[f"{input.case.operation.label} {status}"] += 1
+            if input.transition is not None and input.is_applied:
+                # "POST /v1/target-lists -> [201] ReadTheList -> GET /v1/target-lists/{list_id}"
+                name = input.transition.id.split(" -> ")[1].split("] ", 1)[-1]
+                STEPS[f"followed {name} {status}"] += 1
+            return output
+
+    Workflow.run(
+        settings=settings(
+            max_examples=SCENARIOS,
+            stateful_step_count=STEPS_PER_SCENARIO,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    assert _serves(fuzzed)
+    print("stateful run:", dict(sorted(STEPS.items())))  # shown with -s / in the CI log's -rA
+    followed = {k: v for k, v in STEPS.items() if k.startswith("followed ")}
+    assert sum(followed.values()) >= 20, STEPS
+    assert STEPS["followed ReadTheList 200"] > 0, STEPS
+    assert (
+        STEPS["followed FeedbackOnTheDecision 200"] + STEPS["followed FeedbackOnTheFirstDecision 200"] > 0
+    ), STEPS

@@ -63,7 +63,7 @@ def test_limits_are_configured_per_role_over_the_defaults(monkeypatch) -> None:
         ('{"salse": [5, 10]}', "unknown role(s) salse"),
         ('{"sales": [0, 10]}', "requests per second > 0"),
         ('{"sales": [5, 0.5]}', "burst >= 1"),
-        ("[5, 10]", "rate_limits"),
+        ("[5, 10]", "KUNDENWERT_RATE_LIMITS: Input should be a valid dictionary"),
     ],
 )
 def test_a_bad_setting_is_refused_with_a_clear_message(monkeypatch, value: str, says: str) -> None:

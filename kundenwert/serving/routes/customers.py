@@ -8,7 +8,6 @@ import numpy as np
 import orjson
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import Decisions
@@ -143,7 +142,7 @@ def json_response(content, status_code: int = 200) -> Response:
     dependencies=[Reader],
     responses=responses(*KEYED, 404, 422, s404="no such customer in the store"),
 )
-async def next_best_actions(
+def next_best_actions(
     customer_id: Id,
     request: Request,
     channel: Annotated[Channel | None, Query(description="only this channel")] = None,
@@ -158,24 +157,26 @@ async def next_best_actions(
     Every suggestion is recorded with a ``decision_id`` to report its outcome to ``/v1/feedback``.
     A customer registered after the current scoring run is scored on the spot. 404: no such
     customer in the store."""
-    # On the event loop: one decision is a probe of the store's change log, plain Python over a
-    # few dozen candidates and a queued insert (about 0.1 ms); a thread-pool hop costs more.
+    # A plain ``def``, so in the thread pool: every decision reads the store (the change log's
+    # probe, the customer's consents and contacts), and a store that stalls (PostgreSQL not
+    # answering, a disk stall) must hold up only this request, never the event loop that answers
+    # /health/live and every other request. (On the loop it was a little faster: the hop costs
+    # tens of microseconds.)
     state = serving_of(request)  # as the get_state dependency does, without its resolution per request
     channels = [channel] if channel else None
     _check_channels(channels)
     run = state.current
-    main = run.main
     if run.holds(customer_id):
         rows = state.live.rows(customer_id)  # as the store holds them now: erased is gone
         if not rows.exists:
             raise HTTPException(404, detail=f"no customer {customer_id!r} in the store")
-    if run.holds(customer_id) and not run.held["stale"]:  # (stale: settled off the event loop)
-        decisions = state.decide_one(customer_id, channels=channels, block=main, rows=rows)
-        held = {customer_id: main}
-        return json_response(decisions_of(state, decisions, [customer_id], limit, explain, True, held)[0])
-    # not in the run: a new customer is scored online (models and SHAP: far more than a
-    # millisecond), so off the event loop
-    return json_response(await run_in_threadpool(_not_in_run, state, customer_id, channels, limit, explain))
+        if not run.held["stale"]:
+            main = run.main
+            decisions = state.decide_one(customer_id, channels=channels, block=main, rows=rows)
+            held = {customer_id: main}
+            return json_response(decisions_of(state, decisions, [customer_id], limit, explain, True, held)[0])
+    # not in the run (or its rows are stale): scored online, models and SHAP
+    return json_response(_not_in_run(state, customer_id, channels, limit, explain))
 
 
 def _not_in_run(state: ServingState, customer_id: str, channels, limit: int, explain: bool) -> dict:

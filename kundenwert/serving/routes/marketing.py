@@ -18,6 +18,7 @@ from kundenwert.serving.sales import MAX_DAYS, MIN_GROUP, Dimension, SalesBy, sa
 from kundenwert.serving.schemas import Id, InstantText
 from kundenwert.serving.state import ServingState
 from kundenwert.serving.target_lists import (
+    CURSOR_PATTERN,
     TargetListRequest,
     build_target_list,
     csv_chunks,
@@ -82,7 +83,8 @@ def get_target_list(
     format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="JSON: members per page")] = 1000,
     cursor: Annotated[
-        str | None, Query(max_length=100, description="JSON: the next_cursor of the previous page")
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="JSON: the next_cursor of the previous page"),
     ] = None,
 ):
     """A stored target list with its members in rank order (customer, group: treated or
