@@ -6,3 +6,12 @@ Subpackages, in the order imports may flow: ``features`` (CRM contract, store, f
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# pandera imports pyspark whenever it is installed (the ``spark`` extra), and pyspark warns on
+# import that it does not fully support pandas 3: every command would print that warning first,
+# although kundenwert hands Spark only Arrow batches. A filter, not work: nothing is imported here.
+_warnings.filterwarnings(
+    "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+)

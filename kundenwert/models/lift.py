@@ -33,6 +33,7 @@ from scipy.special import ndtr, ndtri
 _BLOCK_VALUES = 1 << 22
 
 FloatOrArray = float | np.ndarray
+MAX_PLANNED = 1e12  # customers: beyond it no list size is an answer
 
 
 @dataclass(frozen=True)
@@ -387,6 +388,10 @@ def required_sizes(
     hi = 16.0
     while gap(hi) < 0:
         hi *= 2.0
+        if hi > MAX_PLANNED:
+            raise ValueError(
+                f"no list of up to {MAX_PLANNED:.0e} customers detects a lift of {lift:g} over {p0:g}"
+            )
     n = optimize.brentq(gap, 2.0, hi, xtol=1e-6) if gap(2.0) < 0 else 2.0
     n_treated = int(np.ceil(n * (1 - control_share) - 1e-9))
     n_control = int(np.ceil(n * control_share - 1e-9))

@@ -1,5 +1,6 @@
 """OpenAPI links of the API document: how an answer leads to the next request (a list created,
-then read, page by page, then its members' next best actions; a decision, then its feedback).
+then read, page by page, then its results, its members' feedback and next best actions; a
+decision, then its feedback).
 
 Generated clients and schemathesis' stateful run (``tests/serving/test_fuzz_stateful.py``)
 follow them. Targets are named by ``operationRef`` (a JSON pointer to the path and method), not
@@ -17,6 +18,7 @@ NEXT_BEST_ACTIONS = "/v1/customers/{customer_id}/next-best-actions"
 CUSTOMER = "/v1/customers/{customer_id}"
 SCORE = "/v1/score"
 FEEDBACK = "/v1/feedback"
+LIST_RESULTS = "/v1/target-lists/{list_id}/results"
 
 
 def operation_ref(method: str, path: str) -> str:
@@ -54,9 +56,13 @@ LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, str, dict[str, str],
             {"path.list_id": "$response.body#/list_id"},
             None,
         ),
-        # The list's campaign results (``GET /v1/target-lists/{list_id}/results``, being built)
-        # link from here too, with the same parameter, once the route exists:
-        # "ReadTheResults": ("get", TARGET_LIST + "/results", "...", {"path.list_id": ...}, None),
+        "ReadTheResults": (
+            "get",
+            LIST_RESULTS,
+            "the campaign results of the list just created (not_sent until a contact is recorded)",
+            {"path.list_id": "$response.body#/list_id"},
+            None,
+        ),
     },
     ("get", TARGET_LIST, "200"): {
         "NextPage": (
@@ -65,6 +71,33 @@ LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, str, dict[str, str],
             "the next page of the list (JSON)",
             {"path.list_id": "$request.path.list_id", "query.cursor": "$response.body#/next_cursor"},
             None,
+        ),
+        "TheListResults": (
+            "get",
+            LIST_RESULTS,
+            "the campaign results of the list",
+            {"path.list_id": "$request.path.list_id"},
+            None,
+        ),
+        "FeedbackOnTheFirstMember": (
+            "post",
+            FEEDBACK,
+            "report that the list's first member on the page was sent the list's action (a control "
+            "member's event is refused: control members are never contacted)",
+            {},
+            {
+                "events": [
+                    {
+                        "event_id": "$response.body#/members/0/customer_id",
+                        "list_id": "$request.path.list_id",
+                        "customer_id": "$response.body#/members/0/customer_id",
+                        "action_id": "$response.body#/members/0/action_id",
+                        "channel": "$response.body#/request/channel",
+                        "outcome": "sent",
+                        "occurred_at": "2026-01-01T00:00:00Z",
+                    }
+                ]
+            },
         ),
         "NextBestActionsOfAMember": (
             "get",

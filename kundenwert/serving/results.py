@@ -896,9 +896,14 @@ def planning(
         else None,
     }
     if lift is not None:
-        need = (
-            L.required_sizes(expected_rate, lift, share, alpha=alpha, power=power) if 0 < share < 1 else None
-        )
+        try:
+            need = (
+                L.required_sizes(expected_rate, lift, share, alpha=alpha, power=power)
+                if 0 < share < 1
+                else None
+            )
+        except ValueError:  # a lift too small for any list, or beyond what the rate allows
+            need = None
         out |= {
             "lift": lift,
             "list_size_needed": None if need is None else int(np.ceil(need[0])),
@@ -968,7 +973,10 @@ def plan(
         raise ConfigurationError(f"--size must be at least 2, not {size}")
     if size is None:
         assert lift is not None
-        n, n1, n0 = L.required_sizes(rate, lift, control_share, alpha=alpha, power=power)
+        try:
+            n, n1, n0 = L.required_sizes(rate, lift, control_share, alpha=alpha, power=power)
+        except ValueError as exc:
+            raise ConfigurationError(f"--lift {lift:g}: {exc}") from None
         return {
             "base_rate": rate,
             "lift": lift,

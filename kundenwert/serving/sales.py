@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -47,8 +48,12 @@ from kundenwert.features.contract import AGE_GROUPS, age_group
 
 MIN_GROUP = 20  # analytics never show a group of fewer customers
 DEFAULT_DAYS = 90
-MAX_DAYS = 3650  # longest period
-FIRST_YEAR, LAST_YEAR = 1900, 2200  # dates outside cannot be in a CRM (and would overflow)
+MAX_DAYS = 3650  # longest period given by ``days``
+# no CRM holds a sale outside these years: a date beyond them is taken at the bound, so any
+# instant the API's schema allows is a period (and pandas' ns timestamps never overflow)
+FIRST = pd.Timestamp("1900-01-01", tz="UTC")
+LAST = pd.Timestamp("2200-01-01", tz="UTC")
+EARLIEST_PREVIOUS = pd.Timestamp("1800-01-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
 CENTS = 2  # decimals of money in the answer
 UNKNOWN = "unknown"
@@ -87,7 +92,7 @@ class Period:
     @property
     def previous(self) -> Period:
         """The period of the same length just before."""
-        return Period(self.start - (self.end - self.start), self.start)
+        return Period(max(self.start - (self.end - self.start), EARLIEST_PREVIOUS), self.start)
 
     @property
     def last_day(self) -> pd.Timestamp:
@@ -132,6 +137,8 @@ def sales_period(
         raise ConfigurationError(f"{option}days must be 1 to {MAX_DAYS}, not {days}")
     start = _instant(since, f"{option}since")
     end = _instant(until, f"{option}until")
+    start = None if start is None else min(max(start, FIRST), LAST)
+    end = None if end is None else min(max(end, FIRST), LAST)
     length = DAY * (days if days is not None else DEFAULT_DAYS)
     if end is None:
         if start is not None and days is not None:
@@ -145,25 +152,30 @@ def sales_period(
         raise ConfigurationError(
             f"{option}since ({start:%Y-%m-%d %H:%M}) must be before {option}until ({end:%Y-%m-%d %H:%M})"
         )
-    if end - start > DAY * MAX_DAYS:
-        raise ConfigurationError(
-            f"the period from {option}since to {option}until is {(end - start) / DAY:,.0f} days; "
-            f"at most {MAX_DAYS} days"
-        )
     return Period(start, end)
 
 
 def _instant(value: Any, name: str) -> pd.Timestamp | None:
     if value is None or value == "":
         return None
+    if isinstance(value, str):
+        try:  # a year pandas cannot hold (0001, 2500) is still a date: taken at the bounds below
+            parsed = datetime.fromisoformat(value.strip())
+            value = parsed if not FIRST.year <= parsed.year < LAST.year else value
+        except ValueError:
+            pass
+    if isinstance(value, datetime):  # the API's instants: any year, taken at the bounds
+        if value.year < FIRST.year:
+            return FIRST
+        if value.year >= LAST.year:
+            return LAST
     try:
         t = _utc(value)
     except (ValueError, TypeError, OverflowError):
         t = None
-    if t is None or pd.isna(t) or not FIRST_YEAR <= t.year <= LAST_YEAR:
+    if t is None or pd.isna(t):
         raise ConfigurationError(
-            f"{name} must be an ISO date or instant from {FIRST_YEAR} to {LAST_YEAR} "
-            f"(2025-10-01 or 2025-10-01T08:00), not {str(value)[:40]!r}"
+            f"{name} must be an ISO date or instant (2025-10-01 or 2025-10-01T08:00), not {str(value)[:40]!r}"
         )
     return t
 

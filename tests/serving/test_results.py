@@ -281,6 +281,11 @@ def test_planning_round_trips_through_the_power_calculation():
     assert sized["control_share_needed"] is not None and sized["control_share_needed"] <= 0.1 + 1e-6
     with pytest.raises(Exception, match="--lift"):
         R.plan(0.5, lift=0.6)
+    with pytest.raises(Exception, match="--lift 1e-09: no list of up to"):
+        R.plan(0.03, lift=1e-9)
+    # a list's answer plans for any lift it is asked: one no list can detect needs no size
+    tiny = R.planning(0.05, 900, 100, lift=2e-231)
+    assert tiny["list_size_needed"] is None and tiny["control_share_needed"] is None
 
 
 def test_parse_query_names_the_bad_option():
