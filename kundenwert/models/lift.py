@@ -16,6 +16,8 @@ assembly of contacts and purchases per campaign, action and channel sits on top 
 - ``standardized_mean_difference``, ``smd_table``: covariate balance of the two groups.
 - ``qini_curve``, ``qini_coefficient``, ``qini_coefficient_interval``, ``incremental_at_top``:
   how well an uplift score ranks (Radcliffe 2007).
+- ``design_effect``: how much repeated rows of one customer widen an interval (Kish 1965; the
+  cluster-robust variance): a cell pooling several campaigns counts a customer several times.
 """
 
 from __future__ import annotations
@@ -188,12 +190,13 @@ def _values(y: ArrayLike, name: str) -> np.ndarray:
     return a
 
 
-def diff_means_welch(y1: ArrayLike, y0: ArrayLike, alpha: float = 0.05) -> Interval:
+def diff_means_welch(y1: ArrayLike, y0: ArrayLike, alpha: float = 0.05, deff: float = 1.0) -> Interval:
     """Difference of means with Welch's t interval and p-value (unequal variances).
 
     Welch (1947) with the Welch-Satterthwaite degrees of freedom; equal to
     ``scipy.stats.ttest_ind(y1, y0, equal_var=False)`` and its ``confidence_interval``. NaN values
-    propagate (as scipy's default); fewer than two values in a group give NaN.
+    propagate (as scipy's default); fewer than two values in a group give NaN. ``deff``: a
+    design effect (``design_effect``) multiplying the variance, the degrees of freedom divided.
     """
     a, b = _values(y1, "y1"), _values(y0, "y0")
     n1, n0 = a.size, b.size
@@ -201,11 +204,11 @@ def diff_means_welch(y1: ArrayLike, y0: ArrayLike, alpha: float = 0.05) -> Inter
         nan = float("nan")
         return Interval(nan, nan, nan, nan)
     d = float(a.mean() - b.mean())
-    v1, v0 = a.var(ddof=1) / n1, b.var(ddof=1) / n0
+    v1, v0 = deff * a.var(ddof=1) / n1, deff * b.var(ddof=1) / n0
     se = float(np.sqrt(v1 + v0))
     if not se > 0:  # both groups constant: no sampling variation to test against
         return Interval(d, d, d, float("nan"))
-    df = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1))
+    df = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1)) / deff
     t = d / se
     half = float(stats.t.ppf(1.0 - alpha / 2.0, df)) * se
     return Interval(d, d - half, d + half, float(2.0 * stats.t.sf(abs(t), df)))
@@ -658,3 +661,41 @@ def incremental_at_top(
             )
         )
     return rows
+
+
+def design_effect(y: ArrayLike, treated: ArrayLike, cluster: ArrayLike) -> float:
+    """How much the correlation of outcomes within clusters (a customer counted in several
+    campaigns of one cell) widens the variance of the difference of means (or rates) of the two
+    groups: Kish's design effect, the cluster-robust (linearised ratio-estimator, CR1) variance
+    over the variance that treats every row as independent. At least 1 (never narrower than
+    independent rows); exactly 1 when no cluster holds more than one row.
+
+    Divide the counts of ``diff_proportions`` by it (an effective sample size, as surveys do) or
+    multiply a variance by it."""
+    y_ = np.asarray(y, dtype="float64")
+    t = np.asarray(treated, dtype=bool)
+    codes, _ = _cluster_codes(cluster)
+    if codes.size == 0 or np.bincount(codes).max() <= 1 or t.all() or not t.any():
+        return 1.0
+    g = int(codes.max()) + 1
+    n1, n0 = t.sum(), (~t).sum()
+    a = np.bincount(codes, weights=np.where(t, y_, 0.0), minlength=g)
+    b = np.bincount(codes, weights=t.astype("float64"), minlength=g)
+    c = np.bincount(codes, weights=np.where(~t, y_, 0.0), minlength=g)
+    d = np.bincount(codes, weights=(~t).astype("float64"), minlength=g)
+    m1, m0 = a.sum() / n1, c.sum() / n0
+    e1, e0 = a - m1 * b, c - m0 * d
+    small = g / (g - 1.0) if g > 1 else 1.0
+    robust = small * ((e1**2).sum() / n1**2 + (e0**2).sum() / n0**2 - 2.0 * (e1 * e0).sum() / (n1 * n0))
+    naive = y_[t].var(ddof=1) / n1 + y_[~t].var(ddof=1) / n0 if n1 > 1 and n0 > 1 else np.nan
+    if not (np.isfinite(robust) and np.isfinite(naive)) or naive <= 0:
+        return 1.0
+    return float(max(1.0, robust / naive))
+
+
+def _cluster_codes(cluster: ArrayLike) -> tuple[np.ndarray, int]:
+    values = np.asarray(cluster)
+    if values.size == 0:
+        return np.zeros(0, dtype=np.intp), 0
+    _, codes = np.unique(values.astype(str) if values.dtype == object else values, return_inverse=True)
+    return codes.astype(np.intp).ravel(), int(codes.max()) + 1

@@ -408,11 +408,16 @@ def _cell(
     cell |= {"treated": n1, "control": n0, "control_share": n0 / (n1 + n0)}
     warnings: list[dict] = []
     metrics: dict = {}
+    # a cell pooling several campaigns counts a customer once per campaign: their outcomes are
+    # correlated, so the intervals are widened by the design effect (cluster-robust, by customer)
+    who = e["customer_id"].to_numpy(dtype=object)
+    repeats = bool(pd.Series(who).duplicated().any())
     for m in RATES:
         y = e[m].to_numpy(dtype=bool)
         x1, x0 = int(y[t].sum()), int(y[~t].sum())
-        d = L.diff_proportions(x1, n1, x0, n0, alpha=query.alpha)
-        r = L.ratio_proportions(x1, n1, x0, n0, alpha=query.alpha)
+        k = L.design_effect(y, t, who) if repeats else 1.0
+        d = L.diff_proportions(x1 / k, n1 / k, x0 / k, n0 / k, alpha=query.alpha)
+        r = L.ratio_proportions(x1 / k, n1 / k, x0 / k, n0 / k, alpha=query.alpha)
         inc = L.incremental(d, n1)
         metrics[m] = {
             "treated_rate": x1 / n1,
@@ -421,23 +426,27 @@ def _cell(
             "relative_lift": _interval(r),
             "p_value": _num(d.p_value),
             "incremental": _interval(inc),
+            "design_effect": k,
         }
     for m in VALUES:
         y = e[m].to_numpy(dtype="float64")
         if np.isnan(y).all():
             metrics[m] = None  # no margin in the purchases
             continue
-        y1, y0 = np.nan_to_num(y[t]), np.nan_to_num(y[~t])
+        y = np.nan_to_num(y)
+        y1, y0 = y[t], y[~t]
+        k = L.design_effect(y, t, who) if repeats else 1.0
         if query.method == "bootstrap":
-            d = L.diff_means_bootstrap(y1, y0, alpha=query.alpha)
+            d = _widened(L.diff_means_bootstrap(y1, y0, alpha=query.alpha), k)
         else:
-            d = L.diff_means_welch(y1, y0, alpha=query.alpha)
+            d = L.diff_means_welch(y1, y0, alpha=query.alpha, deff=k)
         metrics[m] = {
             "treated_mean": float(y1.mean()),
             "control_mean": float(y0.mean()),
             "lift": _interval(d),
             "p_value": _num(d.p_value),
             "incremental": _interval(L.incremental(d, n1)),
+            "design_effect": k,
         }
     cell["metrics"] = metrics
     total_cost = float(np.sum(cost)) if not np.isnan(cost).any() else None
@@ -457,6 +466,16 @@ def _cell(
     warnings += _checks(e, t, n1, n0, metrics, query, as_of, drawn_share)
     cell["warnings"] = warnings
     return cell
+
+
+def _widened(iv: L.Interval, deff: float) -> L.Interval:
+    """A bootstrap interval of independent rows widened by a design effect (its half-widths by
+    the square root); its bootstrap p-value then no longer applies (None where widened)."""
+    if deff <= 1.0:
+        return iv
+    s = float(np.sqrt(deff))
+    est = float(iv.estimate)
+    return L.Interval(est, est - s * (est - float(iv.low)), est + s * (float(iv.high) - est), None)
 
 
 def _checks(
@@ -484,7 +503,8 @@ def _checks(
     m = metrics[main]
     x0 = int(round(m["control_rate"] * n0))
     p0 = (x0 + 0.5) / (n0 + 1.0)  # never 0 or 1: a control without responders still has a rate
-    mde = L.minimum_detectable_effect(p0, n1, n0, alpha=query.alpha, power=query.power)
+    k = m.get("design_effect", 1.0)
+    mde = L.minimum_detectable_effect(p0, n1 / k, n0 / k, alpha=query.alpha, power=query.power)
     observed = abs(m["lift"]["estimate"] or 0.0)
     significant = m["p_value"] is not None and m["p_value"] < query.alpha
     if not significant and not (np.isfinite(mde) and observed >= mde):

@@ -358,3 +358,19 @@ def test_welch_of_two_constant_groups_is_their_difference_without_a_test():
     assert (iv.estimate, iv.low, iv.high) == (0.0, 0.0, 0.0) and np.isnan(iv.p_value)
     iv = diff_means_welch(np.full(5, 3.0), np.full(4, 1.0))
     assert (iv.estimate, iv.low, iv.high) == (2.0, 2.0, 2.0)
+
+
+def test_design_effect_counts_a_customer_repeated_k_times_once():
+    from kundenwert.models.lift import design_effect
+
+    rng = np.random.default_rng(8)
+    y = (rng.random(2_000) < 0.1).astype(float)
+    t = rng.random(2_000) < 0.8
+    ids = np.arange(2_000)
+    assert design_effect(y, t, ids) == 1.0  # every row its own customer
+    # every customer's row four times over (the same outcome, the same group): four times the variance
+    k = design_effect(np.repeat(y, 4), np.repeat(t, 4), np.repeat(ids, 4))
+    assert k == pytest.approx(4.0, rel=0.01)
+    # rows of one customer that are independent draws carry no design effect to speak of
+    k = design_effect((rng.random(8_000) < 0.1).astype(float), np.repeat(t, 4), np.repeat(ids, 4))
+    assert 1.0 <= k < 1.2
