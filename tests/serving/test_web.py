@@ -314,3 +314,41 @@ def test_the_session_secret_file_is_made_once_with_mode_0600(tmp_path, monkeypat
     assert session_secret() == first  # a second worker reads the same
     monkeypatch.setenv("KUNDENWERT_SESSION_SECRET", "s" * 40)
     assert session_secret() == b"s" * 40
+
+
+def test_campaign_results_pages_show_lift_with_intervals_and_plots(world):
+    c = browser(world)
+    sign_in(c, world["keys"]["marketing"])
+    overview = c.get("/app/campaigns")
+    assert overview.status_code == 200 and 'id="campaigns"' in overview.text
+    state = world["client"].app.state.serving
+    from kundenwert.serving.results import campaigns_overview
+
+    measured = [x["campaign_id"] for x in campaigns_overview(state.store, state.catalog) if x.get("headline")]
+    assert measured, "the sample world has campaigns with enough customers"
+    cid = measured[0]
+    assert f'href="/app/campaigns/{quote(cid)}"' in overview.text
+    page = c.get(f"/app/campaigns/{quote(cid)}")
+    assert page.status_code == 200 and "<svg" in page.text and "Lift of responses" in page.text
+    assert re.search(r"[+-]\d+\.\d pp \[[+-]\d+\.\d pp, [+-]\d+\.\d pp\]", page.text)  # lift [low, high]
+    png = c.get(f"/app/campaigns/{quote(cid)}/lift.png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n" and png.headers["cache-control"] == "no-store"
+    assert c.get("/app/campaigns/no-such-campaign").status_code == 404
+
+
+def test_an_erased_customer_is_not_found_and_only_sales_records_outcomes(world):
+    cid = world["customers"][-1]
+    admin = world["keys"]["admin"]
+    assert world["client"].delete(f"/v1/customers/{cid}", headers={"X-API-Key": admin}).status_code == 200
+    c = browser(world)
+    sign_in(c, world["keys"]["sales"])
+    page = c.get(f"/app/customers/{cid}")
+    assert page.status_code == 404 and "There is nothing here, or it was erased." in page.text
+    ds = browser(world)
+    sign_in(ds, world["keys"]["data_science"])
+    other = profiled_customer(world)
+    page = ds.get(f"/app/customers/{other}")
+    assert page.status_code == 200 and "/outcome" not in page.text  # reads, records nothing
+    r = ds.post(f"/app/customers/{other}/outcome", data={"csrf": csrf_of(page.text), "outcome": "opened"})
+    assert r.status_code == 403

@@ -108,13 +108,15 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def signed_in(chromium, site, role: str, locale: str = "en-US"):
+def signed_in(chromium, site, role: str, locale: str = "en-US", screenshot: str | None = None):
     context = chromium.new_context(
         locale=locale, accept_downloads=True, viewport={"width": 1280, "height": 900}
     )
     page = context.new_page()
     page.goto(f"{site['base']}/app")
     assert page.url.endswith("/app/signin")
+    if screenshot:
+        shot(page, screenshot)
     page.fill("#key", site["keys"][role])
     page.click("button[type=submit]")
     page.wait_for_url(f"{site['base']}/app")
@@ -122,7 +124,7 @@ def signed_in(chromium, site, role: str, locale: str = "en-US"):
 
 
 def test_sales_opens_a_customer_sees_reasons_and_records_an_outcome(chromium, site):
-    context, page = signed_in(chromium, site, "sales")
+    context, page = signed_in(chromium, site, "sales", screenshot="00-signin")
     shot(page, "01-signed-in-sales")
     page.click("nav >> text=Customers")
     objecting = _standing(site)
@@ -132,10 +134,10 @@ def test_sales_opens_a_customer_sees_reasons_and_records_an_outcome(chromium, si
         page.goto(f"{site['base']}/app/customers")
         page.fill("#customer_id", cid)
         page.click("text=Open")
-        if page.locator("tr.suggestion").count():
+        if page.locator("tr.suggestion").count() and page.locator("#timeline tbody tr").count():
             break
     else:
-        pytest.fail("no customer of the first 300 has a suggestion")
+        pytest.fail("no customer of the first 300 has a suggestion and a timeline")
     assert page.url.endswith(f"/app/customers/{cid}")
     assert page.title() == f"Customer {cid} · kundenwert"
     assert page.locator("#profile").is_visible() and page.locator("#timeline").is_visible()
