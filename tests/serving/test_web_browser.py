@@ -168,6 +168,7 @@ def test_sales_opens_a_customer_sees_reasons_and_records_an_outcome(chromium, si
 def test_marketing_builds_a_list_downloads_it_and_sees_it_in_the_overview(chromium, site):
     context, page = signed_in(chromium, site, "marketing")
     page.goto(f"{site['base']}/app/lists/new")
+    shot(page, "05a-list-builder")
     page.fill("#name", "browser churn list")
     page.select_option("#objective", "churn_prevention")
     page.select_option("#channel", "email")
@@ -199,6 +200,15 @@ def test_marketing_builds_a_list_downloads_it_and_sees_it_in_the_overview(chromi
     page.click("nav >> text=Campaigns")
     assert page.locator("#campaigns").count() == 1
     shot(page, "08-campaigns")
+    measured = page.locator("#campaigns tbody tr", has=page.locator("td.num")).locator(
+        "a[href^='/app/campaigns/']"
+    )
+    assert measured.count() > 0  # campaigns of the contact history with enough customers
+    measured.first.click()
+    page.wait_for_selector("#results table.results")
+    page.wait_for_load_state("load")  # the PNG plot too
+    assert page.locator("#results svg").count() == 2 and page.locator("#results img").count() == 1
+    shot(page, "08b-campaign-results")
     page.click("nav >> text=Analytics")
     assert page.locator("#kpis").is_visible() and page.locator("#affinity svg").count() == 1
     shot(page, "09-analytics")

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
+LABEL_CHARS = 34  # a row label of the lift chart is cut to fit its 220 pixels
+
 
 def _shade(t: float) -> str:
     """White (0) to a deep blue (1)."""
@@ -80,8 +82,12 @@ def lift_chart(
     for i, (name, est, low, high) in enumerate(shown):
         y = top + i * rh + rh / 2
         assert est is not None
+        short = (
+            name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
+        )  # the whole name in its title
         out.append(
-            f'<text x="{left - 8}" y="{y + 4:.0f}" text-anchor="end" font-size="12">{escape(name)}</text>'
+            f'<text x="{left - 8}" y="{y + 4:.0f}" text-anchor="end" font-size="12">{escape(short)}'
+            f"<title>{escape(name)}</title></text>"
         )
         if low is not None and high is not None:
             out.append(

@@ -680,13 +680,23 @@ def _results(state, list_id: str | None = None, campaign_id: str | None = None) 
     )
 
 
-def _cells(report: dict, view: View) -> tuple[list[dict], Any, Any]:
-    """The report's cells for a table, and their lift charts (responses, buyers) as SVG."""
+def _cells(report: dict, view: View, catalog) -> tuple[list[dict], Any, Any]:
+    """The report's cells for a table, named in the page's language (an action by its title, a
+    channel by its word), and their lift charts (responses, buyers) as SVG."""
+    f = view.fmt
+    titles = {a.id: a.title for a in catalog.actions}
+
+    def word(key: str, value: object) -> str:
+        if key == "action" and value in titles:
+            return f.gettext(titles[str(value)])
+        if key == "channel":
+            return f.gettext(f"{value}:channel")
+        return str(value)
+
     cells = []
     for cell in report.get("cells", []):
-        name = " · ".join(str(v) for v in cell["keys"].values())
+        name = " · ".join(word(k, v) for k, v in cell["keys"].items())
         cells.append({"name": name, **cell})
-    f = view.fmt
 
     def bars(metric: str):
         out = []
@@ -714,7 +724,7 @@ def list_page(list_id: str, request: Request, view: Annotated[View, Depends(sign
     meta, stored = load_target_list(state.store.engine, list_id)
     members, left_out = members_now(meta, stored, state.standing(stored["customer_id"].astype(str).tolist()))
     report = _results(state, list_id=list_id)
-    cells, lift_svg, bought_svg = _cells(report, view)
+    cells, lift_svg, bought_svg = _cells(report, view, state.catalog)
     return view.render(
         "list.html",
         title=view.fmt.gettext("Target list"),
@@ -797,7 +807,7 @@ def campaign_page(
     """One campaign's results by action and channel, with lift charts."""
     state = serving_of(request)
     report = _results(state, campaign_id=campaign_id)
-    cells, lift_svg, bought_svg = _cells(report, view)
+    cells, lift_svg, bought_svg = _cells(report, view, state.catalog)
     return view.render(
         "campaign.html",
         title=view.fmt.gettext("Campaign results"),
