@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow bench lint install postgres clean
+.PHONY: run test test-slow bench lint install postgres chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Main job: a 20,000-customer sample world, imported into SQLite, summarised, every model
-## trained, backtested, tracked in MLflow (var/mlflow.db) and promoted where it passes its gates,
-## every customer scored, and the API serving on 127.0.0.1:8000 (demo keys printed; Ctrl-C stops).
+## Main job: a 20,000-customer sample world ending today (so "last 90 days", contact pressure and
+## the scores agree with the calendar), imported into SQLite, summarised, every model trained,
+## backtested, tracked in MLflow (var/mlflow.db) and promoted where it passes its gates, every
+## customer scored, and the API and the web app (/app) serving on 127.0.0.1:8000 (demo keys and
+## the app's URL printed; Ctrl-C stops).
 run: $(STAMP)
-	$(VENV)/bin/kundenwert sample var/sample --customers 20000 --seed 1
+	$(VENV)/bin/kundenwert sample var/sample --customers 20000 --seed 1 --end $$(date -u +%F)
 	$(VENV)/bin/kundenwert import var/sample --mode replace
 	$(VENV)/bin/kundenwert summary
 	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/kundenwert train --report var/train-report.json
@@ -29,11 +31,15 @@ run: $(STAMP)
 postgres:
 	@bash scripts/install-postgres.sh
 
-test: $(STAMP) postgres
+## Chromium for the web app's browser tests (Debian package chromium; the tests skip without it).
+chromium:
+	@bash scripts/install-chromium.sh
+
+test: $(STAMP) postgres chromium
 	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q -m "not slow"
 
 ## The suites marked slow (minutes each: several worlds trained, two service workers); CI runs them too.
-test-slow: $(STAMP) postgres
+test-slow: $(STAMP) postgres chromium
 	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q -m slow
 
 bench: $(STAMP)

@@ -1053,6 +1053,12 @@ def _print_demo(host: str, port: int) -> None:
         f"curl -H 'X-API-Key: {keys['marketing']}' {base}/v1/analytics/kpis",
         f"open {base}/docs   # the OpenAPI documentation",
     ]
+    out.print(
+        f"\n[bold]web app:[/] {base}/app   sign in with a key above (sales: customers; marketing: "
+        "lists, campaigns, analytics; data_science: models; admin: all)",
+        highlight=False,
+        soft_wrap=True,
+    )
     out.print("\n[bold]try:[/]", highlight=False)
     for line in examples:
         out.print(line, highlight=False, soft_wrap=True, markup=False)

@@ -104,6 +104,27 @@ class Settings(BaseSettings):
         description="Show the Python traceback of an unexpected error (a bug) in the CLI; without it "
         "the command prints one line naming the error and exits 70.",
     )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the web app's session cookies (any long random text). Default: "
+        "<home>/session.key, made on first use (mode 0600), so every worker on one home shares it.",
+    )
+    session_hours: float = Field(
+        default=8.0,
+        gt=0,
+        description="Hours a web app sign-in lasts before the user signs in again (the key's own "
+        "revocation or expiry ends it sooner).",
+    )
+    currency: str = Field(
+        default="EUR",
+        min_length=3,
+        max_length=3,
+        description="ISO 4217 code of the money amounts the web app shows (the store holds plain numbers).",
+    )
+    mlflow_ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="Where the MLflow UI of the registry runs (`mlflow ui`): the data science page links to it.",
+    )
 
     rate_limits: dict[str, tuple[float, float] | None] = Field(
         default_factory=dict,

@@ -101,7 +101,7 @@ def erasure_key(*, create: bool = True) -> ErasureKey | None:
     if not path.exists():
         if not create:
             return None
-        _make_key_file(path)
+        make_key_file(path)
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
@@ -114,7 +114,7 @@ def erasure_key(*, create: bool = True) -> ErasureKey | None:
     return ErasureKey(text.encode("utf-8"), str(path))
 
 
-def _make_key_file(path: Path) -> None:
+def make_key_file(path: Path) -> None:
     """32 random bytes as hex, mode 0600; written to a temporary file and linked into place, so
     two processes making it at once agree on one key and nobody reads a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ from kundenwert.serving.keys import KeyRing
 from kundenwert.serving.ratelimit import buckets_from_settings
 from kundenwert.serving.routes import admin, campaigns, customers, feedback, health, marketing, scoring
 from kundenwert.serving.state import ServingState
+from kundenwert.serving.web import pages
+from kundenwert.serving.web.pages import Web
 from kundenwert.settings import get_settings
 
 log = logging.getLogger("kundenwert.serving")
@@ -210,6 +212,7 @@ def create_app(
         keys_fresh = asyncio.create_task(app.state.keys.keep_fresh())  # revocations within ~1 s
         app.state.serving, app.state.load_error = None, None
         app.state.reloader = reloader = Reloader(app, catalog_path)
+        app.state.web = Web()  # the web app's templates, session key and message catalogs
         await asyncio.to_thread(reloader.start)
         seconds = get_settings().reload_seconds if reload_seconds is None else reload_seconds
         schedule = asyncio.create_task(reloader.every(seconds)) if seconds > 0 else None
@@ -240,6 +243,7 @@ def create_app(
 
     for module in (health, customers, scoring, feedback, marketing, campaigns, admin):
         app.include_router(module.router)
+    app.include_router(pages.router)  # the web app under /app: the same keys, roles and state
     if os.environ.get("KUNDENWERT_BENCH_ENDPOINTS") == "1":
         from kundenwert.serving.routes import bench
 

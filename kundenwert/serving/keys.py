@@ -323,6 +323,18 @@ class KeyRing:
             return None, "expired"
         return Caller(key_id, found[1]), None
 
+    def check_id(self, key_id: str | None) -> tuple[Caller | None, str | None]:
+        """``check`` for a key already verified once (a web app session names its key id, never
+        the secret): (the caller, None) while the key is neither revoked nor expired, else (None,
+        ``invalid`` or ``expired``). The same ring as every API request, so a revoked key ends its
+        sessions within ``REFRESH_SECONDS``."""
+        found = self._keys.get(key_id or "")
+        if found is None:
+            return None, "invalid"
+        if time.time() >= found[2]:
+            return None, "expired"
+        return Caller(str(key_id), found[1]), None
+
     def verify(self, key: str | None) -> Caller | None:
         """The caller of a presented key, or None when it is missing, malformed, unknown, wrong,
         revoked or expired."""

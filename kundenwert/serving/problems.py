@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -163,9 +163,26 @@ def field_errors(errors: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], in
     return listed, max(0, len(errors) - MAX_LISTED)
 
 
-async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+def _on_app(request: Request) -> bool:
+    """The request is for a page of the web app (``/app``): its errors are pages, not problems."""
+    path = request.url.path
+    return (path == "/app" or path.startswith("/app/")) and getattr(
+        request.app.state, "web", None
+    ) is not None
+
+
+def _page(request: Request, status: int, detail: str, exc: Exception):
+    from kundenwert.serving.web.pages import failure
+
+    return failure(request, status, detail, exc)
+
+
+async def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     listed, more = field_errors(list(exc.errors()))
+    if _on_app(request):
+        first = listed[0] if listed else None
+        return _page(request, 422, first["message"] if first else "invalid request", exc)
     n = len(listed) + more
     first = listed[0] if listed else None
     where = ".".join(str(x) for x in first["location"]) if first else "the request"
@@ -173,9 +190,11 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     return problem(422, detail, kind="validation", errors=listed, errors_not_listed=more or None)
 
 
-async def _http(request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if _on_app(request) and exc.status_code != 405:
+        return _page(request, exc.status_code, detail, exc)
     headers = dict(exc.headers or {})
     if exc.status_code == 405:  # every method of the path, not only those of the first route matched
         headers["Allow"] = ", ".join(allowed_methods(request))
@@ -238,8 +257,10 @@ def _query_params(dependant) -> list:
     return out
 
 
-async def _ours(_request: Request, exc: Exception) -> JSONResponse:
+async def _ours(request: Request, exc: Exception) -> Response:
     status = int(getattr(exc, "http_status", 422))
+    if _on_app(request):
+        return _page(request, status, str(exc), exc)
     headers = {}
     if status == 503:
         headers["Retry-After"] = str(getattr(exc, "retry_after", RETRY_AFTER_SECONDS))

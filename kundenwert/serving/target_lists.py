@@ -343,6 +343,33 @@ def members_now(meta: dict, members: pd.DataFrame, standing) -> tuple[pd.DataFra
     return members[keep].reset_index(drop=True), left
 
 
+def list_overview(engine: sa.Engine, limit: int = 500) -> list[dict]:
+    """The stored lists, newest first: id, created, name, objective, channel and the summary's
+    counts and expectations (no members: a list of lists names no customer)."""
+    ensure_tables(engine, LISTS)
+    with map_exceptions("reading the target lists", LISTS.name), engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(LISTS).order_by(LISTS.c.created_at.desc(), LISTS.c.list_id).limit(limit)
+        ).mappings()
+        out = []
+        for row in rows:
+            request, summary = json.loads(row["request"]), json.loads(row["summary"])
+            out.append(
+                {
+                    "list_id": row["list_id"],
+                    "created_at": row["created_at"],
+                    "name": request.get("name", ""),
+                    "objective": request.get("objective"),
+                    "channel": request.get("channel"),
+                    **{
+                        k: summary.get(k)
+                        for k in ("customers", "targeted", "control", "expected_value", "cost")
+                    },
+                }
+            )
+    return out
+
+
 def load_target_list(engine: sa.Engine, list_id: str, uplift: bool = False) -> tuple[dict, pd.DataFrame]:
     """(meta, members) of a stored list; ``uplift``: with the uplift each member was predicted
     when the list was made (campaign results read it; an export does not carry it)."""
