@@ -2,7 +2,7 @@
 then read, page by page, then its results, its members' feedback and next best actions; a
 decision, then its feedback).
 
-Generated clients and schemathesis' stateful run (``tests/serving/test_fuzz_stateful.py``)
+Generated clients and schemathesis' stateful run (``tests/serving/test_fuzz.py``)
 follow them. Targets are named by ``operationRef`` (a JSON pointer to the path and method), not
 by ``operationId``: the ids FastAPI derives are what generated clients call their methods, and
 links must not make anyone rename them.

@@ -115,8 +115,12 @@ def sales_period(
     latest: pd.Timestamp | None = None,
     now: pd.Timestamp | None = None,
     option: str = "",
+    strict: bool = True,
 ) -> Period:
-    """The period a user asks for.
+    """The period a user asks for. ``strict`` (the CLI) refuses contradictory options; without it
+    (the API, whose schema cannot state rules between parameters) the dates win over ``days``
+    and a ``since`` not before ``until`` is an empty period: every request the schema allows is
+    answered, and the answer's ``period`` says what was measured.
 
     Parameters
     ----------
@@ -131,6 +135,8 @@ def sales_period(
     option:
         Prefix of the option names in error messages (``"--"`` for the CLI).
     """
+    if days is not None and since is not None and until is not None and not strict:
+        days = None
     if days is not None and since is not None and until is not None:
         raise ConfigurationError(f"give {option}days or {option}since with {option}until, not all three")
     if days is not None and not 1 <= days <= MAX_DAYS:
@@ -148,6 +154,8 @@ def sales_period(
             end = _utc(last).normalize() + DAY
     if start is None:
         start = end - length
+    if start >= end and not strict:
+        return Period(start, start)
     if start >= end:
         raise ConfigurationError(
             f"{option}since ({start:%Y-%m-%d %H:%M}) must be before {option}until ({end:%Y-%m-%d %H:%M})"
@@ -513,6 +521,7 @@ def sales_report(
     score_run: str | None = None,
     now: pd.Timestamp | None = None,
     option: str = "",
+    strict: bool = True,
 ) -> SalesReport:
     """``sales_by_group`` on the store's tables (``Store.read_table``) for the period asked for
     (``sales_period``: the default ends with the day of the latest counted purchase)."""
@@ -533,7 +542,9 @@ def sales_report(
         objecting = objecting_ids(consents, now)
         counted = purchases["purchased_at"][~purchases["customer_id"].astype(str).isin(objecting)]
         latest = counted.max() if len(counted) else None
-    period = sales_period(days=days, since=since, until=until, latest=latest, now=now, option=option)
+    period = sales_period(
+        days=days, since=since, until=until, latest=latest, now=now, option=option, strict=strict
+    )
     return sales_by_group(
         customers,
         purchases,

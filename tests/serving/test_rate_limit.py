@@ -73,13 +73,23 @@ def test_a_bad_setting_is_refused_with_a_clear_message(monkeypatch, value: str, 
     assert says in str(err.value)
 
 
-def test_the_api_answers_429_with_retry_after_per_key(served, monkeypatch) -> None:
+def test_the_api_answers_429_with_retry_after_per_key(served) -> None:
     """Over the limit, next best actions and every other route of the key answer 429 with
     Retry-After; a key of another role and another key of the same role go on; tokens refill."""
     c, keys = served["client"], served["keys"]
     cid = served["customers"][0]
     clock = Clock()
-    monkeypatch.setattr(c.app.state, "buckets", TokenBuckets({"sales": (0.5, 3.0)}, clock))
+    # by hand, not monkeypatch.setattr: starlette's State keeps attributes in a dict of its own,
+    # and monkeypatch's undo deleted the app's buckets for every later test of the served world
+    before = c.app.state.buckets
+    c.app.state.buckets = TokenBuckets({"sales": (0.5, 3.0)}, clock)
+    try:
+        _limited(c, keys, cid, clock, served)
+    finally:
+        c.app.state.buckets = before
+
+
+def _limited(c, keys, cid, clock, served) -> None:
     nba = f"/v1/customers/{cid}/next-best-actions"
     sales = {"X-API-Key": keys["sales"]}
     assert [c.get(nba, headers=sales).status_code for _ in range(3)] == [200] * 3

@@ -68,7 +68,9 @@ def test_a_failure_during_training_leaves_the_registry_as_it_was(trained, monkey
 
     monkeypatch.setattr(B, "fit_and_backtest", failing)
     result = CliRunner().invoke(app, ["train", "--config", str(trained["config"])])
-    assert result.exit_code != 0 and "injected failure" in str(result.exception)
+    # an unexpected error: one line naming it, exit 70, no traceback (``friendly``)
+    assert result.exit_code == 70 and "RuntimeError: injected failure" in result.output
+    assert "Traceback" not in result.output
     assert {m: describe_versions(m) for m in MODELS} == before
 
 
