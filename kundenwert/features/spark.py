@@ -255,6 +255,11 @@ def _column(name: str, kind: str):  # a contract column, or a custom attribute's
 
 
 def _to_arrow(s: pd.Series, kind: str) -> pa.Array:
+    arr = _arrow_of(s, kind)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr  # Arrow-backed text
+
+
+def _arrow_of(s: pd.Series, kind: str) -> pa.Array | pa.ChunkedArray:
     if kind == "timestamp":
         na = s.isna().to_numpy()
         return pa.array(
@@ -442,6 +447,15 @@ def spark_schema(frame: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+def for_spark(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its text columns as Python objects: pyspark's pandas conversion cannot take
+    pandas' Arrow-backed strings (it gets chunked arrays back)."""
+    text = [c for c, t in frame.dtypes.items() if isinstance(t, pd.StringDtype)]
+    if not text:
+        return frame
+    return frame.assign(**{c: frame[c].astype(object).where(frame[c].notna(), None) for c in text})
+
+
 def as_dtypes(frame: pd.DataFrame, dtypes: pd.Series) -> pd.DataFrame:
     """``frame`` with the columns and dtypes of ``dtypes`` (read back from Spark: nullable
     booleans as objects, text as objects)."""
@@ -465,9 +479,9 @@ def shard_function(
     snapshot's own, ``customer_id`` first)."""
 
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
-        return snapshot_shard(frames_of(pdf, layout), cutoff, spec).reset_index()
+        return for_spark(snapshot_shard(frames_of(pdf, layout), cutoff, spec).reset_index())
 
-    dtypes = run(empty_shard(layout)).dtypes
+    dtypes = snapshot_shard(frames_of(empty_shard(layout), layout), cutoff, spec).reset_index().dtypes
     return run, dtypes
 
 
@@ -526,7 +540,7 @@ def objecting_ids(typed: dict[str, SparkFrame], layout: Layout, now: pd.Timestam
         consents = frames_of(pdf, only)["consents"]
         state = consent_state(consents, at)
         ids = state.index[state["objection"].to_numpy(dtype=bool)]
-        return pd.DataFrame({"customer_id": pd.Series(ids, dtype="str")})
+        return pd.DataFrame({"customer_id": pd.Series(ids, dtype=object)})
 
     return rows.groupBy("_shard").applyInPandas(objecting, "customer_id string")
 

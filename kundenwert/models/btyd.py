@@ -173,6 +173,19 @@ class BTYDModel(RegressorMixin, BaseEstimator):
         )
         return self
 
+    @classmethod
+    def from_params(cls, params: dict[str, float], **hyperparameters: object) -> BTYDModel:
+        """The fitted model of ``params`` (``params_`` of a fit): what predictions need, in a form
+        that pickles (lifetimes' fitted fitters hold lambdas), e.g. to send to Spark's workers."""
+        from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+        model = cls(**hyperparameters)  # type: ignore[arg-type]
+        model.bgf_, model.ggf_ = BetaGeoFitter(), GammaGammaFitter()
+        model.bgf_.params_ = pd.Series({k: float(params[k]) for k in ("r", "alpha", "a", "b")})
+        model.ggf_.params_ = pd.Series({k: float(params[k]) for k in ("p", "q", "v")})
+        model.params_ = dict(params)
+        return model
+
     def _converged(self, name: str, knob: str, fit):
         from lifetimes.utils import ConvergenceError
 
