@@ -325,6 +325,10 @@ def _engine(engine: str, source: Path | None) -> str:
         raise ConfigurationError("--engine spark reads a folder of Parquet tables: give it with --source DIR")
     if engine == "local" and source is not None:
         raise ConfigurationError("--source is for --engine spark; the local engine reads the store")
+    if source is not None and "://" not in str(source) and not source.is_dir():
+        from kundenwert.errors import InputFileError
+
+        raise InputFileError(f"--source {str(source)!r} does not exist or is not a folder")
     return engine
 
 
@@ -1189,6 +1193,13 @@ def _rows_table(title: str, rows: dict[str, int]) -> None:
 
 
 def main() -> None:
+    import warnings
+
+    # pandera imports pyspark.pandas where pyspark is installed (the spark extra), which warns
+    # about pandas 3 on every command; the spark tests prove what kundenwert uses of it
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
     app()
 
 
