@@ -71,8 +71,11 @@ def java_major(java: str | None = None) -> int | None:
     return int(found.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
 
 
-def spark_session(master: str | None = None, app_name: str = "kundenwert") -> SparkSession:
-    """A Spark session on ``master`` (default: ``KUNDENWERT_SPARK_MASTER``, ``local[2]``).
+def spark_session(
+    master: str | None = None, app_name: str = "kundenwert", conf: dict[str, str] | None = None
+) -> SparkSession:
+    """A Spark session on ``master`` (default: ``KUNDENWERT_SPARK_MASTER``, ``local[2]``), with
+    ``conf`` (Spark settings, e.g. ``spark.driver.memory``; before the session starts).
 
     Raises ``EngineUnavailable`` when pyspark or Java 17+ is missing. The session reads times in
     UTC and its Python workers run this interpreter (unless ``PYSPARK_PYTHON`` says otherwise).
@@ -92,8 +95,11 @@ def spark_session(master: str | None = None, app_name: str = "kundenwert") -> Sp
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     spark = (
-        SparkSession.builder.master(master or get_settings().spark_master)
+        builder.master(master or get_settings().spark_master)
         .appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
@@ -319,29 +325,61 @@ def typed_tables(tables: dict[str, SparkFrame]) -> tuple[dict[str, SparkFrame], 
     return typed, Layout(columns, kinds_attr)
 
 
-def spec_of(
-    typed: dict[str, SparkFrame], layout: Layout, config: SnapshotConfig | None = None
-) -> SnapshotSpec:
-    """``spec_for`` of the whole data, from distinct queries (only the distinct values reach the
-    driver)."""
+@dataclass(frozen=True)
+class Facts:
+    """What the driver needs of the whole data, from one aggregation per table: the categories
+    with their margin and amount sums (positive purchases with a margin), the outbound contact
+    channels and the latest purchase and contact (microseconds, None when none)."""
+
+    categories: dict[str, tuple[float, float]]
+    channels: tuple[str, ...]
+    latest: dict[str, int | None]
+
+
+def facts_of(typed: dict[str, SparkFrame]) -> Facts:
+    """``Facts`` of the typed tables: one pass over purchases, one over contacts."""
     from pyspark.sql import functions as F
 
-    cats: tuple[str, ...] = ()
+    cats: dict[str, tuple[float, float]] = {}
+    latest: dict[str, int | None] = {"purchases": None, "contacts": None}
     if "purchases" in typed:
         p = typed["purchases"]
-        cats = tuple(
-            sorted(
-                r[0] for r in p.where(F.col("category").isNotNull()).select("category").distinct().collect()
+        counted = (F.col("amount") > 0) & F.col("margin").isNotNull()
+        rows = (
+            p.groupBy("category")
+            .agg(
+                F.max("purchased_at").alias("latest"),
+                F.sum(F.when(counted, F.col("margin"))).alias("margin"),
+                F.sum(F.when(counted, F.col("amount"))).alias("amount"),
             )
+            .collect()
         )
-    chans = set(MARKETING_CHANNELS)
+        stamps = [r["latest"] for r in rows if r["latest"] is not None]
+        latest["purchases"] = max(stamps) if stamps else None
+        cats = {r["category"]: (r["margin"], r["amount"]) for r in rows if r["category"] is not None}
+    chans: set[str] = set()
     if "contacts" in typed:
-        k = typed["contacts"].where((F.col("direction") == "outbound") & F.col("channel").isNotNull())
-        chans |= {r[0] for r in k.select("channel").distinct().collect()}
+        k = typed["contacts"]
+        outbound = (F.col("direction") == "outbound").alias("outbound")
+        rows = k.groupBy("channel", outbound).agg(F.max("contacted_at").alias("latest")).collect()
+        stamps = [r["latest"] for r in rows if r["latest"] is not None]
+        latest["contacts"] = max(stamps) if stamps else None
+        chans = {r["channel"] for r in rows if r["outbound"] and r["channel"] is not None}
+    return Facts(cats, tuple(sorted(chans)), latest)
+
+
+def spec_of(
+    typed: dict[str, SparkFrame],
+    layout: Layout,
+    config: SnapshotConfig | None = None,
+    facts: Facts | None = None,
+) -> SnapshotSpec:
+    """``spec_for`` of the whole data, from ``facts_of`` (only distinct values reach the driver)."""
+    facts = facts or facts_of(typed)
     return SnapshotSpec(
         config=config or SnapshotConfig(),
-        categories=cats,
-        channels=tuple(sorted(chans)),
+        categories=tuple(sorted(facts.categories)),
+        channels=tuple(sorted(set(MARKETING_CHANNELS) | set(facts.channels))),
         attributes=tuple(sorted(layout.attribute_kinds)),
     )
 

@@ -28,9 +28,11 @@ from kundenwert.features.labels import customer_status
 from kundenwert.features.snapshot import snapshot_shard
 from kundenwert.features.snapshot_spec import _utc
 from kundenwert.features.spark import (
+    Facts,
     as_dtypes,
     default_shards,
     empty_shard,
+    facts_of,
     for_spark,
     frames_of,
     read_parquet_tables,
@@ -52,36 +54,25 @@ from kundenwert.serving.scoring import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame as SparkFrame
     from pyspark.sql import SparkSession
 
 STATUS, OBJECTING = "_status", "_objecting"
 BTYD_KEYS = ("frequency", "recency", "T", "monetary_value")
 
 
-def _latest(typed: dict[str, SparkFrame]) -> dict[str, pd.DataFrame]:
-    """The latest purchase and contact (one value each) in the shape ``as_of`` reads."""
-    from pyspark.sql import functions as F
-
+def _latest(facts: Facts) -> dict[str, pd.DataFrame]:
+    """The latest purchase and contact in the shape ``as_of`` reads."""
     out = {}
     for name, col in (("purchases", "purchased_at"), ("contacts", "contacted_at")):
-        us = typed[name].agg(F.max(col)).collect()[0][0] if name in typed else None
+        us = facts.latest[name]
         t = pd.NaT if us is None else pd.Timestamp(int(us), unit="us", tz="UTC")
         out[name] = pd.DataFrame({col: pd.Series([t], dtype="datetime64[us, UTC]")})
     return out
 
 
-def _categories_with_margin(typed: dict[str, SparkFrame]) -> dict[str, float]:
-    """``category_margins`` of the purchases, summed in Spark (only its names are checked here)."""
-    from pyspark.sql import functions as F
-
-    if "purchases" not in typed:
-        return {}
-    p = typed["purchases"].where(
-        (F.col("amount") > 0) & F.col("margin").isNotNull() & F.col("category").isNotNull()
-    )
-    rows = p.groupBy("category").agg(F.sum("margin").alias("m"), F.sum("amount").alias("a")).collect()
-    return {str(r["category"]): float(r["m"] / r["a"]) for r in rows}
+def _margins(facts: Facts) -> dict[str, float]:
+    """``category_margins`` from the sums of ``facts_of`` (only its names are checked here)."""
+    return {c: float(m / a) for c, (m, a) in facts.categories.items() if m is not None and a}
 
 
 def score_spark(
@@ -102,8 +93,9 @@ def score_spark(
     say = progress or (lambda _m: None)
     say("reading the Parquet tables")
     typed, layout = typed_tables(read_parquet_tables(spark, folder))
-    t = as_of(_latest(typed), at)
-    margins = _categories_with_margin(typed)
+    facts = facts_of(typed)
+    t = as_of(_latest(facts), at)
+    margins = _margins(facts)
     catalog.check_names(sorted(margins))
     say("loading the champion models")
     models_, versions = models or load_champions()
@@ -118,7 +110,7 @@ def score_spark(
             f"no champion for {needed}: every suggestion needs its per-action propensities "
             f"(champions: {', '.join(models_)}); run `kundenwert train` on data with contacts"
         )
-    spec = spec_of(typed, layout)
+    spec = spec_of(typed, layout, facts=facts)
     shards = shards or default_shards(spark, typed["customers"])
     spark.conf.set("spark.sql.shuffle.partitions", str(shards))
 
