@@ -140,13 +140,14 @@ def main() -> None:
         t0 = time.perf_counter()
         X = snapshot(frames, t)
         seconds["local snapshot (frames in memory)"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        X = snapshot(frames, t)
-        objecting = objecting_then_or_now(frames["consents"], t)
-        scores, _ = score_snapshot(X, status_at(frames, t), models, catalog, objecting)
-        seconds["local scoring (snapshot + score_snapshot)"] = time.perf_counter() - t0
+        if not args.no_scoring:
+            t0 = time.perf_counter()
+            X = snapshot(frames, t)
+            objecting = objecting_then_or_now(frames["consents"], t)
+            score_snapshot(X, status_at(frames, t), models, catalog, objecting)
+            seconds["local scoring (snapshot + score_snapshot)"] = time.perf_counter() - t0
         print(", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), flush=True)
-        del X, scores
+        del X
     del frames, base
 
     t0 = time.perf_counter()
@@ -157,9 +158,11 @@ def main() -> None:
     snap.write.mode("overwrite").parquet(str(work / "snap"))
     seconds[f"spark snapshot ({args.master}, Parquet -> Parquet)"] = time.perf_counter() - t0
     print(f"spark snapshot {seconds[list(seconds)[-1]]:.1f} s", flush=True)
-    t0 = time.perf_counter()
-    done = score_spark(spark, folder, work / "scores", catalog, t, models=(models, versions))
-    seconds[f"spark scoring ({args.master}, Parquet -> Parquet)"] = time.perf_counter() - t0
+    done: dict = {"pairs": "-", "shards": "-", "customers": 0, "not_profiled": 0}
+    if not args.no_scoring:
+        t0 = time.perf_counter()
+        done = score_spark(spark, folder, work / "scores", catalog, t, models=(models, versions))
+        seconds[f"spark scoring ({args.master}, Parquet -> Parquet)"] = time.perf_counter() - t0
     spark.stop()
 
     print(
