@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument(
         "--no-local", action="store_true", help="Spark rows only (the local rows of an earlier run)"
     )
+    ap.add_argument("--no-scoring", action="store_true", help="the snapshot rows only")
+    ap.add_argument("--no-snapshot", action="store_true", help="the scoring rows only")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kw-bench-spark-"))
@@ -153,11 +155,12 @@ def main() -> None:
     t0 = time.perf_counter()
     spark = spark_session(args.master, conf={"spark.driver.memory": args.driver_memory})
     started = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    snap, _, _ = snapshot_spark(spark, folder, t)
-    snap.write.mode("overwrite").parquet(str(work / "snap"))
-    seconds[f"spark snapshot ({args.master}, Parquet -> Parquet)"] = time.perf_counter() - t0
-    print(f"spark snapshot {seconds[list(seconds)[-1]]:.1f} s", flush=True)
+    if not args.no_snapshot:
+        t0 = time.perf_counter()
+        snap, _, _ = snapshot_spark(spark, folder, t)
+        snap.write.mode("overwrite").parquet(str(work / "snap"))
+        seconds[f"spark snapshot ({args.master}, Parquet -> Parquet)"] = time.perf_counter() - t0
+        print(f"spark snapshot {seconds[list(seconds)[-1]]:.1f} s", flush=True)
     done: dict = {"pairs": "-", "shards": "-", "customers": 0, "not_profiled": 0}
     if not args.no_scoring:
         t0 = time.perf_counter()
