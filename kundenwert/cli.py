@@ -319,10 +319,15 @@ def snapshot_cmd(
             "more than 1 pays off from 4 cores on)."
         ),
     ] = 1,
-    shards: Annotated[int, typer.Option(help="Customer shards (default: one per job).")] = 0,
+    shards: Annotated[
+        int, typer.Option(help="Customer shards (default: one per job; spark: about 50,000 customers each).")
+    ] = 0,
     unit: Annotated[str, typer.Option(help="Unit of BTYD recency and T: D (days) or W (weeks).")] = "D",
+    engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "local",
+    source: Annotated[Path | None, typer.Option(help=_SOURCE_HELP)] = None,
+    master: Annotated[str | None, typer.Option(help=_MASTER_HELP)] = None,
 ) -> None:
-    """Point-in-time customer snapshot from the store."""
+    """Point-in-time customer snapshot from the store (or, with --engine spark, from a Parquet folder)."""
     import pandas as pd
     from pydantic import ValidationError
 
@@ -337,6 +342,9 @@ def snapshot_cmd(
         raise ConfigurationError(f"--unit must be D or W and --cutoff an ISO date: {exc}") from None
     if jobs < 1:
         raise ConfigurationError(f"--jobs must be at least 1, not {jobs}")
+    if _engine(engine, source) == "spark":
+        _snapshot_spark(source, t, config, out_path, shards, master)  # type: ignore[arg-type]
+        return
     t0 = time.perf_counter()
     with err.status("reading the store"):
         frames, objecting = without_objecting(load_frames(Store()))
@@ -348,6 +356,59 @@ def snapshot_cmd(
     snap.to_parquet(out_path)
     out.print(
         f"{len(snap):,} customers x {snap.shape[1]} features at {t:%Y-%m-%d} -> {out_path} ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+_ENGINE_HELP = "local (default: the store, this machine) or spark (a Parquet folder, --source)."
+_SOURCE_HELP = (
+    "--engine spark: folder of the contract tables as Parquet (<table>.parquet, a file or a folder "
+    "of parts: the layout `kundenwert sample DIR --format parquet` writes)."
+)
+_MASTER_HELP = "--engine spark: Spark master (default: KUNDENWERT_SPARK_MASTER, else local[2])."
+
+
+def _engine(engine: str, source: Path | None) -> str:
+    """The checked engine name: spark needs --source, local reads the store."""
+    from kundenwert.errors import ConfigurationError
+
+    if engine not in ("local", "spark"):
+        raise ConfigurationError(f"--engine must be local or spark, not {engine!r}")
+    if engine == "spark" and source is None:
+        raise ConfigurationError("--engine spark reads a folder of Parquet tables: give it with --source DIR")
+    if engine == "local" and source is not None:
+        raise ConfigurationError("--source is for --engine spark; the local engine reads the store")
+    if source is not None and "://" not in str(source) and not source.is_dir():
+        from kundenwert.errors import InputFileError
+
+        raise InputFileError(f"--source {str(source)!r} does not exist or is not a folder")
+    return engine
+
+
+def _snapshot_spark(
+    source: Path, t: Any, config: Any, out_path: Path, shards: int, master: str | None
+) -> None:
+    """``kundenwert snapshot --engine spark``: the snapshot as a folder of Parquet parts."""
+    import pandas as pd
+
+    from kundenwert.features.spark import snapshot_spark, spark_session
+
+    t0 = time.perf_counter()
+    with err.status("starting Spark"):
+        spark = spark_session(master)
+    try:
+        with err.status(f"computing the snapshot at {t:%Y-%m-%d} on Spark ({spark.sparkContext.master})"):
+            frame, dtypes, objecting = snapshot_spark(
+                spark, source, t, config, shards=shards or None, drop_objecting=pd.Timestamp.now(tz="UTC")
+            )
+            frame.write.mode("overwrite").parquet(str(out_path))
+        if objecting:
+            err.print(f"{objecting:,} customers object to profiling (GDPR Art. 21): left out of the snapshot")
+        n = spark.read.parquet(str(out_path)).count()
+    finally:
+        spark.stop()
+    out.print(
+        f"{n:,} customers x {len(dtypes) - 1} features at {t:%Y-%m-%d} -> {out_path}/ (Parquet parts, "
+        f"customer_id a column; {time.perf_counter() - t0:.1f} s)"
     )
 
 
@@ -457,13 +518,40 @@ def score_cmd(
         Path | None,
         typer.Option(help="Action catalog TOML (default: KUNDENWERT_ACTIONS, else the packaged catalog)."),
     ] = None,
+    engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "local",
+    source: Annotated[Path | None, typer.Option(help=_SOURCE_HELP)] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="--engine spark: folder to write scores/ and propensity/ into (Parquet)."),
+    ] = None,
+    store: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="--engine spark: also store the scoring run in the store, as the local engine does.",
+        ),
+    ] = False,
+    master: Annotated[str | None, typer.Option(help=_MASTER_HELP)] = None,
+    shards: Annotated[
+        int, typer.Option(help="--engine spark: customer shards (default: about 50,000 each).")
+    ] = 0,
 ) -> None:
     """Score every customer with the champion models and store the scores for serving."""
     from kundenwert.db.store import Store
+    from kundenwert.errors import ConfigurationError
     from kundenwert.serving.catalog import load_catalog
     from kundenwert.serving.scoring import run_scoring
 
     catalog = load_catalog(actions)
+    if _engine(engine, source) == "spark":
+        if out_path is None:
+            raise ConfigurationError(
+                "--engine spark writes its scores as Parquet: give a folder with --out DIR"
+            )
+        _score_spark(source, out_path, catalog, at, store, master, shards)  # type: ignore[arg-type]
+        return
+    if out_path is not None or store:
+        raise ConfigurationError("--out and --store are for --engine spark; the local engine stores its run")
     t0 = time.perf_counter()
     with err.status("scoring") as status:
 
@@ -485,6 +573,46 @@ def score_cmd(
             f"no champion for {', '.join(done['missing_models'])}: their scores are not stored; "
             f"{len(done['unavailable_actions'])} catalog action(s) need them and are not suggested "
             f"({', '.join(done['unavailable_actions'])})",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+def _score_spark(
+    source: Path, out_path: Path, catalog: Any, at: str | None, store: bool, master: str | None, shards: int
+) -> None:
+    """``kundenwert score --engine spark``: scores and propensities as Parquet (and the store's run)."""
+    from kundenwert.db.store import Store
+    from kundenwert.features.spark import spark_session
+    from kundenwert.serving.spark import score_spark, store_run
+
+    t0 = time.perf_counter()
+    with err.status("starting Spark") as status:
+        spark = spark_session(master)
+
+        def progress(message: str) -> None:
+            status.update(message)
+            err.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {message}", highlight=False)
+
+        try:
+            done = score_spark(spark, source, out_path, catalog, at, shards=shards or None, progress=progress)
+        finally:
+            spark.stop()
+        run = ""
+        if store:
+            progress("storing the scoring run")
+            run = f"; run {store_run(Store(), out_path, done)[:12]} stored"
+    versions = ", ".join(f"{k} v{v}" for k, v in done["models"].items())
+    out.print(
+        f"scored {done['customers']:,} customers x {done['pairs']} action-channel pairs as of "
+        f"{done['at']:%Y-%m-%d} on Spark in {time.perf_counter() - t0:.0f} s ({versions}) -> "
+        f"{out_path}/scores, {out_path}/propensity{run}; {done['not_profiled']:,} objecting customers not profiled",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if done["missing_models"]:
+        out.print(
+            f"no champion for {', '.join(done['missing_models'])}: their scores are not written",
             soft_wrap=True,
             highlight=False,
         )
@@ -1123,6 +1251,7 @@ def _rows_table(title: str, rows: dict[str, int]) -> None:
 
 
 def main() -> None:
+    # (the pyspark-on-pandas-3 warning is filtered in ``kundenwert/__init__.py``, for every entry)
     app()
 
 

@@ -110,5 +110,10 @@ class StoreDataError(StoreError):
     http_status = 422
 
 
+class EngineUnavailable(KundenwertError):
+    """An optional engine (Spark) or what it runs on (pyspark, Java 17+) is not installed; the
+    message says what to install."""
+
+
 class ModelFitError(KundenwertError):
     """A model cannot be fitted on this data; the message names the cause and the remedy."""

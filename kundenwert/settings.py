@@ -146,6 +146,12 @@ class Settings(BaseSettings):
                 )
         return limits
 
+    spark_master: str = Field(
+        default="local[2]",
+        description="Spark master of `--engine spark` (local[N]: N cores on this machine; "
+        "spark://host:7077, yarn, k8s://...: a cluster) when --master is not given.",
+    )
+
     def resolved_rate_limits(self) -> dict[str, tuple[float, float] | None]:
         """The defaults with the configured roles replaced."""
         return DEFAULT_RATE_LIMITS | self.rate_limits

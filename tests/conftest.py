@@ -178,3 +178,19 @@ def trained_small(imported_world, small_config):
 
     frames, _ = imported_world(3_000, 5)
     return train_models(frames, small_config)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local Spark session (``local[2]``) for the tests marked ``spark``; skipped with the reason
+    when pyspark or Java 17+ is missing."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'kundenwert[spark]'")
+    from kundenwert.errors import EngineUnavailable
+    from kundenwert.features.spark import spark_session
+
+    try:
+        session = spark_session("local[2]")
+    except EngineUnavailable as exc:
+        pytest.skip(f"{exc} (`make test` runs scripts/install-java.sh)")
+    yield session
+    session.stop()

@@ -6,7 +6,10 @@ purchase before the cutoff (NaN frequency) are outside the model: their predicti
 
 Fitting is on distinct ``(frequency, recency, T)`` rows with their counts as ``weights`` (and distinct
 ``(frequency, monetary_value)`` rows for Gamma-Gamma): the likelihood is the same, the work is
-proportional to the distinct rows. Predictions are computed once per distinct row too.
+proportional to the distinct rows. Predictions are computed once per distinct row too. The distinct
+rows are sorted, so a fit depends on the rows' multiset only, not their order: ``fit(X)`` and
+``fit(distinct rows of X, sample_weight=their counts)`` give the same parameters to the last bit
+(what a distributed run fits on the driver from counts).
 """
 
 from __future__ import annotations
@@ -44,10 +47,13 @@ def btyd_columns(X: pd.DataFrame, columns: tuple[str, ...] = BTYD_COLUMNS) -> pd
     return out
 
 
-def _distinct(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Distinct rows, their counts, and the position of every row's distinct row."""
-    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(frame))
-    counts = np.bincount(codes, minlength=len(uniques))
+def _distinct(
+    frame: pd.DataFrame, weights: np.ndarray | None = None
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Distinct rows in sorted order, their counts (summed ``weights``), and the position of every
+    row's distinct row."""
+    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(frame), sort=True)
+    counts = np.bincount(codes, weights=weights, minlength=len(uniques))
     distinct = uniques.to_frame(index=False).set_axis(list(frame.columns), axis=1)
     return distinct.astype("float64"), counts.astype("float64"), codes
 
@@ -98,17 +104,22 @@ class BTYDModel(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------------ fit
 
-    def fit(self, X: pd.DataFrame, y: object = None) -> BTYDModel:
+    def fit(self, X: pd.DataFrame, y: object = None, sample_weight: object = None) -> BTYDModel:
+        """Fit both models on the snapshot ``X``; ``sample_weight``: how many customers each row
+        stands for (counts of distinct rows, e.g. gathered from a distributed snapshot)."""
         from lifetimes import BetaGeoFitter, GammaGammaFitter
 
         self._validate_params()
-        data = btyd_columns(X).dropna(subset=["frequency", "recency", "T"])
+        data = btyd_columns(X)
+        w_all = np.ones(len(data)) if sample_weight is None else np.asarray(sample_weight, dtype="float64")
+        keep = data[["frequency", "recency", "T"]].notna().all(axis=1).to_numpy()
+        data, w_all = data[keep], w_all[keep]
         if len(data) == 0:
             raise ModelFitError("BG/NBD: no customer with a purchase before the cutoff; nothing to fit")
         repeat = data["frequency"] > 0
         if not repeat.any():
             raise ModelFitError(
-                f"BG/NBD: none of the {len(data):,} customers has a repeat purchase (frequency > 0), so "
+                f"BG/NBD: none of the {int(w_all.sum()):,} customers has a repeat purchase (frequency > 0), so "
                 "the purchase rate and dropout cannot be told apart; use a longer calibration period"
             )
         rows = data[["frequency", "recency", "T"]]
@@ -117,9 +128,9 @@ class BTYDModel(RegressorMixin, BaseEstimator):
             rows = rows.assign(recency=(rows["recency"] / g).round() * g, T=(rows["T"] / g).round() * g)
             rows = rows.assign(T=np.maximum(rows["T"], rows["recency"]))
         if self.collapse:
-            rows, weights, _ = _distinct(rows)
+            rows, weights, _ = _distinct(rows, w_all)
         else:
-            weights = np.ones(len(rows))
+            weights = w_all
         self.bgf_ = self._converged(
             "BG/NBD",
             "penalizer_coef",
@@ -127,17 +138,20 @@ class BTYDModel(RegressorMixin, BaseEstimator):
                 rows["frequency"], rows["recency"], rows["T"], weights=weights
             ),
         )
-        spend = data.loc[repeat & (data["monetary_value"] > 0), ["frequency", "monetary_value"]]
-        self.gg_excluded_ = int((repeat & ~(data["monetary_value"] > 0)).sum())
+        buyers = (repeat & (data["monetary_value"] > 0)).to_numpy()
+        spend = data.loc[buyers, ["frequency", "monetary_value"]]
+        w_spend = w_all[buyers]
+        self.gg_excluded_ = int(w_all[(repeat & ~(data["monetary_value"] > 0)).to_numpy()].sum())
         if len(spend) == 0:
             raise ModelFitError(
                 "Gamma-Gamma: no repeat buyer has a positive average spend (monetary_value > 0); "
                 "check that purchase amounts are positive and returns are negative rows"
             )
+        spend_rows = spend
         if self.collapse:
-            spend, gg_weights, _ = _distinct(spend)
+            spend, gg_weights, _ = _distinct(spend, w_spend)
         else:
-            gg_weights = np.ones(len(spend))
+            gg_weights = w_spend
         self.ggf_ = self._converged(
             "Gamma-Gamma",
             "gg_penalizer_coef",
@@ -152,12 +166,25 @@ class BTYDModel(RegressorMixin, BaseEstimator):
                 f"(now {self.gg_penalizer_coef})"
             )
         self.params_ = {**{k: float(v_) for k, v_ in self.bgf_.params_.items()}, "p": p, "q": q, "v": v}
-        self.n_customers_ = len(data)
+        self.n_customers_ = int(w_all.sum()) if sample_weight is not None else len(data)
         self.n_distinct_ = len(rows)
-        self.spend_frequency_correlation_ = float(
-            np.corrcoef(spend["frequency"], spend["monetary_value"])[0, 1] if len(spend) > 2 else np.nan
+        self.spend_frequency_correlation_ = _weighted_correlation(
+            spend_rows["frequency"].to_numpy(), spend_rows["monetary_value"].to_numpy(), w_spend
         )
         return self
+
+    @classmethod
+    def from_params(cls, params: dict[str, float], **hyperparameters: object) -> BTYDModel:
+        """The fitted model of ``params`` (``params_`` of a fit): what predictions need, in a form
+        that pickles (lifetimes' fitted fitters hold lambdas), e.g. to send to Spark's workers."""
+        from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+        model = cls(**hyperparameters)  # type: ignore[arg-type]
+        model.bgf_, model.ggf_ = BetaGeoFitter(), GammaGammaFitter()
+        model.bgf_.params_ = pd.Series({k: float(params[k]) for k in ("r", "alpha", "a", "b")})
+        model.ggf_.params_ = pd.Series({k: float(params[k]) for k in ("p", "q", "v")})
+        model.params_ = dict(params)
+        return model
 
     def _converged(self, name: str, knob: str, fit):
         from lifetimes.utils import ConvergenceError
@@ -219,6 +246,14 @@ class BTYDModel(RegressorMixin, BaseEstimator):
                 clv += (upto - before) * spend / (1.0 + self.discount_rate) ** (end / 365.0)
                 before = upto
         return np.column_stack([np.asarray(expected), np.asarray(alive), np.asarray(spend), clv])
+
+
+def _weighted_correlation(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """Pearson correlation of rows standing for ``w`` customers each (NaN for fewer than 3)."""
+    if w.sum() <= 2 or len(x) < 2:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        return float(np.cov(x, y, aweights=w)[0, 1] / np.sqrt(np.cov(x, aweights=w) * np.cov(y, aweights=w)))
 
 
 def holdout_by_frequency(

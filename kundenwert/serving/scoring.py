@@ -42,6 +42,7 @@ def score_snapshot(
     objecting: pd.Index | None = None,
     reasons: bool = True,
     fit_p_alive: bool = True,
+    p_alive_model: object | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scores, propensity) of the customers of snapshot ``X`` (indexed by ``customer_id``).
 
@@ -58,9 +59,9 @@ def score_snapshot(
     ``models``: a fitted estimator by spec name: every spec's, or some of them (the specs without
     one store nothing; the one storing per-action propensities is required).
     ``fit_p_alive``: fit BG/NBD on these customers for P(alive) (needs many; else unknown).
+    ``p_alive_model``: a BG/NBD fitted beforehand (``BTYDModel``) to predict P(alive) with instead:
+    a distributed run fits it once over all customers and scores its parts with it.
     """
-    from kundenwert.models.btyd import BTYDModel
-
     if objecting is not None and len(objecting):
         X = X[~X.index.isin(objecting)]
     scores = pd.DataFrame(index=X.index)
@@ -85,9 +86,11 @@ def score_snapshot(
     for spec in specs:  # each model for its population only
         _store_scores(scores, spec, models[spec.name], X, populations[spec.stores.population])
     scores["p_alive"] = np.nan  # unknown: too few repeat buyers, or too few customers to fit
-    if fit_p_alive:
+    if p_alive_model is not None:
+        scores["p_alive"] = p_alive_model.predict(X)["p_alive"].to_numpy(dtype="float64")  # type: ignore[attr-defined]
+    elif fit_p_alive:
         with contextlib.suppress(ModelFitError):
-            scores["p_alive"] = BTYDModel().fit(X).predict(X)["p_alive"].to_numpy(dtype="float64")
+            scores["p_alive"] = fit_p_alive_model(X).predict(X)["p_alive"].to_numpy(dtype="float64")
     if reasons:
         for spec in (s for s in specs if s.stores.reasons):
             explained = (spec.stores.explained or (lambda m: m))(models[spec.name])
@@ -112,6 +115,15 @@ def score_snapshot(
     assert predict_actions is not None  # as selected by per_action_spec
     propensity = predict_actions(models[acting.name], X, pairs, uplift=uses_uplift, rows=rows)
     return scores, propensity
+
+
+def fit_p_alive_model(X: pd.DataFrame, sample_weight: np.ndarray | None = None):
+    """The BG/NBD behind a run's P(alive), fitted on the snapshot ``X`` (or on its distinct rows
+    with their counts as ``sample_weight``: the same parameters); raises ``ModelFitError`` when
+    the data cannot support one."""
+    from kundenwert.models.btyd import BTYDModel
+
+    return BTYDModel().fit(X, sample_weight=sample_weight)
 
 
 def per_action_spec() -> ModelSpec:
