@@ -25,7 +25,9 @@ def heatmap(
     title: str,
 ) -> Markup:
     """A table of shaded cells: ``values[(row, col)]`` (missing: blank), ``label`` writes a value."""
-    cw, ch, left, top = 74, 26, 140, 28
+    # the row labels' column as wide as the longest label (German category names are long)
+    cw, ch, top = 74, 26, 28
+    left = max(140, 16 + int(7 * max((len(r) for r in rows), default=0)))
     w, h = left + cw * len(cols) + 4, top + ch * len(rows) + 4
     found = [v for v in values.values() if v == v]
     lo, hi = (min(found), max(found)) if found else (0.0, 1.0)
@@ -69,7 +71,9 @@ def lift_chart(
     shown = [b for b in bars if b[1] is not None]
     if not shown:
         return Markup("")
-    left, width, rh, top = 220, 360, 24, 10
+    width, rh, top = 360, 24, 10
+    longest = max(min(len(b[0]), LABEL_CHARS) for b in shown)
+    left = max(220, 16 + int(7 * longest))  # no label cut at the left edge
     ends = [abs(v) for b in shown for v in b[1:] if v is not None] or [1.0]
     scale = (width / 2 - 10) / (max(ends) or 1.0)
     zero = left + width / 2
