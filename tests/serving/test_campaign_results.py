@@ -15,6 +15,9 @@ from typer.testing import CliRunner
 from kundenwert.cli import app
 from tests.serving.conftest import own_world
 
+# a private trained world served, sent and measured: minutes, so with the slow suites (CI runs them)
+pytestmark = pytest.mark.slow
+
 SENT = pd.Timestamp("2026-10-01T09:00:00Z")
 
 

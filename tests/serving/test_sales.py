@@ -261,6 +261,7 @@ def test_the_period_asked_for() -> None:
             sales_period(option="--", **kw)
 
 
+@pytest.mark.slow
 def test_a_million_purchase_rows_take_seconds() -> None:
     """Vectorised: 1M rows of 200,000 customers, three dimensions, in well under a minute even on
     a busy machine (about 2 s on two cores)."""
