@@ -670,11 +670,16 @@ def exposures_of(store, catalog, query: ResultsQuery, now=None) -> tuple[pd.Data
     from kundenwert.serving.target_lists import NotFoundError, load_target_list
 
     now = _utc(now if now is not None else pd.Timestamp.now(tz="UTC"))
-    w = _read(store, now)
     lists = list_ids(store.engine)
     wanted = query.list_id or (query.campaign_id if query.campaign_id in lists else None)
     if query.list_id and query.list_id not in lists:
         raise NotFoundError(f"no target list {query.list_id!r}")
+    if query.campaign_id is not None and wanted is None and not _named_by_contacts(store, query.campaign_id):
+        # asked before the whole history is read: an unknown campaign costs one query, not a read of all
+        raise NotFoundError(
+            f"no campaign {query.campaign_id!r}: no contact names it and no target list has that id"
+        )
+    w = _read(store, now)
     parts, drawn, not_sent, member_cost = [], {}, [], []
     if wanted is None:
         c = w.contacts
@@ -712,6 +717,21 @@ def exposures_of(store, catalog, query: ResultsQuery, now=None) -> tuple[pd.Data
         "left_out_objecting": int(objecting.sum()),
     }
     return e, {k: v for k, v in drawn.items() if v}, facts
+
+
+def _named_by_contacts(store, campaign_id: str) -> bool:
+    """Whether any contact names ``campaign_id`` (one bound query, never the whole table)."""
+    import sqlalchemy as sa
+
+    from kundenwert.db.errors import map_exceptions
+    from kundenwert.db.schema import TABLE_DEFS
+
+    contacts = TABLE_DEFS["contacts"]
+    with map_exceptions("reading contacts", contacts.name), store.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(contacts.c.contact_id).where(contacts.c.campaign_id == campaign_id).limit(1)
+        ).first()
+    return found is not None
 
 
 def _scoped(e: pd.DataFrame, q: ResultsQuery) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from tests.serving.conftest import own_world
 
 CASES = {"n": 0}
 STATUSES: Counter[int] = Counter()  # of the stateless run
-EXAMPLES = 150  # per operation; a dozen operations: well over 1,000 cases per run
+EXAMPLES = 80  # per operation; over twenty operations: well over 1,000 cases per run
 
 
 # The app is built at import (no I/O: the store opens in its lifespan, from the environment the
@@ -99,6 +99,7 @@ SCENARIOS = 60
 STEPS_PER_SCENARIO = 8
 
 
+@pytest.mark.slow  # minutes (every chain ends in a list's campaign results): CI runs it with the slow suites
 def test_the_links_lead_from_each_answer_to_the_next_request(fuzzed, monkeypatch) -> None:
     """A stateful run: schemathesis chains requests along the document's links (a target list
     created, then read, page by page, then a member's next best actions, then feedback on that
