@@ -17,7 +17,7 @@ from tests.serving.conftest import own_world
 
 CASES = {"n": 0}
 STATUSES: Counter[int] = Counter()  # of the stateless run
-EXAMPLES = 80  # per operation; over twenty operations: well over 1,000 cases per run
+EXAMPLES = 60  # per operation; over twenty operations: well over 1,000 cases per run
 
 
 # The app is built at import (no I/O: the store opens in its lifespan, from the environment the

@@ -347,6 +347,7 @@ def _truth_cells(n: int, seed: int, effect: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow  # sixteen sample worlds generated and measured: with the slow suites
 def test_intervals_cover_the_true_lift_of_the_sample_world():
     cells = pd.concat([_truth_cells(6_000, s, effect=True) for s in SEEDS], ignore_index=True)
     covered = ((cells["low"] <= cells["truth"]) & (cells["truth"] <= cells["high"])).mean()
@@ -359,6 +360,7 @@ def test_intervals_cover_the_true_lift_of_the_sample_world():
     assert cells["truth"].mean() > 0.02  # the campaigns do work: a real effect was measured
 
 
+@pytest.mark.slow
 def test_a_world_without_effect_gives_intervals_around_zero_and_rarely_a_significant_cell():
     cells = pd.concat([_truth_cells(6_000, s, effect=False) for s in SEEDS], ignore_index=True)
     assert (cells["truth"].abs() < 1e-12).all()

@@ -16,6 +16,9 @@ from kundenwert.serving.web import i18n
 from kundenwert.serving.web.session import COOKIE, Sessions
 from tests.serving.conftest import own_world
 
+# the web app on a served world (sessions, CSRF, roles, pages): minutes, with the slow suites
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def world(imported_world, trained_small, small_config, tmp_path_factory):
