@@ -70,8 +70,6 @@ SRM_ALPHA = 0.001  # a sample-ratio mismatch at this p-value is not chance
 class ResultsQuery(BaseModel):
     """What a results report covers and how it measures."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     campaign_id: str | None = None
     list_id: str | None = None
     action_id: str | None = None
@@ -90,16 +88,6 @@ class ResultsQuery(BaseModel):
     )
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-
-@dataclass(frozen=True)
-class Exposures:
-    """One row per exposure (see the module doc) and what is known about where they came from."""
-
-    frame: pd.DataFrame  # campaign_id, action_id, channel, customer_id, treated, at, last_at, ...
-    drawn_share: Mapping[str, float]  # campaign id -> control share drawn, where known
-    costs: Mapping[str, float]  # campaign id -> total cost of its treated exposures, where known
-    not_sent: tuple[str, ...] = ()  # target lists without a recorded contact yet
 
 
 def _utc(t) -> pd.Timestamp:
@@ -680,7 +668,7 @@ def exposures_of(store, catalog, query: ResultsQuery, now=None) -> tuple[pd.Data
             f"no campaign {query.campaign_id!r}: no contact names it and no target list has that id"
         )
     w = _read(store, now)
-    parts, drawn, not_sent, member_cost = [], {}, [], []
+    parts, drawn, not_sent = [], {}, []
     if wanted is None:
         c = w.contacts
         if query.campaign_id is not None:
@@ -703,7 +691,6 @@ def exposures_of(store, catalog, query: ResultsQuery, now=None) -> tuple[pd.Data
             not_sent.append(lid)
         drawn[lid] = float(meta["request"].get("control_share", 0.0)) or None
         parts.append(le.assign(cost=members["cost"].to_numpy(dtype="float64")))
-        member_cost.append(lid)
     e = pd.concat(parts, ignore_index=True) if parts else contact_exposures(w.contacts.iloc[:0], query)
     e = _scoped(e, query)
     objecting = e["customer_id"].isin(w.objecting).to_numpy()
@@ -754,11 +741,17 @@ def campaign_results(store, catalog, query: ResultsQuery, now=None) -> dict:
     return measure(store, catalog, query, now)[0]
 
 
-def measure(store, catalog, query: ResultsQuery, now=None) -> tuple[dict, pd.DataFrame]:
-    """(report, exposures) of ``query``: the exposures feed the plots."""
+def _reported(store, catalog, query: ResultsQuery, now=None) -> tuple[pd.DataFrame, dict, dict]:
+    """(exposures, the bare report, facts) of ``query``: the catalog's channel costs per contact,
+    a list's own member costs where they are given."""
     e, drawn, facts = exposures_of(store, catalog, query, now)
     unit = {(a.id, ch): cost for a in catalog.actions for ch, cost in a.channels.items()}
-    report = results_report(e, query, facts["as_of"], drawn, unit, e["cost"])
+    return e, results_report(e, query, facts["as_of"], drawn, unit, e["cost"]), facts
+
+
+def measure(store, catalog, query: ResultsQuery, now=None) -> tuple[dict, pd.DataFrame]:
+    """(report, exposures) of ``query``: the exposures feed the plots."""
+    e, report, facts = _reported(store, catalog, query, now)
     scope = {
         k: v
         for k, v in query.model_dump(include={"campaign_id", "list_id", "action_id", "channel"}).items()
@@ -780,9 +773,7 @@ def campaigns_overview(store, catalog, now=None, query: ResultsQuery | None = No
     actions, channels and headline: the lift of responses (or, where the control group has no
     recorded outcome, of buyers) with its interval."""
     q = (query or ResultsQuery()).model_copy(update={"by": ("campaign",)})
-    e, drawn, facts = exposures_of(store, catalog, q, now)
-    unit = {(a.id, ch): cost for a in catalog.actions for ch, cost in a.channels.items()}
-    report = results_report(e, q, facts["as_of"], drawn, unit, e["cost"])
+    e, report, facts = _reported(store, catalog, q, now)
     meta = e.groupby("campaign_id").agg(
         start=("at", "min"),
         end=("last_at", "max"),
