@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +92,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a PostgreSQL statement may run before the server cancels it (0: no limit); "
         "bulk writes of an import are exempt.",
+    )
+    decide_on_loop: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Where a next-best-action request reads the store: on the event loop (faster: no "
+        "hop to a worker thread) or in the thread pool, where a stalled database holds up only that "
+        "request while /health/live and the rest still answer. `auto`: on the loop for SQLite (its "
+        "reads never wait for a writer in WAL mode), in the pool for PostgreSQL (a server that may hang).",
     )
     decision_lag: float = Field(
         default=2.0,

@@ -127,6 +127,12 @@ ONLINE_TTL = 600.0  # seconds an online score is reused before it is computed ag
 ONLINE_KEPT = 10_000
 
 
+def decides_on_loop(setting: str, dialect: str) -> bool:
+    """Whether next-best-action requests read the store on the event loop (``decide_on_loop``
+    setting): ``auto`` does for SQLite, whose WAL readers never wait, not for a server that may hang."""
+    return setting == "always" or (setting == "auto" and dialect == "sqlite")
+
+
 class ServingState:
     """Scores, models, catalog and the store; ``decide`` answers for many customers,
     ``decide_one`` for one. Customers the current run does not hold (registered since) are
@@ -139,7 +145,10 @@ class ServingState:
         self.live.listeners.append(self._changed)  # online scores follow the change log too
         from kundenwert.settings import get_settings
 
-        self.decisions = DecisionLog(store.engine, max_lag=get_settings().decision_lag)
+        settings = get_settings()
+        self.decisions = DecisionLog(store.engine, max_lag=settings.decision_lag)
+        # where next-best-action requests read the store (the route's comment says why)
+        self.decide_on_loop = decides_on_loop(settings.decide_on_loop, store.engine.dialect.name)
         self._models: dict[tuple[str, str], object] = {}
         try:
             self.load()

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from kundenwert.db.schema import DECISIONS, TABLE_DEFS
+from kundenwert.serving.state import decides_on_loop
 from tests.serving.conftest import own_world
 
 BUSY = 2.0  # the served store's busy timeout (seconds) in these tests
@@ -236,8 +237,20 @@ def test_health_live_answers_while_the_store_stalls_under_next_best_actions(worl
     """A store that stops answering (PostgreSQL hung, a disk stall): next-best-action requests
     wait on it, and meanwhile ``/health/live`` still answers at once (the event loop is free), so
     a liveness probe does not kill a service that only waits for its database."""
-    c, keys = world["client"], world["keys"]
+    c = world["client"]
     state = c.app.state.serving
+    # this world is SQLite, whose reads are made on the event loop; a store that may stall
+    # (PostgreSQL: `auto` chooses this there, see the test below) is read in the thread pool
+    assert state.decide_on_loop
+    state.decide_on_loop = False
+    try:
+        _stalled_reads_leave_the_loop_free(c, world, state, monkeypatch)
+    finally:
+        state.decide_on_loop = True
+
+
+def _stalled_reads_leave_the_loop_free(c, world, state, monkeypatch) -> None:
+    keys = world["keys"]
     sales = {"X-API-Key": keys["sales"]}
     in_flight, release = threading.Semaphore(0), threading.Event()
     real_rows = state.live.rows
@@ -259,6 +272,19 @@ def test_health_live_answers_while_the_store_stalls_under_next_best_actions(worl
         answers = [f.result(timeout=30) for f in slow]
     assert max(took) < 1.0, took
     assert [r.status_code for r in answers] == [200] * len(ids), [r.text for r in answers]
+
+
+@pytest.mark.parametrize(
+    ("setting", "dialect", "on_loop"),
+    [
+        ("auto", "sqlite", True),
+        ("auto", "postgresql", False),
+        ("always", "postgresql", True),
+        ("never", "sqlite", False),
+    ],
+)
+def test_next_best_actions_leave_the_loop_for_a_store_that_may_stall(setting, dialect, on_loop) -> None:
+    assert decides_on_loop(setting, dialect) is on_loop
 
 
 def test_health_live_answers_while_another_process_holds_the_write_lock(world) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from kundenwert.features.contract import MARKETING_CHANNELS
 from kundenwert.serving.arbitration import Decisions
@@ -142,7 +143,7 @@ def json_response(content, status_code: int = 200) -> Response:
     dependencies=[Reader],
     responses=responses(*KEYED, 404, 422, s404="no such customer in the store"),
 )
-def next_best_actions(
+async def next_best_actions(
     customer_id: Id,
     request: Request,
     channel: Annotated[Channel | None, Query(description="only this channel")] = None,
@@ -157,12 +158,18 @@ def next_best_actions(
     Every suggestion is recorded with a ``decision_id`` to report its outcome to ``/v1/feedback``.
     A customer registered after the current scoring run is scored on the spot. 404: no such
     customer in the store."""
-    # A plain ``def``, so in the thread pool: every decision reads the store (the change log's
-    # probe, the customer's consents and contacts), and a store that stalls (PostgreSQL not
-    # answering, a disk stall) must hold up only this request, never the event loop that answers
-    # /health/live and every other request. (On the loop it was a little faster: the hop costs
-    # tens of microseconds.)
+    # Every decision reads the store (the change log's probe, the customer's consents and
+    # contacts). A store that may stall (PostgreSQL not answering) is read in the thread pool, so
+    # a stall holds up only this request, never the event loop that answers /health/live and
+    # every other request; SQLite in WAL mode never makes a reader wait, and on the loop a
+    # decision skips the hop to a worker thread (KUNDENWERT_DECIDE_ON_LOOP).
     state = serving_of(request)  # as the get_state dependency does, without its resolution per request
+    if state.decide_on_loop:
+        return _next_best(state, customer_id, channel, limit, explain)
+    return await run_in_threadpool(_next_best, state, customer_id, channel, limit, explain)
+
+
+def _next_best(state: ServingState, customer_id: str, channel, limit: int, explain: bool) -> Response:
     channels = [channel] if channel else None
     _check_channels(channels)
     run = state.current
