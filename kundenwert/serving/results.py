@@ -41,6 +41,8 @@ customers is suppressed: its keys are shown, its figures are not.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -1038,3 +1040,43 @@ def result_plots(store, report: dict, e: pd.DataFrame, query: ResultsQuery) -> d
         curve = cumulative_incremental_revenue(e, purchases, query.attribution_days, query.alpha)
         out["cumulative_revenue"] = plots.png(plots.cumulative_incremental(curve))
     return out
+
+
+class OverviewCache:
+    """``campaigns_overview`` for a service, computed again only when the store has changed (or
+    after ``max_age`` seconds, as attribution windows close with the calendar). The overview
+    reads the whole contact and purchase history (seconds on a large store) and the campaigns
+    page, the analytics page and ``GET /v1/campaigns`` all show it. Changed means: the change
+    log moved (every contact and consent written, feedback included, and one entry per bulk
+    write: an import, an erasure) or a target list was made or deleted."""
+
+    def __init__(self, max_age: float = 3600.0) -> None:
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._held: tuple[tuple, float, list[dict]] | None = None
+
+    @staticmethod
+    def fingerprint(store, catalog) -> tuple:
+        import sqlalchemy as sa
+
+        from kundenwert.db.schema import LIVE_CHANGES, TARGET_LISTS
+
+        with store.engine.connect() as conn:
+            seq = conn.execute(sa.select(sa.func.max(LIVE_CHANGES.c.seq))).scalar()
+            lists = conn.execute(
+                sa.select(sa.func.count(), sa.func.max(TARGET_LISTS.c.created_at)).select_from(TARGET_LISTS)
+            ).one()
+        return (str(store.engine.url), id(catalog), seq, tuple(lists))
+
+    def overview(self, store, catalog) -> list[dict]:
+        from kundenwert.db.errors import map_exceptions
+
+        with map_exceptions("reading the campaigns' fingerprint"):
+            key = self.fingerprint(store, catalog)
+        with self._lock:  # one computation at a time; the others wait for it and share it
+            held = self._held
+            if held is not None and held[0] == key and time.monotonic() - held[1] < self.max_age:
+                return held[2]
+            rows = campaigns_overview(store, catalog)
+            self._held = (key, time.monotonic(), rows)
+            return rows

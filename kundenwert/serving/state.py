@@ -149,6 +149,9 @@ class ServingState:
         self.decisions = DecisionLog(store.engine, max_lag=settings.decision_lag)
         # where next-best-action requests read the store (the route's comment says why)
         self.decide_on_loop = decides_on_loop(settings.decide_on_loop, store.engine.dialect.name)
+        from kundenwert.serving.results import OverviewCache
+
+        self.campaigns = OverviewCache()  # the campaigns overview, recomputed when the store changes
         self._models: dict[tuple[str, str], object] = {}
         try:
             self.load()

@@ -372,3 +372,38 @@ def test_a_world_without_effect_gives_intervals_around_zero_and_rarely_a_signifi
     )
     assert covers_zero >= 0.9
     assert runs.mean() <= 0.4  # most runs have none (the false discovery rate is 5% per run)
+
+
+def test_the_campaigns_overview_is_computed_again_only_when_the_store_changed(
+    imported_world, tmp_path, monkeypatch
+):
+    import shutil
+
+    from kundenwert.db.store import Store
+    from kundenwert.features.importer import import_folder
+    from kundenwert.serving.catalog import load_catalog
+
+    frames, folder = imported_world(3000, 5)
+    shutil.copy(folder / "kw.db", tmp_path / "kw.db")
+    store, catalog = Store(f"sqlite:///{tmp_path / 'kw.db'}"), load_catalog()
+    made = []
+    real = R.campaigns_overview
+    monkeypatch.setattr(R, "campaigns_overview", lambda *a: made.append(1) or real(*a))
+    cache = R.OverviewCache()
+    first = cache.overview(store, catalog)
+    assert first and cache.overview(store, catalog) is first and len(made) == 1
+    # a campaign arrives with the next import: the change log moved, the overview follows
+    contacts = frames["contacts"]
+    sent = contacts[(contacts["direction"] == "outbound") & contacts["campaign_id"].notna()]
+    one = sent.iloc[[0]].assign(contact_id="new-1", campaign_id="CMP-NEW")
+    (tmp_path / "more").mkdir()
+    one.to_csv(tmp_path / "more" / "contacts.csv", index=False)
+    import_folder(tmp_path / "more", store, mode="append")
+    again = cache.overview(store, catalog)
+    assert len(made) == 2 and "CMP-NEW" in {c["campaign_id"] for c in again}
+    assert "CMP-NEW" not in {c["campaign_id"] for c in first}
+    # and after max_age even without a change (attribution windows close with the calendar)
+    cache.max_age = 0.0
+    cache.overview(store, catalog)
+    assert len(made) == 3
+    store.dispose()

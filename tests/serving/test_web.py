@@ -327,12 +327,25 @@ def test_campaign_results_pages_show_lift_with_intervals_and_plots(world):
     state = world["client"].app.state.serving
     from kundenwert.serving.results import campaigns_overview
 
-    measured = [x["campaign_id"] for x in campaigns_overview(state.store, state.catalog) if x.get("headline")]
-    assert measured, "the sample world has campaigns with enough customers"
-    cid = measured[0]
-    assert f'href="/app/campaigns/{quote(cid)}"' in overview.text
+    rows = campaigns_overview(state.store, state.catalog)
+    measured = [x for x in rows if x.get("headline")]
+    small = [x for x in rows if x.get("suppressed")]
+    assert measured and small, "the sample world has campaigns with and without enough customers"
+    # newest first; the ones too small to measure folded away below the table of figures
+    main, folded = overview.text.split('id="small-campaigns"')
+    newest = sorted(
+        (x for x in measured if x["kind"] == "contact_history"), key=lambda x: x["end"], reverse=True
+    )
+    shown = re.findall(r'href="/app/campaigns/([^"]+)"', main)
+    assert shown == [quote(x["campaign_id"]) for x in newest]
+    assert {quote(x["campaign_id"]) for x in small if x["kind"] == "contact_history"} <= set(
+        re.findall(r'href="/app/campaigns/([^"]+)"', folded)
+    )
+    assert f"Too small to measure (fewer than 20 treated or control customers): {len(small)}" in folded
+    cid = newest[0]["campaign_id"]
     page = c.get(f"/app/campaigns/{quote(cid)}")
     assert page.status_code == 200 and "<svg" in page.text and "Lift of responses" in page.text
+    assert f'href="/app/campaigns/{quote(cid)}/lift.png" download' in page.text
     assert re.search(r"[+-]\d+\.\d pp \[[+-]\d+\.\d pp, [+-]\d+\.\d pp\]", page.text)  # lift [low, high]
     png = c.get(f"/app/campaigns/{quote(cid)}/lift.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

@@ -15,7 +15,6 @@ from kundenwert.serving.results import (
     DIMENSIONS,
     ResultsQuery,
     campaign_results,
-    campaigns_overview,
     measure,
     result_plots,
 )
@@ -79,7 +78,7 @@ def list_campaigns(state: State) -> dict:
     lift (of responses; of buyers where the control group has no recorded outcome) with its
     95% interval and whether it is significant after Benjamini-Hochberg over all campaigns.
     Campaigns with fewer than 20 treated or control customers show no figures."""
-    return {"campaigns": campaigns_overview(state.store, state.catalog)}
+    return {"campaigns": state.campaigns.overview(state.store, state.catalog)}
 
 
 @router.get(

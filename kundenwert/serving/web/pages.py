@@ -793,11 +793,14 @@ def result_plot(
 @router.get("/campaigns")
 def campaigns_page(request: Request, view: Annotated[View, Depends(signed_in("campaigns"))]) -> Response:
     """Every campaign and target list with its headline lift."""
-    from kundenwert.serving.results import campaigns_overview
-
     state = serving_of(request)
-    rows = campaigns_overview(state.store, state.catalog)
-    return view.render("campaigns.html", title=view.fmt.gettext("Campaigns"), campaigns=rows)
+    rows = state.campaigns.overview(state.store, state.catalog)
+    # newest first (a list not sent yet is newest of all); the campaigns too small to measure
+    # are folded away below the ones with figures
+    rows = sorted(rows, key=lambda c: (bool(c.get("not_sent")), c.get("end") or ""), reverse=True)
+    measured = [c for c in rows if not c.get("suppressed")]
+    small = [c for c in rows if c.get("suppressed")]
+    return view.render("campaigns.html", title=view.fmt.gettext("Campaigns"), campaigns=measured, small=small)
 
 
 @router.get("/campaigns/{campaign_id}")
@@ -822,7 +825,6 @@ def campaign_page(
 @router.get("/analytics")
 def analytics_page(request: Request, view: Annotated[View, Depends(signed_in("analytics"))]) -> Response:
     """KPIs, product affinity by age group as a heatmap, and the campaigns' headline lifts."""
-    from kundenwert.serving.results import campaigns_overview
     from kundenwert.serving.routes.marketing import affinity_by_age, kpis
 
     state = serving_of(request)
@@ -846,7 +848,7 @@ def analytics_page(request: Request, view: Annotated[View, Depends(signed_in("an
         lambda v: f.percent(v, 0),
         f.gettext("Mean predicted affinity by age group"),
     )
-    overview = [c for c in campaigns_overview(state.store, state.catalog) if c.get("headline")]
+    overview = [c for c in state.campaigns.overview(state.store, state.catalog) if c.get("headline")]
     bars = [
         (c["campaign_id"], c["headline"]["estimate"], c["headline"]["low"], c["headline"]["high"])
         for c in overview
