@@ -145,12 +145,24 @@ def sample_cmd(
             "probability, so the true lift is zero (truth/contacts.parquet says so).",
         ),
     ] = False,
+    sure_things: Annotated[
+        float,
+        typer.Option(
+            "--sure-things",
+            min=0.0,
+            max=0.99,
+            help="This share of customers (the most frequent buyers) responds without any contact "
+            "(about 45% of the time) and a contact adds nothing: a world where ranking by response "
+            "spends contacts on customers who would have bought anyway, and ranking by uplift does not.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Generate a sample CRM world with known ground truth.
 
     The options --max-calls, --no-purchases, --experiment and --no-control make variants like the
     campaign data sets users bring (a bank-like world: --max-calls 3 --no-purchases --no-control);
-    --no-effect makes a world where campaigns have no effect (a null world to test lift estimates).
+    --no-effect makes a world where campaigns have no effect (a null world to test lift estimates);
+    --sure-things makes one where many customers respond without any contact.
     Without them the same seed gives the same world. They are recorded in truth/design.json.
     """
     from kundenwert.datasets.sample import Variants, generate_world, write_world
@@ -161,6 +173,7 @@ def sample_cmd(
         experiment=experiment,
         control=not no_control,
         effect=not no_effect,
+        sure_things=sure_things,
     )
     variants.check()
     t0 = time.perf_counter()

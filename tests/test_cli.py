@@ -111,6 +111,7 @@ def test_sample_variants_import_and_summary(tmp_path: Path, monkeypatch) -> None
         "experiment": False,
         "control": False,
         "effect": True,
+        "sure_things": 0.0,
     }
     contacts = pd.read_csv(bank / "contacts.csv", dtype=str)
     out = contacts[contacts["direction"] == "outbound"]
@@ -152,6 +153,29 @@ def test_sample_no_effect_writes_a_world_without_lift(tmp_path: Path) -> None:
     contacts = pd.read_csv(tmp_path / "null" / "contacts.csv", dtype=str)
     assert len(truth) == (contacts["direction"] == "outbound").sum() > 100
     assert (truth["p_response_treated"] == truth["p_response_control"]).all()
+
+
+def test_sample_sure_things_writes_customers_who_respond_anyway(tmp_path: Path) -> None:
+    """``kundenwert sample --sure-things 0.2``: recorded, the truth names them, and a share out of
+    range is refused with the option's name."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from kundenwert.cli import app
+    from kundenwert.datasets.truth import load_contact_truth, load_truth
+
+    out = tmp_path / "sure"
+    r = CliRunner().invoke(app, ["sample", str(out), "-n", "600", "--seed", "2", "--sure-things", "0.2"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "truth" / "design.json").read_text())["variants"]["sure_things"] == 0.2
+    truth = load_truth(str(out)).set_index("customer_id")
+    assert 0 < truth["sure_thing"].sum() <= 120
+    contacts = load_contact_truth(str(out)).join(truth["sure_thing"], on="customer_id")
+    sure = contacts[contacts["sure_thing"]]
+    assert len(sure) > 20 and sure["p_response_control"].mean() > 0.25
+    bad = CliRunner().invoke(app, ["sample", str(tmp_path / "x"), "-n", "100", "--sure-things", "1.5"])
+    assert bad.exit_code == 2 and "--sure-things" in bad.output
 
 
 def _invoke_broken_summary(

@@ -29,6 +29,7 @@ class Variants:
     experiment: bool = False  # one randomised e-mail campaign instead of the monthly campaigns
     control: bool = True  # False: no control groups (every selected customer is contacted)
     effect: bool = True  # False: a contact does nothing (the treated respond as the control)
+    sure_things: float = 0.0  # share of customers who respond without a contact (loyal buyers)
 
     def check(self) -> None:
         if self.max_calls < 1:
@@ -37,6 +38,14 @@ class Variants:
             raise ConfigurationError(
                 "--experiment holds out a third as control group; it cannot be combined with --no-control"
             )
+        if not 0.0 <= self.sure_things < 1.0:
+            raise ConfigurationError(
+                f"--sure-things is a share of customers in [0, 1), not {self.sure_things}"
+            )
+        if self.experiment and self.sure_things:
+            raise ConfigurationError(
+                "--sure-things changes the monthly campaigns; the --experiment world has none"
+            )
         if self.experiment and self.max_calls > 1:
             raise ConfigurationError(
                 "--max-calls repeats phone calls; the --experiment world has no phone campaign"
@@ -44,6 +53,21 @@ class Variants:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def sure_things(lam: np.ndarray, loyal: np.ndarray, share: float) -> np.ndarray:
+    """The ``share`` of customers who respond whether contacted or not (``--sure-things``): among
+    the ``loyal`` (buyers who never leave while the world lasts), those with the highest purchase
+    rate, so frequent recent buying shows who they are. No random draw: the default world's
+    streams stay as they are."""
+    n = len(lam)
+    k = min(int(round(share * n)), int(loyal.sum()))
+    out = np.zeros(n, dtype=bool)
+    if k == 0:
+        return out
+    rate = np.where(loyal, lam, -np.inf)
+    out[np.argsort(-rate, kind="stable")[:k]] = True
+    return out
 
 
 def variant_rng(seed: int) -> np.random.Generator:

@@ -20,6 +20,7 @@ from kundenwert.datasets._common import (
     _Clock,
     _ids,
     _sigmoid,
+    sure_things,
 )
 from kundenwert.datasets._people import People
 from kundenwert.features.contract import OUTCOMES
@@ -104,6 +105,7 @@ class Campaigns:
     actions: list[str]
     unsub_rows: list[pd.DataFrame]
     truth: dict[str, np.ndarray] = field(default_factory=dict)
+    sure: np.ndarray | None = None  # --sure-things: who responds without a contact
 
 
 def run_campaigns(
@@ -135,6 +137,7 @@ def run_campaigns(
     n = len(created)
     idx = np.arange(n)
     u_resp = rng.normal(0, D.RESPONSE_INDIVIDUAL_SD, n)
+    sure = sure_things(o.lam, o.buyer & o.alive_end, variants.sure_things)
     months = pd.date_range(start_ts.normalize(), end_ts, freq="MS")
     if len(months) == 0 or months[0] > start_ts:
         months = months.insert(0, start_ts.normalize())
@@ -176,11 +179,14 @@ def run_campaigns(
                 + extra
             )
             logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u_resp[sel]
+            logit_c = logit_c + D.SURE_THING_ORGANIC * (sure[sel] & ~dead)  # --sure-things (else + 0)
             logit_alive = logit_t
             logit_t = logit_t + D.RESPONSE_DEAD * dead
             logit_c = logit_c + D.RESPONSE_DEAD * dead
             p_control = _sigmoid(logit_c)
             p_treated = _sigmoid(logit_t) if variants.effect else p_control
+            # a sure thing responds anyway: the contact adds nothing to the organic chance
+            p_treated = np.where(sure[sel], np.maximum(p_treated, p_control), p_treated)
             prob = np.where(control, p_control, p_treated)
             responded = rng.random(len(sel)) < prob
             converted = responded & (rng.random(len(sel)) < D.CONVERT_GIVEN_RESPONSE)
@@ -252,6 +258,7 @@ def run_campaigns(
         campaigns=campaigns,
         actions=actions,
         unsub_rows=unsub_rows,
+        sure=sure,
     )
 
 

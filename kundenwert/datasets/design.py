@@ -117,6 +117,7 @@ RESPONSE_PREFERRED_CHANNEL = 1.2
 RESPONSE_VOUCHER_PRICE_SENSITIVITY = 1.5  # x (price_sensitivity - 0.5), voucher actions
 RESPONSE_AFFINITY = 1.0  # x log(8 * share of the action's category), cross-sell actions
 RESPONSE_INDIVIDUAL_SD = 0.5
+SURE_THING_ORGANIC = 4.4  # --sure-things: added to their organic logit (about 45% respond uncontacted)
 RESPONSE_ORGANIC_INDIVIDUAL = 0.5  # share of the individual effect that also acts without contact
 RESPONSE_DEAD = -2.5  # a customer who has silently left rarely responds
 # Age effect per channel: young people answer sms/email, older ones mail and phone.

@@ -96,6 +96,16 @@ bank-like world is ``--max-calls 3 --no-purchases --no-control``.
   click and convert with the control's probabilities; with ``--max-calls`` a later call never brings
   a response. The truth's ``response_*_treated`` (and ``experiment_*_treated``) equal the control's.
 
+- ``--sure-things SHARE``: "sure things" for uplift modelling. The ``SHARE`` of customers with the
+  highest purchase rate among the loyal (buyers who do not leave while the world lasts) respond to a campaign whether contacted or not: their organic
+  logit gets ``design.SURE_THING_ORGANIC`` (+4.4: about 45% respond uncontacted) while they have not
+  left, and contacted they respond with the larger of the two chances, so a contact adds almost
+  nothing. Ranked by response they come first; ranked by uplift, last. No extra random draw: every
+  draw is the default world's, only these probabilities change (and from the responses on, as with
+  ``--no-effect``, later consents and what depends on them). The truth gains ``sure_thing`` per
+  customer, and its ``response_*`` columns and ``truth/contacts.parquet`` include the effect;
+  ``truth.posterior_response_probability`` does not know it and does not apply.
+
 ``truth/customers.parquet`` holds per customer the true parameters and the true values at the end
 date (alive, expected purchases and spend over 90 and 365 days, churn probability over 90 days,
 category affinities, response probability per channel with and without contact);
@@ -243,7 +253,7 @@ def generate_world(
     if not variants.purchases:  # sold in another system: the orders happen, the data does not show them
         for name in ("purchases", "products", "offers"):
             del tables[name]
-    truth = _truth(p, o, campaigns.u_resp, customer_ids, clock, end_ts)
+    truth = _truth(p, o, campaigns.u_resp, customer_ids, clock, end_ts, campaigns.sure)
     for col, values in campaigns.truth.items():
         truth[col] = values
     if not variants.effect:  # a contact does nothing: with it, the organic response
@@ -259,7 +269,13 @@ def generate_world(
 
 
 def _truth(
-    p: People, o: Orders, u_resp: np.ndarray, customer_ids: np.ndarray, clock: _Clock, end_ts: pd.Timestamp
+    p: People,
+    o: Orders,
+    u_resp: np.ndarray,
+    customer_ids: np.ndarray,
+    clock: _Clock,
+    end_ts: pd.Timestamp,
+    sure: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every customer's true parameters and their true values at the end date."""
     params = pd.DataFrame(
@@ -286,6 +302,8 @@ def _truth(
             "alive_at_end": o.alive_end,
         }
     )
+    if sure is not None and sure.any():  # --sure-things: only then, so other worlds keep their columns
+        params["sure_thing"] = sure
     for j, c in enumerate(D.CATEGORIES):
         params[f"category_share_{c}"] = p.pi[:, j]
     for col in ("first_purchase_at", "death_at", "complained_at"):

@@ -106,6 +106,8 @@ def values_at(
     left = has_bought & ~alive
     pref = params["preferred_channel"].to_numpy()
     u = params["response_individual"].to_numpy()
+    # --sure-things: they respond without a contact (while alive), and a contact adds nothing
+    sure = params["sure_thing"].to_numpy(dtype=bool) if "sure_thing" in params else np.zeros(len(u), bool)
     for ch in D.CHANNELS:
         logit_t = (
             D.RESPONSE_BASE[ch]
@@ -113,9 +115,11 @@ def values_at(
             + np.asarray(D.RESPONSE_AGE[ch])[ag]
             + u
         )
-        logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u
-        out[f"response_{ch}_treated"] = 1.0 / (1.0 + np.exp(-(logit_t + D.RESPONSE_DEAD * left)))
-        out[f"response_{ch}_control"] = 1.0 / (1.0 + np.exp(-(logit_c + D.RESPONSE_DEAD * left)))
+        logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u + D.SURE_THING_ORGANIC * (sure & ~left)
+        treated = 1.0 / (1.0 + np.exp(-(logit_t + D.RESPONSE_DEAD * left)))
+        control = 1.0 / (1.0 + np.exp(-(logit_c + D.RESPONSE_DEAD * left)))
+        out[f"response_{ch}_treated"] = np.where(sure, np.maximum(treated, control), treated)
+        out[f"response_{ch}_control"] = control
     return out
 
 

@@ -243,6 +243,7 @@ def test_bank_like_world_combines_the_variants(tmp_path: Path) -> None:
         "experiment": False,
         "control": False,
         "effect": True,
+        "sure_things": 0.0,
     }
 
 
@@ -251,6 +252,9 @@ def test_variants_that_contradict_each_other_are_refused() -> None:
         Variants(max_calls=0),
         Variants(experiment=True, control=False),
         Variants(experiment=True, max_calls=2),
+        Variants(sure_things=-0.1),
+        Variants(sure_things=1.0),
+        Variants(experiment=True, sure_things=0.3),
     ):
         with pytest.raises(ConfigurationError):
             generate_world(100, 1, variants=v)
@@ -327,3 +331,43 @@ def test_no_effect_combines_with_the_experiment_and_repeated_calls() -> None:
     phone = phone.assign(responded=phone["outcome"].isin(["responded", "converted"]))
     phone = phone.assign(is_control=phone["control"])
     assert abs(_z(phone)) < 4
+
+
+# ----------------------------------------------------------------------------------- --sure-things
+
+
+def test_sure_things_respond_without_a_contact_and_gain_nothing_from_one() -> None:
+    world = generate_world(NULL_N, NULL_SEED, variants=Variants(sure_things=0.3))
+    base = generate_world(NULL_N, NULL_SEED)
+    assert world.design["variants"]["sure_things"] == 0.3
+    truth = world.truth.set_index("customer_id")
+    sure = truth["sure_thing"]
+    # the share asked for (or all the loyal), buyers who stay, and among them the most frequent
+    loyal = truth["is_buyer"] & truth["alive_at_end"]
+    assert sure.sum() == min(round(0.3 * NULL_N), loyal.sum()) and loyal[sure].all()
+    assert truth.loc[sure, "lambda_per_day"].min() >= truth.loc[loyal & ~sure, "lambda_per_day"].max()
+    m = _responses(world).join(sure, on="customer_id")
+    uplift = m["p_response_treated"] - m["p_response_control"]
+    assert (uplift[m["sure_thing"]] >= 0).all()  # a contact never lowers a sure thing's chance
+    # the truth: uncontacted they respond often, and contacted hardly more
+    ms = m[m["sure_thing"]]
+    print(
+        f"\nsure things: P(respond | not contacted) {ms['p_response_control'].mean():.3f}, "
+        f"mean uplift {uplift[m['sure_thing']].mean():.4f}; others {uplift[~m['sure_thing']].mean():.4f}"
+    )
+    assert ms["p_response_control"].mean() > 0.25 and uplift[m["sure_thing"]].mean() < 0.02
+    assert uplift[~m["sure_thing"]].mean() > 2 * uplift[m["sure_thing"]].mean()
+    # the data agrees: their control group responds about as often as their treated
+    assert ms.loc[ms["is_control"], "responded"].mean() > 0.2 and abs(_z(ms)) < 4
+    # ranked by the true response, the top tenth is mostly sure things; by the true uplift, not
+    top = int(0.1 * len(m))
+    by_response = m.loc[m["p_response_treated"].nlargest(top).index, "sure_thing"].mean()
+    by_uplift = m.loc[uplift.nlargest(top).index, "sure_thing"].mean()
+    assert by_response > 0.5 and by_uplift < 0.1, (by_response, by_uplift)
+    # the per-customer truth says the same
+    for ch in D.CHANNELS:
+        assert (truth.loc[sure, f"response_{ch}_treated"] >= truth.loc[sure, f"response_{ch}_control"]).all()
+    # no new random draw: customers and purchases are the default world's
+    for name in ("customers", "purchases"):
+        _same(world.tables[name], base.tables[name])
+    assert "sure_thing" not in base.truth
