@@ -5,6 +5,9 @@ data, measured in the same run on the same app.
   best actions with reasons) against its reference, the two API calls that give the same data
   (``GET /v1/customers/{id}`` + ``GET /v1/customers/{id}/next-best-actions``); also with
   ``explain`` (why the others were dropped) against ``next-best-actions?explain=true``;
+- the campaigns page (``GET /app/campaigns``: every campaign's headline lift) with the overview
+  cached, against the same page with the overview computed anew (what the first request after a
+  change of the store pays) and against ``GET /v1/campaigns``;
 - the target-list builder's preview (``POST /app/lists/preview``: build without saving, and the
   page) against ``build_target_list`` called directly (the same build, no HTTP, no page) and
   ``POST /v1/target-lists`` (the same build, saved).
@@ -131,8 +134,34 @@ def main() -> None:
             def api_list(_: int) -> None:
                 assert c.post("/v1/target-lists", json=body, headers=api_marketing).status_code == 201
 
+            def campaigns_page(_: int) -> None:
+                assert marketing.get("/app/campaigns").status_code == 200
+
+            def campaigns_computed(_: int) -> None:
+                state.campaigns._held = None  # forget: computed as on the first request after a change
+                assert marketing.get("/app/campaigns").status_code == 200
+
+            def api_campaigns(_: int) -> None:
+                assert c.get("/v1/campaigns", headers=api_marketing).status_code == 200
+
             rows = []
             for name, fn, n, ref_name, ref, rn in (
+                (
+                    "campaigns page (cached overview)",
+                    campaigns_page,
+                    args.previews,
+                    "the page with the overview computed anew",
+                    campaigns_computed,
+                    max(3, args.previews // 5),
+                ),
+                (
+                    "campaigns page (cached overview)",
+                    campaigns_page,
+                    args.previews,
+                    "GET /v1/campaigns (cached overview)",
+                    api_campaigns,
+                    args.previews,
+                ),
                 (
                     "customer page",
                     page,

@@ -55,6 +55,8 @@ COLUMNS = [
     "detail",
     "rank",
     "uplift",
+    "ranked_by",
+    "incremental_value",
 ]
 
 
@@ -165,6 +167,10 @@ class Decisions:
     objection: Rows = None
     # the response model's uplift per (customer, pair) as scored (NaN: the run has none)
     uplift: Rows = None
+    # per pair: what its score ranks by, "uplift" (incremental value) or "response"
+    ranked_by: np.ndarray | None = None
+    # per (customer, pair): the propensity formula with the uplift for the response (NaN: none)
+    incremental: Rows = None
 
     @staticmethod
     def concat(parts: list[Decisions], customer_ids: list[str]) -> Decisions:
@@ -178,13 +184,17 @@ class Decisions:
         }
         if all(p.objection is not None for p in parts):
             rows["objection"] = np.concatenate([np.asarray(p.objection, dtype=bool) for p in parts])[order]
-        if all(p.uplift is not None for p in parts):
-            rows["uplift"] = np.concatenate([np.asarray(p.uplift, dtype="float64") for p in parts])[order]
+        for name in ("uplift", "incremental"):
+            if all(getattr(p, name) is not None for p in parts):
+                rows[name] = np.concatenate([np.asarray(getattr(p, name), dtype="float64") for p in parts])[
+                    order
+                ]
         first = parts[0]
         return Decisions(
             action_ids=first.action_ids,
             channels=first.channels,
             cost=first.cost,
+            ranked_by=first.ranked_by,
             details=first.details,
             reason_names=first.reason_names,
             **rows,
@@ -210,6 +220,12 @@ class Decisions:
                 "detail": np.asarray(self.details, dtype=object)[flat(self.detail)],
                 "rank": flat(self.rank).astype("int64"),
                 "uplift": np.full(n * k, np.nan) if self.uplift is None else flat(np.asarray(self.uplift)),
+                "ranked_by": np.repeat(
+                    np.full(k, "response", dtype=object) if self.ranked_by is None else self.ranked_by, n
+                ),
+                "incremental_value": np.full(n * k, np.nan)
+                if self.incremental is None
+                else flat(np.asarray(self.incremental) * np.asarray(self.value)),
             }
         )
 
@@ -276,6 +292,8 @@ def decide(
         reason_names=cands.reason_names,
         objection=np.asarray(live.objection, dtype=bool),
         uplift=pick(cands.uplift),
+        ranked_by=sel.ranked_by,
+        incremental=pick(cands.incremental),
     )
 
 
@@ -290,7 +308,8 @@ def arbitrate(
     """Every candidate with its funnel result, one row per (customer, action, channel).
 
     Columns: ``customer_id``, ``action_id``, ``channel``, ``propensity``, ``value``,
-    ``expected_value`` (propensity x value), ``cost``, ``score`` (expected value x lever - cost),
+    ``expected_value`` (propensity x value), ``cost``, ``score`` (ranked by uplift: the
+    incremental value x lever - cost; by response: expected value x lever - cost), ``ranked_by``,
     ``reason`` (empty when kept), ``detail`` and ``rank`` (1 = best per customer and channel;
     0 when dropped). ``period`` (e.g. ``"2026-11"``) keys the control-group draw.
     """
@@ -379,4 +398,6 @@ def decide_one(
         reason_names=cands.reason_names,
         objection=[bool(live.objection)],
         uplift=[[cands.uplift[row].tolist()[c] for c in columns]],
+        ranked_by=sel.ranked_by,
+        incremental=[[cands.incremental[row].tolist()[c] for c in columns]],
     )

@@ -227,15 +227,33 @@ class Candidates:
         # the model's uplift (NaN where the run has none): target lists keep it for their results
         self.uplift = np.full((n + 1, k), np.nan)
         self.uplift[:n] = model["uplift"]
+        # what a contact adds: the propensity formula with the model's uplift for the response
+        self.incremental = np.full((n + 1, k), np.nan)
+        self.ranked_by = np.empty(k, dtype=object)  # per pair: "uplift" or "response"
         for j, (i, _ch) in enumerate(pairs):
             action = self.actions[i]
             values = _score_values(action, columns, margins, {m: model[m][:, j] for m in model})
             with np.errstate(invalid="ignore", divide="ignore"):
-                self.propensity[:n, j] = np.broadcast_to(action.formula("propensity")(values), (n,))
+                propensity = action.formula("propensity")
+                self.propensity[:n, j] = np.broadcast_to(propensity(values), (n,))
                 self.value[:n, j] = np.broadcast_to(action.formula("value")(values), (n,))
+                self.incremental[:n, j] = np.broadcast_to(
+                    propensity({**values, "response": model["uplift"][:, j]}), (n,)
+                )
+            learnt = bool(np.isfinite(model["uplift"][:, j]).any())
+            self.ranked_by[j] = (
+                "uplift"
+                if action.ranking == "uplift" or (action.ranking == "auto" and learnt)
+                else "response"
+            )
         self.lever = np.array([self.actions[i].lever for i, _ in pairs], dtype="float64")
+        by_uplift = self.ranked_by == "uplift"
         with np.errstate(invalid="ignore"):
-            self.score = self.propensity * self.value * self.lever - self.cost
+            # ranked by uplift: the incremental value the contact earns; by response: the value if
+            # contacted (an action ranked by uplift whose uplift the model never learnt: NaN, no_score)
+            self.score = (
+                np.where(by_uplift, self.incremental, self.propensity) * self.value * self.lever - self.cost
+            )
         # the funnel as the decide functions walk it; the rules worked out ahead, by segment
         self.steps: list[Step] = []
         self._segments: list[list[Any]] = []  # per segment: Parts, or PeriodTest rules
@@ -397,6 +415,7 @@ class Selection:
     action_ids: np.ndarray
     channel_names: np.ndarray
     cost: np.ndarray
+    ranked_by: np.ndarray
     columns: list[int]
     head: tuple[HeadCheck, ...]  # decide_one: steps tested once per customer, then per pair
     pairs: list[PairChecks]
@@ -430,6 +449,7 @@ class Selection:
             action_ids=pick(cands.action_ids),
             channel_names=pick(cands.channel_names),
             cost=pick(cands.cost),
+            ranked_by=pick(cands.ranked_by),
             columns=columns,
             head=tuple(head),
             pairs=[

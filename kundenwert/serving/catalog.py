@@ -171,6 +171,14 @@ class Action(BaseModel):
     channels: dict[str, float] = Field(description="channel -> cost of one contact")
     value: str = Field(description="expected value if the customer responds (formula)")
     propensity: str = Field("response", description="probability of a response (formula)")
+    ranking: Literal["auto", "uplift", "response"] = Field(
+        "auto",
+        description="what the score ranks by: `uplift`, the incremental value the contact earns "
+        "(the propensity formula with the model's uplift for `response`, x value x lever - cost); "
+        "`response`, the value if contacted (propensity x value x lever - cost); `auto`, uplift "
+        "where the response model learnt it for the action (its training rows held a control "
+        "group), else response",
+    )
     params: dict[str, float] = Field(default_factory=dict)
     lever: float = Field(1.0, ge=0, description="business priority: multiplies the expected value")
     control_share: float = Field(0.1, ge=0, lt=1, description="share held out to measure the effect")

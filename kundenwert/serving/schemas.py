@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
 
@@ -95,9 +95,22 @@ class Suggestion(BaseModel):
     kind: str
     channel: str
     rank: int = Field(description="1 = best for this customer and channel")
-    score: float = Field(description="propensity x value x lever - cost")
-    expected_value: float = Field(description="propensity x value")
-    propensity: float
+    ranked_by: Literal["uplift", "response"] = Field(
+        description="what the score ranks by (the catalog's `ranking` of the action): `uplift`, the "
+        "incremental value the contact earns; `response`, the value if contacted"
+    )
+    score: float = Field(
+        description="ranked by uplift: incremental_value x lever - cost; by response: expected_value x lever - cost"
+    )
+    expected_value: float = Field(description="propensity x value: the value if contacted")
+    incremental_value: float | None = Field(
+        description="what the contact adds: the propensity with the uplift for the response, x value "
+        "(null where the response model learnt no uplift for the action)"
+    )
+    propensity: float = Field(description="probability of a response if contacted")
+    uplift: float | None = Field(
+        description="response if contacted minus response if not (null where not learnt: no control rows)"
+    )
     value: float
     cost: float
     reasons: list[Reason] = Field(
@@ -128,9 +141,12 @@ class CustomerDecision(BaseModel):
                             "kind": "retention",
                             "channel": "email",
                             "rank": 1,
-                            "score": 4.21,
+                            "ranked_by": "uplift",
+                            "score": 2.35,
                             "expected_value": 4.26,
+                            "incremental_value": 2.4,
                             "propensity": 0.071,
+                            "uplift": 0.04,
                             "value": 60.0,
                             "cost": 0.05,
                         }

@@ -213,7 +213,17 @@ def build_target_list(
         best = ok.sort_values("score", ascending=False, kind="stable").drop_duplicates("customer_id")
     else:
         best = pd.DataFrame(
-            columns=["customer_id", "action_id", "score", "propensity", "expected_value", "cost"]
+            columns=[
+                "customer_id",
+                "action_id",
+                "score",
+                "propensity",
+                "expected_value",
+                "cost",
+                "uplift",
+                "ranked_by",
+                "incremental_value",
+            ]
         )
     if request.size is not None:
         best = best.head(request.size)
@@ -249,6 +259,17 @@ def build_target_list(
         "candidates": int(len(pool)),
         "actions": action_ids,
     }
+    # what the list adds over not contacting it, where the model learnt the uplift of its actions
+    inc = best["incremental_value"].to_numpy(dtype="float64")[~control] if len(best) else np.zeros(0)
+    up = targeted["uplift"].to_numpy(dtype="float64")
+    learnt = bool(len(up)) and bool(np.isfinite(up).all() and np.isfinite(inc).all())
+    summary["expected_incremental_responders"] = float(up.sum()) if learnt else None
+    summary["expected_incremental_value"] = float(inc.sum()) if learnt else None
+    summary["ranked_by"] = (
+        {str(a): str(r) for a, r in best[["action_id", "ranked_by"]].drop_duplicates().to_numpy()}
+        if len(best)
+        else {}
+    )
     summary["planning"] = _planning(targeted, int((members["group"] == "control").sum()), request.detect_lift)
     left_out = {a: why for a, why in (unavailable or {}).items() if a in actions_for(request, catalog)}
     if left_out:  # only when the run lacks models: a run with every model keeps the summary as it was

@@ -202,3 +202,67 @@ def test_control_groups_are_stable_and_of_the_asked_size() -> None:
 def test_filters_keep_only_the_asked_channels_and_actions() -> None:
     out = arbitrate(CATALOG, _inputs(), channels=["phone"], actions=["retention", "news"])
     assert set(zip(out.action_id, out.channel, strict=True)) == {("retention", "phone")}
+
+
+# ---------------------------------------------------------------------- ranking by incremental value
+
+
+def _two_customers(uplift: list[float] | None, ranking: str = "auto") -> pd.DataFrame:
+    """Two active customers offered the retention voucher by e-mail: ``sure`` responds often
+    whether contacted or not (small uplift), ``moved`` less often but mostly because of the contact."""
+    catalog = CATALOG.model_copy(
+        update={
+            "actions": tuple(
+                a.model_copy(update={"ranking": ranking}) if a.id == "retention" else a
+                for a in CATALOG.actions
+            )
+        }
+    )
+    ids = pd.Index(["sure", "moved"], name="customer_id")
+    keys = [(c, "retention", "email") for c in ids]
+    columns = {"response": [0.40, 0.15]} | ({"uplift": uplift} if uplift is not None else {})
+    propensity = pd.DataFrame(
+        columns, index=pd.MultiIndex.from_tuples(keys, names=["customer_id", "action_id", "channel"])
+    )
+
+    def both(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([frame.set_axis(["sure"]), frame.set_axis(["moved"])]).rename_axis(frame.index.name)
+
+    inputs = _inputs(customers=both, consent=both, propensity=lambda _: propensity)
+    out = arbitrate(catalog, inputs, channels=["email"], actions=["retention"])
+    return out.set_index("customer_id")
+
+
+def test_an_action_whose_uplift_was_learnt_is_ranked_by_the_value_the_contact_adds() -> None:
+    out = _two_customers([0.02, 0.12])
+    assert (out["ranked_by"] == "uplift").all()
+    value = 400 * 0.6 * 0.5
+    for cid, up in (("sure", 0.02), ("moved", 0.12)):
+        assert out.loc[cid, "score"] == pytest.approx(up * value - 0.05)
+        assert out.loc[cid, "incremental_value"] == pytest.approx(up * value)
+        assert out.loc[cid, "expected_value"] == pytest.approx(out.loc[cid, "propensity"] * value)
+    # by response the sure thing would come first; by what the contact adds, the other
+    assert out.loc["moved", "score"] > out.loc["sure", "score"]
+    assert out.loc["sure", "propensity"] > out.loc["moved", "propensity"]
+
+
+def test_ranking_by_response_where_chosen_or_where_no_uplift_was_learnt() -> None:
+    for out in (_two_customers([0.02, 0.12], ranking="response"), _two_customers(None)):
+        assert (out["ranked_by"] == "response").all()
+        assert out.loc["sure", "score"] == pytest.approx(0.40 * 120 - 0.05)
+        assert out.loc["sure", "score"] > out.loc["moved", "score"]
+    # asked to rank by uplift the model never learnt: no score, said so (not a silent fallback)
+    out = _two_customers(None, ranking="uplift")
+    assert (out["ranked_by"] == "uplift").all() and (out["reason"] == "no_score").all()
+
+
+def test_a_contact_that_adds_nothing_or_harms_is_not_worth_its_cost() -> None:
+    out = _two_customers([0.0, -0.03])
+    assert (out["reason"] == "not_worth_it").all()  # value if contacted is high, but nothing is added
+
+
+def test_the_catalog_refuses_an_unknown_ranking() -> None:
+    bad = CATALOG.model_dump()
+    bad["actions"][0]["ranking"] = "profit"
+    with pytest.raises(ValueError, match="ranking"):
+        Catalog.model_validate(bad)

@@ -56,6 +56,9 @@ def decisions_of(
     reason, rank, score = _lists(d.reason), _lists(d.rank), _lists(d.score)
     propensity, value = _lists(d.propensity), _lists(d.value)
     action_ids, channels, cost = _lists(d.action_ids), _lists(d.channels), _lists(d.cost)
+    ranked_by = ["response"] * len(action_ids) if d.ranked_by is None else _lists(d.ranked_by)
+    uplift = _lists(d.uplift) if d.uplift is not None else None
+    incremental = _lists(d.incremental) if d.incremental is not None else None
     out = []
     for i, cid in enumerate(ids):
         r, k = reason[i], rank[i]
@@ -72,6 +75,8 @@ def decisions_of(
             if why not in texts:
                 texts[why] = state.reasons_text(block, cid, why)
             p, v = propensity[i][j], value[i][j]
+            u = None if uplift is None else _finite(uplift[i][j])
+            inc = None if incremental is None else _finite(incremental[i][j])
             suggestions.append(
                 {
                     "action_id": a.id,
@@ -79,9 +84,12 @@ def decisions_of(
                     "kind": a.kind,
                     "channel": channels[j],
                     "rank": k[j],
+                    "ranked_by": ranked_by[j],
                     "score": score[i][j],
                     "expected_value": p * v,
+                    "incremental_value": None if inc is None else inc * v,
                     "propensity": p,
+                    "uplift": u,
                     "value": v,
                     "cost": cost[j],
                     "reasons": texts[why],
@@ -198,6 +206,10 @@ PROFILING_STOPPED = (
     "The customer has objected to profiling and direct marketing (GDPR Art. 21): no scores, "
     "reasons or suggestions are shown, and the customer is left out of every list and analysis."
 )
+
+
+def _finite(x: float) -> float | None:
+    return x if x == x and x not in (float("inf"), float("-inf")) else None
 
 
 def _num(v) -> float | None:

@@ -45,8 +45,12 @@ def create_target_list(
 ) -> dict:
     """Build and store a target list for an objective on one channel: the customers for whom the
     objective's actions are the best suggestion now (consent and contact rules applied), filtered,
-    ranked and cut to a size or a budget, with a control group held out. Returns the list id and a
-    summary; ``GET /v1/target-lists/{id}`` exports the members. A list has at most
+    ranked by their score and cut to a size or a budget, with a control group held out. The score
+    ranks by the incremental value a contact earns where the response model learnt the action's
+    uplift (the catalog's ``ranking``; ``summary.ranked_by`` per action), so the list does not
+    spend contacts on customers who would respond anyway. Returns the list id and a summary (with
+    ``expected_incremental_responders`` and ``expected_incremental_value`` where the uplift is
+    known); ``GET /v1/target-lists/{id}`` exports the members. A list has at most
     ``KUNDENWERT_MAX_TARGET_LIST`` members (default 100,000): a larger size, or a budget that would
     buy more, is cut to it and ``summary.cut_to_max_size`` says so."""
     list_id, summary, members = build_target_list(
