@@ -337,7 +337,7 @@ def snapshot_cmd(
     ] = 0,
     unit: Annotated[str, typer.Option(help="Unit of BTYD recency and T: D (days) or W (weeks).")] = "D",
     engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "local",
-    source: Annotated[Path | None, typer.Option(help=_SOURCE_HELP)] = None,
+    source: Annotated[str | None, typer.Option(help=_SOURCE_HELP)] = None,
     master: Annotated[str | None, typer.Option(help=_MASTER_HELP)] = None,
 ) -> None:
     """Point-in-time customer snapshot from the store (or, with --engine spark, from a Parquet folder)."""
@@ -372,42 +372,51 @@ def snapshot_cmd(
     )
 
 
-_ENGINE_HELP = "local (default: the store, this machine) or spark (a Parquet folder, --source)."
+_ENGINE_HELP = "local (default: the store, this machine) or spark (a Parquet folder or a JDBC URL, --source)."
 _SOURCE_HELP = (
     "--engine spark: folder of the contract tables as Parquet (<table>.parquet, a file or a folder "
-    "of parts: the layout `kundenwert sample DIR --format parquet` writes)."
+    "of parts: the layout `kundenwert sample DIR --format parquet` writes), or a JDBC URL of a "
+    "database holding them (jdbc:postgresql://host:5432/crm?user=...; the password from "
+    "KUNDENWERT_JDBC_PASSWORD)."
 )
 _MASTER_HELP = "--engine spark: Spark master (default: KUNDENWERT_SPARK_MASTER, else local[2])."
 
 
-def _engine(engine: str, source: Path | None) -> str:
-    """The checked engine name: spark needs --source, local reads the store."""
+def _engine(engine: str, source: str | None) -> str:
+    """The checked engine name: spark needs --source (a folder or a JDBC URL), local reads the store."""
     from kundenwert.errors import ConfigurationError
 
     if engine not in ("local", "spark"):
         raise ConfigurationError(f"--engine must be local or spark, not {engine!r}")
     if engine == "spark" and source is None:
-        raise ConfigurationError("--engine spark reads a folder of Parquet tables: give it with --source DIR")
+        raise ConfigurationError(
+            "--engine spark reads a folder of Parquet tables or a JDBC URL: give it with --source"
+        )
     if engine == "local" and source is not None:
         raise ConfigurationError("--source is for --engine spark; the local engine reads the store")
-    if source is not None and "://" not in str(source) and not source.is_dir():
+    if (
+        source is not None
+        and "://" not in source
+        and not source.startswith("jdbc:")
+        and not Path(source).is_dir()
+    ):
         from kundenwert.errors import InputFileError
 
-        raise InputFileError(f"--source {str(source)!r} does not exist or is not a folder")
+        raise InputFileError(f"--source {source!r} does not exist or is not a folder")
     return engine
 
 
 def _snapshot_spark(
-    source: Path, t: Any, config: Any, out_path: Path, shards: int, master: str | None
+    source: str, t: Any, config: Any, out_path: Path, shards: int, master: str | None
 ) -> None:
     """``kundenwert snapshot --engine spark``: the snapshot as a folder of Parquet parts."""
     import pandas as pd
 
-    from kundenwert.features.spark import snapshot_spark, spark_session
+    from kundenwert.features.spark import jdbc_conf, snapshot_spark, spark_session
 
     t0 = time.perf_counter()
     with err.status("starting Spark"):
-        spark = spark_session(master)
+        spark = spark_session(master, conf=jdbc_conf(source))
     try:
         with err.status(f"computing the snapshot at {t:%Y-%m-%d} on Spark ({spark.sparkContext.master})"):
             frame, dtypes, objecting = snapshot_spark(
@@ -532,7 +541,7 @@ def score_cmd(
         typer.Option(help="Action catalog TOML (default: KUNDENWERT_ACTIONS, else the packaged catalog)."),
     ] = None,
     engine: Annotated[str, typer.Option(help=_ENGINE_HELP)] = "local",
-    source: Annotated[Path | None, typer.Option(help=_SOURCE_HELP)] = None,
+    source: Annotated[str | None, typer.Option(help=_SOURCE_HELP)] = None,
     out_path: Annotated[
         Path | None,
         typer.Option("--out", help="--engine spark: folder to write scores/ and propensity/ into (Parquet)."),
@@ -592,16 +601,16 @@ def score_cmd(
 
 
 def _score_spark(
-    source: Path, out_path: Path, catalog: Any, at: str | None, store: bool, master: str | None, shards: int
+    source: str, out_path: Path, catalog: Any, at: str | None, store: bool, master: str | None, shards: int
 ) -> None:
     """``kundenwert score --engine spark``: scores and propensities as Parquet (and the store's run)."""
     from kundenwert.db.store import Store
-    from kundenwert.features.spark import spark_session
+    from kundenwert.features.spark import jdbc_conf, spark_session
     from kundenwert.serving.spark import score_spark, store_run
 
     t0 = time.perf_counter()
     with err.status("starting Spark") as status:
-        spark = spark_session(master)
+        spark = spark_session(master, conf=jdbc_conf(source))
 
         def progress(message: str) -> None:
             status.update(message)

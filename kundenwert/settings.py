@@ -159,6 +159,11 @@ class Settings(BaseSettings):
         description="Spark master of `--engine spark` (local[N]: N cores on this machine; "
         "spark://host:7077, yarn, k8s://...: a cluster) when --master is not given.",
     )
+    spark_jars: str = Field(
+        default="",
+        description="Comma-separated jars for `--engine spark` (a JDBC --source's driver; default "
+        "for jdbc:postgresql: Debian's /usr/share/java/postgresql.jar).",
+    )
 
     def resolved_rate_limits(self) -> dict[str, tuple[float, float] | None]:
         """The defaults with the configured roles replaced."""

@@ -10,17 +10,23 @@ java_major() {
     "$exe" -version 2>&1 | sed -n 's/.*version "\([0-9]*\)\.\{0,1\}\([0-9]*\).*/\1 \2/p' | head -n 1 \
         | awk '{ print ($1 == 1 ? $2 : $1) + 0 }'
 }
+# Also the PostgreSQL JDBC driver (Debian package `libpostgresql-jdbc-java`, /usr/share/java/
+# postgresql.jar) for `--source jdbc:postgresql://...`.
 major="$(java_major)"
-if [ "${major:-0}" -ge 17 ] 2>/dev/null; then
+packages=""
+[ "${major:-0}" -ge 17 ] 2>/dev/null || packages="default-jre-headless"
+[ -f /usr/share/java/postgresql.jar ] || packages="$packages libpostgresql-jdbc-java"
+if [ -z "$packages" ]; then
     exit 0
 fi
 if [ "$(id -u)" != "0" ] && ! command -v sudo >/dev/null 2>&1; then
-    echo "install-java: Java 17+ not found, not root and no sudo; the Spark tests will be skipped" >&2
+    echo "install-java: need$packages, but not root and no sudo; the Spark tests will be skipped" >&2
     exit 0
 fi
 SUDO=""; [ "$(id -u)" != "0" ] && SUDO="sudo"
-echo "install-java: installing Debian package default-jre-headless (Java ${major:-none} found)" >&2
+echo "install-java: installing Debian package(s)$packages (Java ${major:-none} found)" >&2
 export DEBIAN_FRONTEND=noninteractive
-( $SUDO apt-get update -qq && $SUDO apt-get install -y -qq default-jre-headless >/dev/null ) \
+# shellcheck disable=SC2086
+( $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $packages >/dev/null ) \
     || echo "install-java: apt-get failed; the Spark tests will be skipped" >&2
 exit 0

@@ -186,10 +186,13 @@ def spark():
     when pyspark or Java 17+ is missing."""
     pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'kundenwert[spark]'")
     from kundenwert.errors import EngineUnavailable
-    from kundenwert.features.spark import spark_session
 
+    # with the PostgreSQL JDBC driver where installed, for the tests of a jdbc: --source
+    from kundenwert.features.spark import JDBC_DRIVERS, spark_session
+
+    jar = JDBC_DRIVERS["postgresql"][1]
     try:
-        session = spark_session("local[2]")
+        session = spark_session("local[2]", conf={"spark.jars": jar} if Path(jar).exists() else None)
     except EngineUnavailable as exc:
         pytest.skip(f"{exc} (`make test` runs scripts/install-java.sh)")
     yield session

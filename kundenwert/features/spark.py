@@ -143,6 +143,89 @@ def read_parquet_tables(spark: SparkSession, folder: Path | str) -> dict[str, Sp
     return tables
 
 
+JDBC_DRIVERS = {  # the JDBC URL's scheme -> (driver class, Debian's jar of it)
+    "postgresql": ("org.postgresql.Driver", "/usr/share/java/postgresql.jar"),
+}
+
+
+def is_jdbc(source: Path | str) -> bool:
+    return str(source).startswith("jdbc:")
+
+
+def jdbc_conf(source: Path | str) -> dict[str, str]:
+    """Spark settings a JDBC ``source`` needs before its session starts: the driver's jar
+    (``KUNDENWERT_SPARK_JARS``, else Debian's ``libpostgresql-jdbc-java`` one); none for a folder."""
+    if not is_jdbc(source):
+        return {}
+    from kundenwert.settings import get_settings
+
+    scheme = str(source)[len("jdbc:") :].split(":", 1)[0]
+    if scheme not in JDBC_DRIVERS:
+        raise InputFileError(
+            f"--source {_redacted(str(source))}: JDBC sources of {scheme!r} are not supported "
+            f"(supported: {', '.join(sorted(JDBC_DRIVERS))})"
+        )
+    jars = get_settings().spark_jars or JDBC_DRIVERS[scheme][1]
+    missing = [j for j in jars.split(",") if j and not Path(j).exists()]
+    if missing:
+        raise EngineUnavailable(
+            f"the JDBC driver {', '.join(missing)} is missing: install Debian's libpostgresql-jdbc-java "
+            "(scripts/install-java.sh does) or name the jar in KUNDENWERT_SPARK_JARS"
+        )
+    return {"spark.jars": jars}
+
+
+def _redacted(url: str) -> str:
+    """A JDBC URL without its password (user=..&password=.. in the query string)."""
+    import re
+
+    return re.sub(r"(password=)[^&;]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def read_tables(spark: SparkSession, source: Path | str) -> dict[str, SparkFrame]:
+    """The contract tables of ``source``: a folder of Parquet files (``read_parquet_tables``) or
+    a JDBC URL of a database holding them (``read_jdbc_tables``)."""
+    return read_jdbc_tables(spark, str(source)) if is_jdbc(source) else read_parquet_tables(spark, source)
+
+
+def read_jdbc_tables(spark: SparkSession, url: str) -> dict[str, SparkFrame]:
+    """The contract tables of the database at the JDBC ``url`` (tables named as the contract's:
+    ``customers``, ``purchases``, ...; any column types the contract's parser reads: text as in
+    CSV files, or typed), read by Spark's JDBC source; the password may come from
+    ``KUNDENWERT_JDBC_PASSWORD`` instead of the URL. Checks ``customers`` and every required column."""
+    scheme = url[len("jdbc:") :].split(":", 1)[0]
+    props = {"driver": JDBC_DRIVERS[scheme][0]}
+    password = os.environ.get("KUNDENWERT_JDBC_PASSWORD")
+    if password:
+        props["password"] = password
+    shown = _redacted(url)
+    tables = {}
+    for name in (*READ_TABLES, "products"):
+        try:
+            df = spark.read.jdbc(url, name, properties=props)
+            df.schema  # noqa: B018  resolved here: a missing table or a refused connection raise now
+        except Exception as e:  # py4j's Java exception: its message says what
+            text = str(e)
+            if "does not exist" in text or "not found" in text.lower():
+                if name == "customers":
+                    raise InputFileError(
+                        f"{shown} has no table customers: the contract's tables are needed"
+                    ) from None
+                continue
+            first = next((line for line in text.splitlines() if "Exception" in line), text.splitlines()[0])
+            raise EngineUnavailable(
+                f"reading table {name} from {shown}: {_redacted(first.strip())}"
+            ) from None
+        missing = [c.name for c in TABLES[name].columns if c.required and c.name not in df.columns]
+        if missing:
+            raise InputFileError(
+                f"table {name} of {shown} lacks the required column(s) {', '.join(missing)}: "
+                "add them (see the CRM data contract)"
+            )
+        tables[name] = df
+    return tables
+
+
 @dataclass(frozen=True)
 class Layout:
     """How the typed tables travel in one long frame: per table, column -> (slot, kind).
@@ -545,7 +628,7 @@ def snapshot_spark(
     As ``kundenwert snapshot`` does locally, the column sets are those of the data without the
     objecting customers."""
     t = _utc(cutoff)
-    typed, layout = typed_tables(read_parquet_tables(spark, folder))
+    typed, layout = typed_tables(read_tables(spark, folder))
     left_out = 0
     if drop_objecting is not None and "consents" in typed:
         ids = objecting_ids(typed, layout, drop_objecting, shards or 8)

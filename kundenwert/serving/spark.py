@@ -35,7 +35,7 @@ from kundenwert.features.spark import (
     facts_of,
     for_spark,
     frames_of,
-    read_parquet_tables,
+    read_tables,
     shard_rows,
     spark_schema,
     spec_of,
@@ -92,7 +92,7 @@ def score_spark(
     run id, with the local dtypes of both outputs (``dtypes``) to read them back exactly."""
     say = progress or (lambda _m: None)
     say("reading the Parquet tables")
-    typed, layout = typed_tables(read_parquet_tables(spark, folder))
+    typed, layout = typed_tables(read_tables(spark, folder))
     facts = facts_of(typed)
     t = as_of(_latest(facts), at)
     margins = _margins(facts)

@@ -64,3 +64,45 @@ def test_spark_engine_refuses_a_folder_without_parquet_tables(spark, tmp_path):
     (tmp_path / "customers.csv").write_text("customer_id,created_at,customer_type\n")
     with pytest.raises(InputFileError, match="--format parquet"):
         snapshot_spark(spark, tmp_path, CUTOFF)
+
+
+def test_spark_snapshot_reads_a_jdbc_source_as_the_local_engine_reads_the_store(
+    spark, parquet_world, postgres_url, tmp_path
+):
+    """The contract tables in a PostgreSQL database (typed columns: timestamps, booleans,
+    numbers), read through Spark's JDBC source: the snapshot equals the local engine's."""
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    from kundenwert.features.snapshot import snapshot
+    from kundenwert.features.spark import JDBC_DRIVERS, read_snapshot, snapshot_spark
+
+    if not Path(JDBC_DRIVERS["postgresql"][1]).exists():
+        pytest.skip("the PostgreSQL JDBC driver is not installed (scripts/install-java.sh installs it)")
+    folder, frames = parquet_world
+    engine = sa.create_engine(postgres_url)
+    for path in sorted(folder.glob("*.parquet")):
+        pd.read_parquet(path).to_sql(path.stem, engine, index=False)  # typed columns, as the file's
+    engine.dispose()
+    url = sa.make_url(postgres_url)
+    jdbc = f"jdbc:postgresql://{url.host}:{url.port}/{url.database}?user={url.username}"
+    frame, dtypes, _ = snapshot_spark(spark, jdbc, CUTOFF, shards=3)
+    frame.write.parquet(str(tmp_path / "snap"))
+    got = read_snapshot(tmp_path / "snap", dtypes)
+    pd.testing.assert_frame_equal(got, snapshot(frames, CUTOFF), rtol=1e-9)
+
+
+def test_a_jdbc_source_without_the_contract_tables_is_refused_by_name(spark, postgres_url):
+    import sqlalchemy as sa
+
+    from kundenwert.errors import EngineUnavailable, InputFileError
+    from kundenwert.features.spark import read_jdbc_tables
+
+    url = sa.make_url(postgres_url)
+    jdbc = f"jdbc:postgresql://{url.host}:{url.port}/{url.database}?user={url.username}&password=secret"
+    with pytest.raises(InputFileError, match="has no table customers") as refused:
+        read_jdbc_tables(spark, jdbc)
+    assert "secret" not in str(refused.value) and "password=***" in str(refused.value)
+    with pytest.raises(EngineUnavailable, match="reading table customers"):
+        read_jdbc_tables(spark, f"jdbc:postgresql://{url.host}:1/{url.database}?user=x")
