@@ -26,12 +26,15 @@ Estimators, with the importance weight ``w = pi(a_log) / p_log`` of the logged a
 - ``dm``: the direct method ``mean(sum_a pi(a) q(a))``, the reward model alone, reported beside
   DR as a diagnostic (its interval ignores the model's own error: no coverage claim).
 
-Intervals: nonparametric bootstrap percentile intervals resampling decisions (all estimators on
-the same resamples, so with the same seed and data two evaluations are paired). Diagnostics: the
-effective sample size of the weights ``(sum w)^2 / sum w^2`` (Kish 1965), the share of decisions
-whose target probability lies entirely on candidates with logging support, and warnings when
-support is missing (IPS and SNIPS biased, DR resting on ``q`` alone there), the ESS is low or
-weights were clipped.
+Intervals: nonparametric bootstrap intervals resampling decisions, all estimators on the same
+resamples (so with the same seed and data two evaluations are paired). The default is the
+percentile interval; ``interval="studentized"`` (bootstrap-t) and ``"bca"`` are there for
+comparison, not better in bench/ope_coverage.py (500 repetitions per cell): bootstrap-t helped
+IPS at a low ESS (0.948 against 0.914 at ESS 173) but DR lost (0.888 against 0.924), and BCa
+lost for DR everywhere (0.81-0.92). Diagnostics: the effective sample size of the weights
+``(sum w)^2 / sum w^2`` (Kish 1965), the share of decisions whose target probability lies
+entirely on candidates with logging support, and warnings when support is missing (IPS and
+SNIPS biased, DR resting on ``q`` alone there), the ESS is low or weights were clipped.
 
 ``paired_difference`` turns the paired replicates into the interval of a difference: a target
 policy against the logged one, or two target policies evaluated on the same decisions.
@@ -380,9 +383,9 @@ def softmax_policy(scores: ArrayLike, temperature: float = 1.0, mask: ArrayLike 
 class Estimate:
     """One estimator's value of the target policy (or, for ``logged``, of the logging policy).
 
-    ``low``/``high``: the bootstrap percentile interval at level ``1 - alpha``; ``se``: the standard
-    deviation of the bootstrap replicates; ``ess``: the effective sample size of the decisions it
-    rests on (n for ``logged`` and ``dm``, the weights' ``(sum w)^2 / sum w^2`` otherwise);
+    ``low``/``high``: the bootstrap interval (percentile by default) at level ``1 - alpha``;
+    ``se``: the standard deviation of the bootstrap replicates; ``ess``: the effective sample size
+    of the decisions it rests on (n for ``logged`` and ``dm``, the weights' ``(sum w)^2 / sum w^2`` otherwise);
     ``warnings``: what limits it (bias from missing support or clipping, low ESS). ``replicates``
     holds the bootstrap values (NaN where undefined, e.g. SNIPS on a resample without weight):
     the same seed and data give the same resamples, so replicates of two evaluations are paired.
@@ -533,7 +536,7 @@ def evaluate_policy(
     n_boot: int = 2000,
     seed: int = 0,
     clip: float | None = None,
-    min_ess: float = 100.0,
+    min_ess: float = 200.0,
     bootstrap: str = "multinomial",
     interval: str = "percentile",
 ) -> PolicyEvaluation:
@@ -550,7 +553,9 @@ def evaluate_policy(
       for variance: IPS, SNIPS and DR then estimate a different quantity and their intervals cover
       that one, not the policy's value; a warning says so.
     - ``min_ess``: below this effective sample size, a warning says the weighted estimates rest on
-      few decisions (their intervals are then unreliable, typically too narrow).
+      few decisions and their intervals are too narrow. Measured on a synthetic bandit with margins
+      as rewards (bench/ope_coverage.py, 500 repetitions): the 95% percentile intervals covered
+      0.93-0.95 at an ESS of 430-560, 0.90-0.94 at 110-170, and at 51 DR and SNIPS 0.90, IPS 0.72.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
