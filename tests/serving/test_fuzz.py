@@ -12,6 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import GenerationMode
+from schemathesis.core.failures import FailureGroup
 
 from kundenwert.serving.app import create_app
 from tests.serving.conftest import own_world
@@ -78,14 +79,47 @@ def fuzzed(imported_world, trained_small, small_config, tmp_path_factory):
 )
 def test_every_operation_keeps_its_contract(case, fuzzed) -> None:
     CASES["n"] += 1
-    response = case.call_and_validate(headers={"X-API-Key": fuzzed["keys"]["admin"]})
+    try:
+        response = case.call_and_validate(headers={"X-API-Key": fuzzed["keys"]["admin"]})
+    except FailureGroup as failed:
+        if not all(_mislabelled(case, f) for f in failed.exceptions):
+            raise
+        MISLABELLED.append(case.operation.label)  # schemathesis' mistake, not the service's
+        return
     STATUSES[response.status_code] += 1
     assert _serves(fuzzed)
 
 
+MISLABELLED: list[str] = []
+
+
+def _mislabelled(case, failure) -> bool:
+    """A "schema-valid request rejected" whose request is not schema-valid: schemathesis'
+    generator now and then puts a value its own parameter check refuses into a positive case
+    (an id with U+001C, against the pattern that forbids control characters), and the service's
+    422 for it is right. Judged by schemathesis' own ``is_valid`` of each parameter's value."""
+    if type(failure).__name__ != "RejectedPositiveData":
+        return False
+    values = {
+        "path": case.path_parameters or {},
+        "query": case.query or {},
+        "header": case.headers or {},
+    }
+    for param in case.operation.iter_parameters():
+        where = values.get(str(param.location.value))
+        if where is not None and param.name in where and not param.is_valid(where[param.name]):
+            return True
+    return False
+
+
 def test_enough_cases_were_generated() -> None:
-    print(f"schemathesis generated {CASES['n']:,} cases: {dict(sorted(STATUSES.items()))}")  # -s / -rA
+    print(
+        f"schemathesis generated {CASES['n']:,} cases: {dict(sorted(STATUSES.items()))}; "
+        f"{len(MISLABELLED)} mislabelled by schemathesis: {MISLABELLED}"
+    )  # -s / -rA
     assert CASES["n"] >= 1_000, CASES["n"]
+    # schemathesis' own mislabelled cases (see _mislabelled) stay rare, or they would hide cases
+    assert len(MISLABELLED) <= 0.01 * CASES["n"], MISLABELLED
     # the cases reached the service behind the key check (every call sends the admin key): none
     # was refused for its key, and valid requests were answered
     assert 401 not in STATUSES and 403 not in STATUSES, STATUSES
@@ -176,3 +210,15 @@ def test_the_links_lead_from_each_answer_to_the_next_request(fuzzed, monkeypatch
     assert (
         STEPS["followed FeedbackOnTheDecision 200"] + STEPS["followed FeedbackOnTheFirstDecision 200"] > 0
     ), STEPS
+
+
+def test_only_a_positive_case_its_own_schema_refuses_counts_as_mislabelled() -> None:
+    from schemathesis.openapi.checks import RejectedPositiveData
+
+    erase = schemathesis.openapi.from_dict(APP.openapi())["/v1/customers/{customer_id}"]["DELETE"]
+    failure = RejectedPositiveData.__new__(RejectedPositiveData)  # only its kind is read
+    bad = erase.Case(path_parameters={"customer_id": "č_\x1cN6"})  # the value a run of the fuzzer sent
+    good = erase.Case(path_parameters={"customer_id": "00000042"})
+    assert _mislabelled(bad, failure)
+    assert not _mislabelled(good, failure)  # a valid id refused would be the service's bug
+    assert not _mislabelled(bad, AssertionError("another check"))
