@@ -23,6 +23,7 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -206,6 +207,8 @@ def main() -> None:
         "--pg-url", help="a PostgreSQL server (postgresql://user@host:port) instead of a private one"
     )
     args = ap.parse_args()
+    # Stopped (SIGTERM): leave through the finally blocks, so the private cluster is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     loads = ["quiet"] if args.no_busy else ["quiet", "busy"]
     rows = []
     with postgres_cluster() if not (args.no_postgres or args.pg_url) else _given(args.pg_url) as pg:
