@@ -18,17 +18,53 @@ _TRUE = ["true", "1", "yes", "t", "y"]
 _FALSE = ["false", "0", "no", "f", "n"]
 
 
+def arrow_text(values: pd.Series | pd.Index | list) -> pyarrow.Array | pyarrow.ChunkedArray:
+    """Text values as an Arrow string array, missing values null (zero copy for pandas' Arrow-backed
+    ``str``; object columns of Python strings are converted once)."""
+    if isinstance(values, list):
+        values = pd.Series(values, dtype=object)
+    array = values.array
+    if isinstance(array, pd.arrays.ArrowStringArray):
+        out = pyarrow.array(array)
+    else:
+        out = pyarrow.array(np.asarray(array, dtype=object), type=pyarrow.string(), from_pandas=True)
+    return out.cast(pyarrow.string()) if pyarrow.types.is_large_string(out.type) else out
+
+
 def isin(s: pd.Series, values: pd.Index | pd.Series | list) -> pd.Series:
     """``s.isin(values)`` for text, through pyarrow (pandas' arrow-string isin builds Python lists)."""
-    arr = (
-        pyarrow.array(s.astype(object).where(s.notna(), None), type=pyarrow.string())
-        if s.dtype == object
-        else pyarrow.array(s, type=pyarrow.string(), from_pandas=True)
-    )
-    vals = pyarrow.array(
-        pd.Series(values).astype(object).where(pd.Series(values).notna(), None), type=pyarrow.string()
-    )
-    return pd.Series(pc.is_in(arr, value_set=vals).to_numpy(zero_copy_only=False), index=s.index)
+    found = pc.is_in(arrow_text(s), value_set=arrow_text(values))
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=s.index)
+
+
+def index_in(keys: pd.Series, values: pd.Index) -> np.ndarray:
+    """Position of each text key in ``values`` (unique), -1 where it is not there."""
+    pos = pc.index_in(arrow_text(keys), value_set=arrow_text(values))
+    return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.intp)
+
+
+def duplicated(s: pd.Series) -> np.ndarray:
+    """``s.duplicated(keep=False)``. Keys usually come sorted: values in strictly increasing order
+    (one comparison pass in Arrow) or as many distinct values as rows (a hash pass) are unique,
+    and only a column with duplicates pays for pandas' factorisation."""
+    if s.dtype != object or isinstance(s.array, pd.arrays.ArrowStringArray):
+        try:
+            arr = pyarrow.array(s.array)
+            if arr.null_count == 0 and (
+                len(arr) < 2
+                or pc.all(pc.greater(arr[1:], arr[:-1])).as_py()
+                or len(pc.unique(arr)) == len(arr)
+            ):
+                return np.zeros(len(s), dtype=bool)
+        except (pyarrow.ArrowException, TypeError):
+            pass
+    return s.duplicated(keep=False).to_numpy(dtype=bool)
+
+
+def text_length_at_most(s: pd.Series, limit: int) -> pd.Series:
+    """Whether each text value is at most ``limit`` characters (missing values pass)."""
+    ok = pc.fill_null(pc.less_equal(pc.utf8_length(arrow_text(s)), limit), True)
+    return pd.Series(ok.to_numpy(zero_copy_only=False), index=s.index)
 
 
 def _empty(col: pyarrow.ChunkedArray) -> np.ndarray:
@@ -84,8 +120,10 @@ def parse_column(col: pyarrow.ChunkedArray, kind: str) -> tuple[pd.Series, np.nd
             return _empty_ts(n), np.ones(n, bool), f"must be an ISO 8601 timestamp, the file stores {t}"
         raw = pc.utf8_trim_whitespace(col)
         empty = _empty(raw)
-        parsed = pd.to_datetime(raw.to_pandas(), format="ISO8601", utc=True, errors="coerce")
-        parsed = parsed.astype("datetime64[us, UTC]")
+        parsed = _plain_instants(raw)
+        if parsed is None:
+            parsed = pd.to_datetime(raw.to_pandas(), format="ISO8601", utc=True, errors="coerce")
+            parsed = parsed.astype("datetime64[us, UTC]")
         bad = ~empty & parsed.isna().to_numpy()
         return parsed, bad, "must be an ISO 8601 timestamp such as 2025-03-01 or 2025-03-01T14:05:00"
     if kind in ("number", "int"):
@@ -133,6 +171,28 @@ def parse_column(col: pyarrow.ChunkedArray, kind: str) -> tuple[pd.Series, np.nd
         out[~(is_true | is_false)] = pd.NA
         return pd.Series(out), bad, "must be true or false (also accepted: 1/0, yes/no)"
     raise ValueError(f"unknown column kind {kind!r}")
+
+
+# Dates and zone-less times to the microsecond: what CRM exports write. Arrow parses these in C;
+# anything else (zones, other spellings, a broken value) takes pandas' ISO 8601 parser.
+_PLAIN_INSTANT = (
+    r"^(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([T ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?)?)?$"
+)
+
+
+def _plain_instants(raw: pyarrow.ChunkedArray) -> pd.Series | None:
+    """UTC instants of a text column whose every value is a plain ISO date or time (empty: NaT),
+    parsed by Arrow; None when any value is not of that form or not a valid date (pandas decides)."""
+    if len(raw) == 0 or not pc.all(pc.match_substring_regex(raw, _PLAIN_INSTANT)).as_py():
+        return None
+    try:
+        blank = pc.equal(raw, "")
+        values = pc.cast(pc.if_else(blank, pyarrow.scalar(None, raw.type), raw), pyarrow.timestamp("us"))
+    except pyarrow.ArrowInvalid:  # e.g. 2023-02-30: pandas' parser marks the cell
+        return None
+    out = pd.Series(values.to_numpy(zero_copy_only=False))
+    return out.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
 
 
 def _empty_ts(n: int) -> pd.Series:

@@ -256,3 +256,42 @@ def test_a_stalled_postgresql_fails_in_bounded_time(postgres_url, monkeypatch, t
             conn.execute(sa.text("SELECT pg_sleep(0.8)"))  # longer than the limit: not cancelled
     finally:
         store.dispose()
+
+
+def test_key_order_is_seen_without_a_sort() -> None:
+    from kundenwert.db.backends.sqlite import _in_key_order
+
+    df = pd.DataFrame(
+        {
+            "a": pd.Series(["1", "1", "2", "ä"], dtype="str"),
+            "b": pd.Series(["x", "y", "a", "a"], dtype=object),
+            "t": pd.to_datetime(["2024-01-02", "2024-01-01", "2024-01-01", "2024-01-01"], utc=True),
+        }
+    )
+    assert (
+        _in_key_order(df, ["a", "b"]) and _in_key_order(df, ["a"]) and _in_key_order(df.iloc[:1], ["a", "b"])
+    )
+    assert not _in_key_order(df, ["b", "a"]) and not _in_key_order(df, ["a", "t"])
+    assert not _in_key_order(df.iloc[[1, 0]], ["a", "b"])
+    assert _in_key_order(df.iloc[[0, 2]], ["a", "t"])
+
+
+def test_custom_attributes_become_rows_in_key_order_without_missing_values() -> None:
+    from kundenwert.db.store import _attributes_long
+
+    attrs = pd.DataFrame(
+        {
+            "size": [3.0, np.nan, 1.0],
+            "band": pd.array(["high", "low", None], dtype="str"),
+        },
+        index=pd.Index(["C2", "C10", "0042"], name="customer_id"),
+    )
+    long = _attributes_long(attrs, {"size": "number", "band": "text"})
+    assert list(zip(long["customer_id"], long["name"], strict=True)) == [
+        ("0042", "size"),
+        ("C10", "band"),
+        ("C2", "band"),
+        ("C2", "size"),
+    ]
+    assert long["number"].tolist()[3] == 3.0 and long["number"].tolist()[0] == 1.0
+    assert np.isnan(long["number"].tolist()[1]) and long["text"].tolist()[:3] == [None, "low", "high"]

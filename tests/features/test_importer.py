@@ -383,3 +383,48 @@ def test_binary_bytes_in_a_csv_never_reach_the_user_as_a_traceback(tmp_path: Pat
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert r.stderr.startswith("error: purchases.csv (table purchases) cannot be read"), r.stderr
+
+
+def _sqlite_shape(store) -> tuple[list, set[str]]:
+    with store.engine.connect() as conn:
+        indexes = conn.exec_driver_sql(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
+        ).all()
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+        return [tuple(r) for r in indexes], store.backend.live_triggers(conn)
+
+
+@pytest.mark.parametrize("fail_in", ["purchases", "contacts", "customer_attributes"])
+def test_a_failure_in_the_middle_of_the_bulk_write_leaves_the_store_as_it_was(
+    sqlite_store, tmp_path: Path, monkeypatch, fail_in: str
+) -> None:
+    """The fast path fails after some chunks of a large table are in (its indexes dropped for the
+    load, the triggers dropped for the transaction): nothing of it stays, indexes and triggers
+    included."""
+    from kundenwert.datasets.sample import generate_world, write_world
+    from kundenwert.db.backends import sqlite as sqlite_backend
+    from kundenwert.db.backends.base import chunks
+
+    world = tmp_path / "world"
+    write_world(generate_world(1_500, seed=4), world)  # about 16,000 purchases: the indexes are rebuilt
+    import_folder(DATA / "good", sqlite_store, mode="append", now=NOW)
+    before, shape = sqlite_store.fingerprint(), _sqlite_shape(sqlite_store)
+
+    monkeypatch.setattr(sqlite_backend, "chunks", lambda frame: chunks(frame, 2_000))
+    real = sqlite_backend.SqliteBackend._bulk_write
+    written: list[str] = []
+
+    def failing(self, conn, table, frame, columns, key, *, upsert):
+        if table.name == fail_in:
+            head = frame.iloc[: len(frame) // 2]
+            real(self, conn, table, head, columns, key, upsert=upsert)  # half of it is in ...
+            raise RuntimeError("disk full")  # ... when the write breaks
+        written.append(table.name)
+        return real(self, conn, table, frame, columns, key, upsert=upsert)
+
+    monkeypatch.setattr(sqlite_backend.SqliteBackend, "_bulk_write", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_folder(world, sqlite_store, mode="replace")
+    assert "customers" in written  # the tables before it had gone in
+    assert sqlite_store.fingerprint() == before
+    assert _sqlite_shape(sqlite_store) == shape

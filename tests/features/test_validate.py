@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from kundenwert.features.parsing import parse_column
+from kundenwert.features.parsing import duplicated, isin, parse_column, text_length_at_most
+from kundenwert.features.validate import _lookup, _rows_duplicated
 
 
 def _col(values: list) -> pa.ChunkedArray:
@@ -63,3 +66,69 @@ def test_parquet_typed_values() -> None:
     floats = pa.chunked_array([pa.array([1.5])])
     _, bad, rule = parse_column(floats, "id")
     assert bad.all() and "must be text" in rule
+
+
+# --------------------------------------------------------------- the Arrow fast paths, against pandas
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.dates().map(str),
+            st.datetimes(min_value=pd.Timestamp("1000-01-01").to_pydatetime()).map(lambda d: d.isoformat()),
+            st.datetimes(min_value=pd.Timestamp("1000-01-01").to_pydatetime()).map(
+                lambda d: d.isoformat(sep=" ", timespec="seconds")
+            ),
+            st.sampled_from(["", " 2024-02-29 ", "2023-02-29", "2023-13-01", "2023-01-01T24:00:00", "x"]),
+        ),
+        max_size=8,
+    )
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_timestamps_parsed_by_arrow_equal_pandas_iso8601(values: list[str]) -> None:
+    """Plain dates and times take Arrow's parser: the same instants and the same broken cells as
+    pandas' ISO 8601 parser, which every other spelling still takes."""
+    s, bad, _ = parse_column(_col(values), "timestamp")
+    trimmed = pd.Series([v.strip() for v in values], dtype=object)
+    ref = pd.to_datetime(trimmed, format="ISO8601", utc=True, errors="coerce").astype("datetime64[us, UTC]")
+    assert s.reset_index(drop=True).equals(ref.reset_index(drop=True))
+    assert list(bad) == [v.strip() != "" and pd.isna(r) for v, r in zip(values, ref, strict=True)]
+
+
+def test_a_day_that_does_not_exist_is_still_a_broken_cell() -> None:
+    s, bad, _ = parse_column(_col(["2023-01-01", "2023-02-30", "2023-01-02T10:00:00"]), "timestamp")
+    assert list(bad) == [False, True, False]
+    assert s[2] == pd.Timestamp("2023-01-02T10:00:00", tz="UTC")
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "ä", "a b", ""])), max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_duplicates_isin_and_lookup_equal_pandas(values: list[str | None]) -> None:
+    s = pd.Series(values, dtype="str")
+    assert list(duplicated(s)) == list(s.duplicated(keep=False))
+    assert list(duplicated(s.sort_values())) == list(s.sort_values().duplicated(keep=False))
+    assert isin(s, ["a", "ä"]).tolist() == s.isin(["a", "ä"]).tolist()
+    table = pd.Series([1.5, 2.5, 3.5], index=pd.Index(["b", "ä", "c"], dtype="str"))
+    got = _lookup(s, table)
+    want = table.reindex(pd.Index(s.to_numpy(), dtype="str"))
+    assert got.index.equals(s.index)
+    assert np.array_equal(got.to_numpy(), want.to_numpy(), equal_nan=True)
+
+
+def test_text_length_at_most_passes_missing_values() -> None:
+    s = pd.Series(["ab", None, "abc", "äöü"], dtype="str")
+    assert text_length_at_most(s, 3).tolist() == [True, True, True, True]
+    assert text_length_at_most(s, 2).tolist() == [True, True, False, False]
+
+
+def test_consent_rows_duplicated_equal_pandas() -> None:
+    df = pd.DataFrame(
+        {
+            "customer_id": pd.Series(["1", "1", "2", "1"], dtype="str"),
+            "channel": pd.Series(["email", "email", "email", "sms"], dtype="str"),
+            "recorded_at": pd.to_datetime(["2024-01-01"] * 4, utc=True).astype("datetime64[us, UTC]"),
+        }
+    )
+    keys = ["customer_id", "channel", "recorded_at"]
+    assert _rows_duplicated(df, keys).tolist() == df.duplicated(subset=keys, keep=False).tolist()
+    assert not _rows_duplicated(df.iloc[1:], keys).any()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pyarrow
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -22,6 +23,20 @@ CHUNK = 100_000
 def chunks(frame: pd.DataFrame, size: int = CHUNK) -> Iterator[pd.DataFrame]:
     for start in range(0, len(frame), size):
         yield frame.iloc[start : start + size]
+
+
+def _text_values(array: pd.arrays.ArrowStringArray) -> list:
+    """Arrow-backed text as Python strings (None for missing). A column of few distinct values
+    (categories, channels: most CRM text) makes one string object per value, not one per row."""
+    values = pyarrow.array(array)
+    if isinstance(values, pyarrow.ChunkedArray):
+        values = values.combine_chunks()
+    if len(values) >= 10_000 and len(pc.unique(values.slice(0, 10_000))) <= 1_000:
+        encoded = pc.dictionary_encode(values)
+        words = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
+        codes = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(zero_copy_only=False)
+        return words[codes].tolist()
+    return values.to_numpy(zero_copy_only=False).tolist()
 
 
 def _quoted(names: Sequence[str]) -> str:
@@ -108,6 +123,8 @@ class Backend:
             out = arr.astype(object)
             out[np.isnan(arr)] = None
             return out.tolist()
+        if isinstance(series.array, pd.arrays.ArrowStringArray):
+            return _text_values(series.array)
         return series.astype(object).where(series.notna(), None).tolist()  # text, booleans, integers
 
     def _instants(self, values: np.ndarray) -> np.ndarray:

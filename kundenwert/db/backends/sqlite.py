@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -148,7 +149,7 @@ class SqliteBackend(Backend):
         Columns that are empty throughout are left out (they default to NULL), which saves binding them.
         """
         columns = [c for c in columns if c in key or frame[c].notna().any()]
-        if key and not (len(key) == 1 and frame[key[0]].is_monotonic_increasing):
+        if key and not _in_key_order(frame, key):
             # B-tree inserts in key order append at the right edge instead of splitting pages at random.
             frame = frame.sort_values(key, kind="stable")
         width = len(columns)
@@ -253,6 +254,28 @@ class SqliteBackend(Backend):
                     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
                 ]
         return read_columnar(database, queries, dict(weights))
+
+
+def _arrow(series: pd.Series) -> pyarrow.Array | pyarrow.ChunkedArray:
+    if isinstance(series.array, pd.arrays.ArrowStringArray | pd.arrays.DatetimeArray):
+        return pyarrow.array(series.array)
+    return pyarrow.array(series.to_numpy(dtype=object), from_pandas=True)
+
+
+def _in_key_order(frame: pd.DataFrame, key: list[str]) -> bool:
+    """Whether the rows come in ascending ``key`` order already (one pass of comparisons of each
+    row with the next, in Arrow; SQLite compares text bytewise, as Arrow does)."""
+    if len(key) == 1:
+        return bool(frame[key[0]].is_monotonic_increasing)
+    try:
+        arrays = [_arrow(frame[k]) for k in key]
+    except (pyarrow.ArrowException, TypeError, ValueError):
+        return False
+    prev, nxt = [a[:-1] for a in arrays], [a[1:] for a in arrays]
+    ordered = pc.less_equal(prev[-1], nxt[-1])
+    for p, q in zip(reversed(prev[:-1]), reversed(nxt[:-1]), strict=True):
+        ordered = pc.or_(pc.less(p, q), pc.and_(pc.equal(p, q), ordered))
+    return len(frame) < 2 or pc.all(ordered).as_py() is True
 
 
 @functools.lru_cache(maxsize=256)
