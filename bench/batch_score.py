@@ -43,6 +43,7 @@ def main() -> None:
 
     from kundenwert.db.store import Store
     from kundenwert.features.snapshot import load_frames, snapshot
+    from kundenwert.models.response import NEW_CONTACT
     from kundenwert.serving.arbitration import Candidates
     from kundenwert.serving.catalog import load_catalog
     from kundenwert.serving.scoring import (
@@ -86,7 +87,8 @@ def main() -> None:
     bare["affinity"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for action, channel in pairs:
-        models["response"].predict_proba(X.assign(action_id=action, channel=channel, treated=True))
+        contact = X.assign(action_id=action, channel=channel, treated=True, **NEW_CONTACT)
+        models["response"].predict_proba(contact)
     bare["response"] = time.perf_counter() - t0
     print("bare: " + ", ".join(f"{k} {v:.1f} s" for k, v in bare.items()), flush=True)
 
