@@ -8,7 +8,16 @@ import numpy as np
 BLOCK = 32  # rows walked through one tree together (their walks interleave)
 
 
-@numba.njit(nogil=True, cache=True)
+def _compiled(f):
+    """``f`` compiled, cached on disk beside the package (or in numba's user cache); compiled
+    anew in each process where neither can be written."""
+    try:
+        return numba.njit(nogil=True, cache=True)(f)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(f)
+
+
+@_compiled
 def walk(
     Z, feature, threshold, missing_left, left, value, root, depth, slot, init, terms, out
 ):  # pragma: no cover

@@ -42,7 +42,21 @@ def use_for(booster, n_rows: int) -> bool:
     scikit-learn's path everywhere, e.g. to measure against it)."""
     if n_rows < MIN_ROWS or os.environ.get("KUNDENWERT_COMPILED_TREES", "1") == "0":
         return False
-    return supported(booster)
+    return supported(booster) and _compiles()
+
+
+_USABLE: list[bool] = []
+
+
+def _compiles() -> bool:
+    """Whether numba imports here (else scikit-learn's path, as before)."""
+    if not _USABLE:
+        try:
+            _kernel()
+            _USABLE.append(True)
+        except ImportError:
+            _USABLE.append(False)
+    return _USABLE[0]
 
 
 @dataclass(frozen=True)
