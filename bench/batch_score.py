@@ -36,6 +36,12 @@ def main() -> None:
     ap.add_argument("--db", default="var/kundenwert.db")
     ap.add_argument("--customers", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--bare-sklearn",
+        action="store_true",
+        help="the reference through scikit-learn's own tree path (KUNDENWERT_COMPILED_TREES=0), "
+        "not the compiled walk (models/forest.py) the models' predict_proba takes for many rows",
+    )
     args = ap.parse_args()
 
     import numpy as np
@@ -43,6 +49,7 @@ def main() -> None:
 
     from kundenwert.db.store import Store
     from kundenwert.features.snapshot import load_frames, snapshot
+    from kundenwert.models.response import NEW_CONTACT
     from kundenwert.serving.arbitration import Candidates
     from kundenwert.serving.catalog import load_catalog
     from kundenwert.serving.scoring import (
@@ -72,6 +79,8 @@ def main() -> None:
     print(f"{len(X):,} customers x {len(pairs)} (action, channel) pairs, {X.shape[1]} features", flush=True)
 
     # the reference: every model's own prediction on the same rows
+    if args.bare_sklearn:
+        os.environ["KUNDENWERT_COMPILED_TREES"] = "0"
     bare: dict[str, float] = {}
     t0 = time.perf_counter()
     models["clv"].predict(X)
@@ -86,8 +95,11 @@ def main() -> None:
     bare["affinity"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for action, channel in pairs:
-        models["response"].predict_proba(X.assign(action_id=action, channel=channel, treated=True))
+        contact = X.assign(action_id=action, channel=channel, treated=True, **NEW_CONTACT)
+        models["response"].predict_proba(contact)
     bare["response"] = time.perf_counter() - t0
+    if args.bare_sklearn:
+        del os.environ["KUNDENWERT_COMPILED_TREES"]
     print("bare: " + ", ".join(f"{k} {v:.1f} s" for k, v in bare.items()), flush=True)
 
     # kundenwert's batch scoring of the same rows
@@ -105,7 +117,12 @@ def main() -> None:
         f"({len(X) * len(pairs):,} customer-pair scores), models {versions}, {os.cpu_count()} cores\n"
     )
     rows = [
-        ["bare model predictions (reference)", f"{reference:.1f}", f"{len(X) / reference:,.0f}", "1.00"],
+        [
+            f"bare model predictions (reference{', scikit-learn path' if args.bare_sklearn else ''})",
+            f"{reference:.1f}",
+            f"{len(X) / reference:,.0f}",
+            "1.00",
+        ],
         [
             "kundenwert: models (score_snapshot)",
             f"{t_models:.1f}",

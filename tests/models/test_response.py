@@ -170,3 +170,30 @@ def test_a_qini_without_any_responder_is_not_measurable() -> None:
     assert got["qini_normalized"] is None and got["qini_rows"] == 1.0
     none = measurable_qini(np.zeros(4), X.assign(treated=True), np.arange(4.0))
     assert none == {"qini": None, "qini_normalized": None, "qini_rows": 0.0}
+
+
+def test_the_compiled_pass_over_every_pair_equals_the_plain_one(world, monkeypatch) -> None:
+    """``predict_actions`` through ``forest.pair_flat`` (every pair and arm in one pass, a run's
+    path) gives the plain path's rows and numbers (within float rounding of the grouped sums),
+    with and without ``rows`` masks, uplift or not; an unknown action among the pairs."""
+    from kundenwert.models import forest
+
+    m = world["model"]
+    X = world["Xt"].droplevel("contact_id").drop(columns=["channel", "action_id", "treated"])
+    X = X[~X.index.duplicated()].iloc[:2_000]
+    pairs = [("retention_voucher", "sms"), ("xsell_fashion", "mail"), ("newsletter", "email"), ("new", "sms")]
+    rng = np.random.default_rng(0)
+    masks = {
+        pairs[0]: rng.random(len(X)) < 0.5,
+        pairs[1]: np.zeros(len(X), dtype=bool),
+        pairs[3]: rng.random(len(X)) < 0.1,
+    }
+    for rows in (None, masks):
+        for uplift in (True, False):
+            monkeypatch.setattr(forest, "MIN_ROWS", 10**9)
+            plain = m.predict_actions(X, pairs, uplift=uplift, rows=rows)
+            monkeypatch.setattr(forest, "MIN_ROWS", 0)
+            fast = m.predict_actions(X, pairs, uplift=uplift, rows=rows)
+            assert fast.index.equals(plain.index) and list(fast.columns) == list(plain.columns)
+            for c in plain.columns:
+                np.testing.assert_allclose(fast[c], plain[c], rtol=1e-12, atol=1e-13, err_msg=c)
