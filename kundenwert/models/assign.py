@@ -227,7 +227,6 @@ def _prepare(
     candidates: Any,
     budget: float | None,
     capacity: Mapping[Hashable, float] | None,
-    dominance: bool,
 ) -> _Problem:
     if not isinstance(candidates, pd.DataFrame | Mapping):
         raise TypeError("candidates must be a pandas DataFrame or a mapping of column name -> array")
@@ -271,8 +270,6 @@ def _prepare(
     keep = np.flatnonzero(value > 0)
     if not cust_sorted:
         keep = keep[np.argsort(cust[keep], kind="stable")]
-    if dominance and len(keep):
-        keep = _drop_dominated(keep, cust, ch_codes, cost, value)
     kc = cust[keep]
     new = np.r_[True, kc[1:] != kc[:-1]] if len(keep) else np.zeros(0, bool)
     starts = np.r_[np.flatnonzero(new), len(keep)].astype(np.int64)
@@ -293,21 +290,19 @@ def _prepare(
     )
 
 
-def _drop_dominated(
-    keep: np.ndarray, cust: np.ndarray, ch: np.ndarray, cost: np.ndarray, value: np.ndarray
-) -> np.ndarray:
-    """``keep`` without the options another option of the same customer and channel dominates
-    (no more costly and worth at least as much; of equal ones the first stays), in customer order."""
-    order = np.lexsort((-value[keep], cost[keep], ch[keep], cust[keep]))
-    k = keep[order]
-    c, h, v = cust[k], ch[k], value[k]
+def _drop_dominated(p: _Problem) -> _Problem:
+    """``p`` without the options another option of the same customer and channel dominates (no
+    more costly and worth at least as much; of equal ones the first stays): the LP value is the
+    same for every budget and capacity, the MILP smaller."""
+    if not len(p.value):
+        return p
+    order = np.lexsort((-p.value, p.cost, p.ch, p.cust))
+    c, h, v = p.cust[order], p.ch[order], p.value[order]
     first = np.r_[True, (c[1:] != c[:-1]) | (h[1:] != h[:-1])]
-    gid = np.cumsum(first)
-    cummax = pd.Series(v).groupby(gid, sort=False).cummax().to_numpy()
+    cummax = pd.Series(v).groupby(np.cumsum(first), sort=False).cummax().to_numpy()
     before = np.r_[-np.inf, cummax[:-1]]
     before[first] = -np.inf
-    kept = k[before < v]
-    return kept[np.argsort(cust[kept], kind="stable")]
+    return _select(p, np.sort(order[before < v]))
 
 
 # -- LP pieces -----------------------------------------------------------------------------------
@@ -443,13 +438,12 @@ def _lagrangian_lp(
     return _Lagrange(lp, value, p.dual_bound(lp.lam, rhs), fixed, cols, col_mask, in_lp, False, _MAX_ROUNDS)
 
 
-def _subproblem(p: _Problem, customers: np.ndarray) -> _Problem:
-    """The candidates of ``customers`` (sorted group numbers) as a problem of their own."""
-    pick = np.zeros(p.n, bool)
-    pick[customers] = True
-    cols = np.flatnonzero(pick[p.cust])
-    group = (np.cumsum(pick) - 1)[p.cust[cols]].astype(np.int32)
-    new = np.r_[True, group[1:] != group[:-1]]
+def _select(p: _Problem, cols: np.ndarray) -> _Problem:
+    """The candidates ``cols`` (ascending) of ``p`` as a problem of their own."""
+    keep = np.zeros(p.n, bool)
+    keep[p.cust[cols]] = True
+    group = (np.cumsum(keep) - 1)[p.cust[cols]].astype(np.int32)
+    new = np.r_[True, group[1:] != group[:-1]] if len(cols) else np.zeros(0, bool)
     return _Problem(
         rows=p.rows[cols],
         cust=group,
@@ -464,6 +458,13 @@ def _subproblem(p: _Problem, customers: np.ndarray) -> _Problem:
         rhs=p.rhs,
         n_input=p.n_input,
     )
+
+
+def _subproblem(p: _Problem, customers: np.ndarray) -> _Problem:
+    """The candidates of ``customers`` (sorted group numbers) as a problem of their own."""
+    pick = np.zeros(p.n, bool)
+    pick[customers] = True
+    return _select(p, np.flatnonzero(pick[p.cust]))
 
 
 def _estimate_lambda(p: _Problem, rhs: np.ndarray, seed: int) -> np.ndarray:
@@ -703,13 +704,11 @@ def assign(
     t0 = time.perf_counter()
     if method not in ("auto", "milp", "lagrangian"):
         raise ValueError(f"method must be 'auto', 'milp' or 'lagrangian', not {method!r}")
+    p = _prepare(candidates, budget, capacity)
     if method == "auto":
-        v = np.asarray(candidates["value"], dtype=float)
-        n_positive = int(np.count_nonzero(v > 0))
-        method = "milp" if n_positive <= exact_limit else "lagrangian"
-    p = _prepare(candidates, budget, capacity, dominance=method == "milp")
+        method = "milp" if len(p.value) <= exact_limit else "lagrangian"
     if method == "milp":
-        return _milp(p, candidates, gains, t0)
+        return _milp(_drop_dominated(p), candidates, gains, t0)
     return _lagrangian(p, candidates, gains, seed, t0)
 
 
@@ -723,7 +722,7 @@ def greedy(
     value while it fits what is left of the budget and its channel's capacity (a customer whose
     best option does not fit is skipped, the next is tried). No LP: ``lp_bound`` is NaN."""
     t0 = time.perf_counter()
-    p = _prepare(candidates, budget, capacity, dominance=False)
+    p = _prepare(candidates, budget, capacity)
     best = p.group_argmax(p.value)[1] if p.n else np.zeros(0, np.int64)
     order = best[np.argsort(-p.value[best], kind="stable")]
     cap_left = np.full(len(p.channels), math.inf)
