@@ -48,6 +48,7 @@ Pure numpy / scipy / pandas, no I/O.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Hashable, Mapping
@@ -58,6 +59,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import optimize, sparse
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("customer", "value", "cost", "channel")
 EXACT_LIMIT = 20_000  # candidates (after pruning) up to which ``method="auto"`` solves the MILP
@@ -417,7 +420,12 @@ def _lagrangian_lp(
         residual = np.maximum(residual, 0)
         customers = np.flatnonzero(in_lp)
         cols = np.flatnonzero(col_mask)
+        t = time.perf_counter()
         lp = _solve_lp(p, cols, customers, residual)
+        log.debug(
+            "round %d of %d customers: reduced LP of %d customers, %d columns in %.2f s; %s -> %s",
+            rounds, p.n, len(customers), len(cols), time.perf_counter() - t, center, lp.lam,
+        )  # fmt: skip
         # check at the LP's multipliers: every candidate's reduced value
         r = p.reduced(lp.lam)
         g = np.maximum(p.group_max(r), 0)
@@ -430,10 +438,15 @@ def _lagrangian_lp(
             value = float(p.value[taken].sum()) + lp.value
             bound = float(lp.lam @ rhs + g.sum())
             return _Lagrange(lp, value, bound, fixed, cols, col_mask, in_lp, True, rounds)
-        in_lp |= bad
-        col_mask |= bad[p.cust]
-        center = lp.lam
-        delta = rel * center
+        # few failures join the LP with all their options; many mean the box missed the LP's
+        # multipliers: it doubles around the same centre (the reduced LP's own multipliers are
+        # no better a centre: with the box missed they swing far, the test's 0.2 -> 1.0 of the
+        # budget's, and the next LP would hold every customer in between)
+        if bad.sum() <= max(200, len(customers) // 2):
+            in_lp |= bad
+            col_mask |= bad[p.cust]
+        else:
+            delta = np.maximum(2 * delta, rel * lp.lam)
     value = float(p.value[fixed[fixed >= 0]].sum()) + lp.value
     return _Lagrange(lp, value, p.dual_bound(lp.lam, rhs), fixed, cols, col_mask, in_lp, False, _MAX_ROUNDS)
 
