@@ -12,20 +12,22 @@ value ``value`` (what the caller ranks by: uplift x value - cost, say), a money 
 a 0/1 programme with one assignment row per customer and only ``m = 1 + #capped channels``
 coupling rows. Two ways to solve it (``method``):
 
-- ``"milp"`` (small problems, the default up to ``exact_limit`` candidates): scipy's ``milp``
-  (HiGHS branch and cut), exact; the LP relaxation (``linprog``, HiGHS dual simplex) gives the
-  LP bound and the shadow prices.
+- ``"milp"`` (small problems, the default up to ``exact_limit`` = 20,000 candidates with a
+  positive value): scipy's ``milp`` (HiGHS branch and cut, relative gap 1e-9), exact; the LP
+  relaxation (``linprog``, HiGHS dual simplex) gives the LP bound and the shadow prices. Both
+  grow superlinearly: a 12,000-candidate MILP with its LPs takes seconds on a loaded machine.
 - ``"lagrangian"`` (large problems: 1,000,000 customers x 26 options is far too big for a MILP
   on two cores). The LP's dual has one multiplier per coupling row (lambda) and one per customer;
   for fixed lambda each customer simply takes the option maximising ``value - lambda . resources``
   or nothing. So the LP is solved through the few multipliers: lambda is estimated on an LP over
-  a random sample of customers (resources scaled to the sample), every customer whose best choice
+  a random sample of 2,000 customers (resources scaled to the sample) and refined the same way
+  on samples ten times larger, every customer whose best choice
   cannot change while lambda stays in a box around that estimate is fixed, and the LP over the
   remaining "ambiguous" customers (their possibly-best options only, the resources the fixed
   customers leave) is solved with HiGHS. Its duals are checked against every candidate
   (complementary slackness: each fixed customer's choice must still be its best at the new
-  lambda, each ambiguous customer's dual must cover all of its options); customers that fail
-  join the LP and it is solved again. When the check passes the joined solution is an optimal
+  lambda, each ambiguous customer's dual must cover all of its options); a few customers that
+  fail join the LP with all their options, many double the box, and it is solved again. When the check passes the joined solution is an optimal
   LP solution of the whole problem, found without ever building the 26M-column LP. A basic
   LP solution has at most ``m`` fractional customers: they are rounded down and what is left
   of the budget and the capacities is filled greedily (by value) with customers that got
