@@ -683,7 +683,7 @@ def _lagrangian(p: _Problem, candidates: Any, gains: bool, seed: int, t0: float)
         for k in np.flatnonzero(sol.lp.lam > 1e-12):
             up = p.rhs.copy()
             up[k] += 1
-            more = _lagrangian_lp(p, up, sol.lp.lam, rel=1e-3, in_lp=sol.in_lp, col_mask=sol.col_mask)
+            more = _lagrangian_lp(p, up, sol.lp.lam, rel=1e-3)
             g[k] = more.value - sol.value if more.converged else math.nan
     status = "LP optimal, rounded" if sol.converged else f"LP not proven optimal after {sol.rounds} rounds"
     return _result(
