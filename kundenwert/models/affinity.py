@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from kundenwert.errors import ModelFitError
 from kundenwert.models.tabular import (
     BoostedSnapshotModel,
+    BoosterJob,
     CalibratedGBMClassifier,
     FeatureEncoder,
     fit_boosters,
@@ -74,7 +75,8 @@ class AffinityModel(BoostedSnapshotModel):
         # same as each would fit) and every category's boosters fitted in one parallel batch.
         encoder = FeatureEncoder(self.exclude).fit(X)
         Z_all = encoder.transform(X)
-        prepared, jobs = [], []
+        prepared: list[tuple] = []
+        jobs: list[BoosterJob] = []
         for col, cat in zip(Y.columns, self.categories_, strict=True):
             model = self._classifier()
             Z, y, mine = model._prepare(X, Y[col].to_numpy(dtype="float64"), encoder, Z_all)
