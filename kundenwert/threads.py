@@ -50,7 +50,9 @@ def limited(threads: int | None = None) -> Iterator[int]:
 
 
 def _one_job(fn: Callable[..., Any], threads: int, args: tuple) -> Any:
-    """One job in a worker process, under its share of the budget."""
+    """One job in a worker process, under its share of the budget (which is also the budget of
+    anything the job runs in parallel itself: no worker starts workers of its own)."""
+    os.environ["KUNDENWERT_THREADS"] = str(threads)
     with limited(threads):
         return fn(*args)
 
