@@ -138,9 +138,13 @@ def _tracking() -> Iterator[str]:
 
 def log_and_register(result, X_example: pd.DataFrame, experiment: str, params: dict | None = None) -> str:
     """Log one ``ModelResult`` as an MLflow run, save and register its model, alias it
-    ``challenger``; returns the new version. Nothing is registered if any step fails: a model
-    holding a type skops would not load safely with the spec's trusted types is refused
-    (``ModelFitError`` naming the type) when its file is written, and its run ends as failed."""
+    ``challenger``; returns the new version. Nothing is registered if any step fails."""
+
+    bad = untrusted_types(result.model, get_spec(result.name).all_trusted_types)
+    if bad:
+        raise ModelFitError(
+            f"{result.name}: the model holds types skops would not load safely: {', '.join(bad)}"
+        )
     user_uri = bool(os.environ.get("MLFLOW_TRACKING_URI"))
     with _tracking():
         return _log_and_register(result, X_example, experiment, params, user_uri)
@@ -185,26 +189,15 @@ def _log_and_register(
         _log_datasets(result, example)
         if result.test is not None:
             _log_plots(result)
-        try:
-            # MLflow loads the file it saved back with these trusted types, and refuses it when
-            # it holds any other: the check kundenwert made by dumping the model once more before
-            # (a quarter of the logging time: skops writes every tree's arrays one by one).
-            info = mlflow.sklearn.log_model(
-                result.model,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=list(spec.all_trusted_types),
-                signature=infer_signature(example, output),
-                pip_requirements=pip_requirements(),
-                pyfunc_predict_fn=method,
-            )
-        except mlflow.exceptions.MlflowException as exc:
-            if "untrusted types" not in str(exc):
-                raise
-            bad = untrusted_types(result.model, spec.all_trusted_types)  # named for the message
-            raise ModelFitError(
-                f"{result.name}: the model holds types skops would not load safely: {', '.join(bad)}"
-            ) from None
+        info = mlflow.sklearn.log_model(
+            result.model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=list(spec.all_trusted_types),
+            signature=infer_signature(example, output),
+            pip_requirements=pip_requirements(),
+            pyfunc_predict_fn=method,
+        )
         split = json.dumps(result.data.get("split_key", {"method": "time"}), sort_keys=True)
         stored = _model_bytes(mlflow.get_logged_model(info.model_id).artifact_location, f"model {name}")
         tags = {
