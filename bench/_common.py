@@ -62,3 +62,46 @@ def world_store(customers: int, db: str | None, prefix: str, seed: int = 2) -> P
         env={**os.environ, "KUNDENWERT_DATABASE_URL": f"sqlite:///{path}"},
     )
     return path
+
+
+class Neighbour:
+    """A second kundenwert job beside the benchmark (``shared/benchmarks.md``, "A busy neighbour"):
+    ``cmd`` run over and over in its own process group from ``start()`` until ``stop()``, which
+    ends that group (only the processes it started). ``warmup`` seconds after the start let it
+    reach its steady work before anything is timed."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None, warmup: float = 5.0) -> None:
+        self.cmd, self.env, self.warmup = cmd, env, warmup
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Neighbour:
+        loop = "while true; do " + " ".join(_quoted(c) for c in self.cmd) + " >/dev/null 2>&1; done"
+        self.proc = subprocess.Popen(
+            ["bash", "-c", loop], env={**os.environ, **(self.env or {})}, start_new_session=True
+        )
+        time.sleep(self.warmup)
+        return self
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the loop and its job only
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Neighbour:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _quoted(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)

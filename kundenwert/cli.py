@@ -581,7 +581,10 @@ def score_cmd(
             status.update(message)
             err.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/] {message}", highlight=False)
 
-        done = run_scoring(Store(), catalog, at, progress)
+        from kundenwert.threads import limited
+
+        with limited():  # every prediction of the run within the thread budget (KUNDENWERT_THREADS)
+            done = run_scoring(Store(), catalog, at, progress)
     versions = ", ".join(f"{k} v{v}" for k, v in done["models"].items())
     out.print(
         f"scored {done['customers']:,} customers x {done['pairs']} action-channel pairs as of "

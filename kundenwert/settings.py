@@ -154,6 +154,14 @@ class Settings(BaseSettings):
                 )
         return limits
 
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads kundenwert's fits and predictions use in all (training, scoring): "
+        "independent fits run in that many worker processes of one thread each. Default: the cores "
+        "this process may use; on a machine shared with other jobs, kundenwert's share of them.",
+    )
+
     spark_master: str = Field(
         default="local[2]",
         description="Spark master of `--engine spark` (local[N]: N cores on this machine; "

@@ -15,7 +15,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
 from kundenwert.models import forest
-from kundenwert.models.tabular import BoostedSnapshotModel, CalibratedGBMClassifier
+from kundenwert.models.tabular import (
+    BoostedSnapshotModel,
+    BoosterJob,
+    CalibratedGBMClassifier,
+    FeatureEncoder,
+    fit_boosters,
+)
 
 PREFIXES = ("label_affinity_", "affinity_")
 
@@ -66,7 +72,20 @@ class AffinityModel(BoostedSnapshotModel):
             y = Y[col].to_numpy(dtype="float64")
             if np.nanmin(y) == np.nanmax(y):
                 raise ModelFitError(f"category {cat!r}: every customer has the same label {np.nanmin(y):g}")
-            self.models_[cat] = self._classifier().fit(X, y)
+        # Every category's classifier learns from the same rows: one encoder (fitted once, the
+        # same as each would fit) and every category's boosters fitted in one parallel batch.
+        encoder = FeatureEncoder(self.exclude).fit(X)
+        Z_all = encoder.transform(X)
+        prepared: list[tuple] = []
+        jobs: list[BoosterJob] = []
+        for col, cat in zip(Y.columns, self.categories_, strict=True):
+            model = self._classifier()
+            Z, y, mine = model._prepare(X, Y[col].to_numpy(dtype="float64"), encoder, Z_all)
+            prepared.append((cat, model, Z, y, len(jobs), len(jobs) + len(mine)))
+            jobs += mine
+        fitted = fit_boosters(jobs)
+        for cat, model, Z, y, start, end in prepared:
+            self.models_[cat] = model._complete(X, Z, y, fitted[start:end])
         first = next(iter(self.models_.values()))
         self.feature_names_in_ = first.feature_names_in_
         self.n_features_in_ = first.n_features_in_

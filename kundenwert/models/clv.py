@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from kundenwert.errors import ModelFitError
 from kundenwert.models.metrics import value_metrics
-from kundenwert.models.tabular import BoostedSnapshotModel, _fit, predict_binned
+from kundenwert.models.tabular import BoostedSnapshotModel, fit_boosters, predict_binned
 
 
 def _more_purchases(columns) -> dict[str, int]:
@@ -57,11 +57,12 @@ class CLVModel(RegressorMixin, BoostedSnapshotModel):
             raise ModelFitError(
                 f"only {int(buys.sum())} customers bring value in the horizon; need at least 20"
             )
-        self.buy_ = self._classifier(monotonic=_more_purchases(X.columns)).fit(X, buys.astype("float64"))
+        self.buy_ = self._classifier(monotonic=_more_purchases(X.columns))
+        Z, bought, jobs = self.buy_._prepare(X, buys.astype("float64"))
         self.encoder_ = self.buy_.encoder_
         names = list(self.encoder_.feature_names_in_)
         monotonic = _more_purchases(names)
-        self.value_ = HistGradientBoostingRegressor(
+        value = HistGradientBoostingRegressor(
             loss="gamma",
             max_iter=self.max_iter,
             learning_rate=self.learning_rate,
@@ -74,7 +75,10 @@ class CLVModel(RegressorMixin, BoostedSnapshotModel):
             monotonic_cst=np.array([monotonic.get(c, 0) for c in names]),
             random_state=self.random_state,
         )
-        _fit(self.value_, self.encoder_.transform(X[buys]), y[buys])
+        # the value regressor on the buyers' rows, in the same parallel batch as the buy
+        # classifier's boosters (the encoding is row by row: Z[buys] encodes X[buys])
+        *boosters, self.value_ = fit_boosters([*jobs, (value, Z, y, buys)])
+        self.buy_._complete(X, Z, bought, boosters)
         self.feature_names_in_ = self.encoder_.feature_names_in_
         self.n_features_in_ = len(names)
         return self

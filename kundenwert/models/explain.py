@@ -9,13 +9,13 @@ value, the contribution and whether it raises or lowers the score: "no purchase 
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 
 from kundenwert.features.catalogue import describe, reason
+from kundenwert.threads import budget
 
 PARALLEL_FROM = 4_000  # rows from which explaining is split over processes
 
@@ -49,7 +49,7 @@ def shap_values(model, X: pd.DataFrame, target: str | None = None, jobs: int | N
     """
     booster, encoder = _parts(model, target)
     Z = encoder.transform(X)
-    jobs = jobs or min(os.cpu_count() or 1, 4)
+    jobs = jobs or min(budget(), 4)  # processes within the thread budget (one thread each)
     if jobs > 1 and len(Z) >= PARALLEL_FROM:
         size = math.ceil(len(Z) / jobs)
         chunks = [Z[i : i + size] for i in range(0, len(Z), size)]

@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from kundenwert.errors import ModelFitError
 from kundenwert.features.snapshot import lookup
 from kundenwert.models.calibration import LogitCalibrator
+from kundenwert.threads import run_parallel
 
 NEVER_FEATURES = ("consent_", "objection", "label_", "cutoff")  # prefixes of columns never used
 
@@ -101,6 +102,24 @@ def _fit(booster, Z: np.ndarray, y: np.ndarray):
         Z = Z.copy()
         Z[:, empty] = 0.0
     return booster.fit(Z, y)
+
+
+# One booster to fit: (unfitted booster, encoded rows, labels, the rows it learns from or None: all).
+BoosterJob = tuple[object, np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def _fit_rows(booster, Z: np.ndarray, y: np.ndarray, rows: np.ndarray | None):
+    """``_fit`` on ``rows`` of ``Z`` and ``y`` (a job of ``fit_boosters``, in a worker process)."""
+    if rows is not None:
+        Z, y = Z[rows], y[rows]
+    return _fit(booster, Z, y)
+
+
+def fit_boosters(jobs: list[BoosterJob]) -> list:
+    """The boosters of ``jobs`` fitted, in order. They are independent: spread over worker
+    processes of one thread each within the thread budget (``kundenwert.threads``); the same
+    boosters as fitted one after the other. Jobs holding the same ``Z`` share one copy of it."""
+    return run_parallel(_fit_rows, jobs)
 
 
 class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
@@ -181,6 +200,18 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def fit(self, X: pd.DataFrame, y) -> CalibratedGBMClassifier:
+        Z, y_, jobs = self._prepare(X, y)
+        return self._complete(X, Z, y_, fit_boosters(jobs))
+
+    def _prepare(
+        self, X: pd.DataFrame, y, encoder: FeatureEncoder | None = None, Z: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[BoosterJob]]:
+        """The first half of ``fit``: checks, the encoder (``encoder``: one fitted on ``X``
+        already, shared, and ``Z`` its encoding of ``X`` when known), the constraints; the
+        encoded rows, the labels and the booster jobs
+        (the final booster first, the biggest, then the calibration folds'), which
+        ``fit_boosters`` runs and ``_complete`` takes, so that a model of several classifiers
+        (affinity, CLV) fits all their boosters in one parallel batch."""
         self._validate_params()
         y = np.asarray(y, dtype="float64")
         if len(y) != len(X):
@@ -190,8 +221,9 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(y)
         if len(self.classes_) != 2 or set(self.classes_) - {0.0, 1.0}:
             raise ModelFitError(f"need both outcomes 0 and 1 among the labels, got {sorted(set(y))[:5]}")
-        self.encoder_ = FeatureEncoder(self.exclude).fit(X)
-        Z = self.encoder_.transform(X)
+        self.encoder_ = encoder if encoder is not None else FeatureEncoder(self.exclude).fit(X)
+        if Z is None or encoder is None:
+            Z = self.encoder_.transform(X)
         names = list(self.encoder_.feature_names_in_)
         if self.monotonic is None:
             self.monotonic_ = {k: v for k, v in self.default_monotonic.items() if k in names}
@@ -203,15 +235,27 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
         constraints = np.array([self.monotonic_.get(c, 0) for c in names], dtype=int)
         self.feature_names_in_ = self.encoder_.feature_names_in_
         self.n_features_in_ = len(names)
+        jobs: list[BoosterJob] = [(self._booster(constraints), Z, y, None)]
         if self.calibration != "none":
-            groups = customer_groups(X.index)
-            folds = groups % np.uint64(self.calibration_folds)
-            oof = np.empty(len(y))  # the out-of-fold booster log-odds
+            folds = customer_groups(X.index) % np.uint64(self.calibration_folds)
             for k in range(self.calibration_folds):
                 part = folds == k
                 if y[~part].min() == y[~part].max():
                     raise ModelFitError("a calibration fold has only one outcome; use fewer folds")
-                booster = _fit(self._booster(constraints), Z[~part], y[~part])
+                jobs.append((self._booster(constraints), Z, y, ~part))
+        return Z, y, jobs
+
+    def _complete(
+        self, X: pd.DataFrame, Z: np.ndarray, y: np.ndarray, boosters: list
+    ) -> CalibratedGBMClassifier:
+        """The second half of ``fit``: the boosters of ``_prepare``'s jobs, fitted; the
+        calibration map from the folds' out-of-fold scores."""
+        if self.calibration != "none":
+            groups = customer_groups(X.index)
+            folds = groups % np.uint64(self.calibration_folds)
+            oof = np.empty(len(y))  # the out-of-fold booster log-odds
+            for k, booster in enumerate(boosters[1:]):
+                part = folds == k
                 oof[part] = booster.decision_function(Z[part])
             if self.calibration == "isotonic":
                 self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
@@ -223,7 +267,7 @@ class CalibratedGBMClassifier(ClassifierMixin, BaseEstimator):
                 self.calibrator_ = LogitCalibrator(self.calibration).fit(oof, y, groups)
         else:
             self.calibrator_ = None
-        self.booster_ = _fit(self._booster(constraints), Z, y)
+        self.booster_ = boosters[0]
         return self
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kundenwert.threads import limited
 from kundenwert.training.backtest import ModelResult, Progress, report, train_models
 from kundenwert.training.config import ExperimentConfig
 from kundenwert.training.promotion import promote
@@ -20,7 +21,13 @@ def run_training(
     report_path: str | Path | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, ModelResult], dict[str, dict]]:
-    """Train, backtest, log, register and promote; the results and the promotion decisions."""
+    """Train, backtest, log, register and promote; the results and the promotion decisions.
+    Every fit and prediction runs within the thread budget (``kundenwert.threads``)."""
+    with limited():  # every fit and prediction of the run within the thread budget
+        return _run(config, models, store, report_path, progress)
+
+
+def _run(config, models, store, report_path, progress):
     from kundenwert.db.store import Store
     from kundenwert.features.snapshot import load_frames, without_objecting
 
