@@ -25,7 +25,7 @@ def _run(args: list[str], home: Path) -> subprocess.CompletedProcess:
     [
         (
             ["snapshot", "--cutoff", "2025-01-01", "--out", "x", "--engine", "spark"],
-            "give it with --source DIR",
+            "a folder of Parquet tables or a JDBC URL: give it with --source",
         ),
         (
             ["snapshot", "--cutoff", "2025-01-01", "--out", "x", "--engine", "dask"],
