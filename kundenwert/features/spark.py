@@ -212,7 +212,8 @@ def read_jdbc_tables(spark: SparkSession, url: str) -> dict[str, SparkFrame]:
                         f"{shown} has no table customers: the contract's tables are needed"
                     ) from None
                 continue
-            first = next((line for line in text.splitlines() if "Exception" in line), text.splitlines()[0])
+            lines = text.splitlines() or [type(e).__name__]
+            first = next((line for line in lines if "Exception" in line), lines[0])
             raise EngineUnavailable(
                 f"reading table {name} from {shown}: {_redacted(first.strip())}"
             ) from None
