@@ -1066,7 +1066,7 @@ class OverviewCache:
             lists = conn.execute(
                 sa.select(sa.func.count(), sa.func.max(TARGET_LISTS.c.created_at)).select_from(TARGET_LISTS)
             ).one()
-        return (str(store.engine.url), id(catalog), seq, tuple(lists))
+        return (str(store.engine.url), catalog, seq, tuple(lists))  # the catalog compared by content
 
     def overview(self, store, catalog) -> list[dict]:
         from kundenwert.db.errors import map_exceptions
