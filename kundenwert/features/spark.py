@@ -115,6 +115,15 @@ def spark_session(
 # -------------------------------------------------------------------------------------------- input
 
 
+def _check_required(name: str, df: SparkFrame, what: str) -> None:
+    """``InputFileError`` naming ``what`` when ``df`` lacks a required column of table ``name``."""
+    missing = [c.name for c in TABLES[name].columns if c.required and c.name not in df.columns]
+    if missing:
+        raise InputFileError(
+            f"{what} lacks the required column(s) {', '.join(missing)}: add them (see the CRM data contract)"
+        )
+
+
 def read_parquet_tables(spark: SparkSession, folder: Path | str) -> dict[str, SparkFrame]:
     """The contract tables in ``folder`` (``<table>.parquet``, a file or a folder of parts), as
     Spark frames of the file's own columns; checks that ``customers`` and every required column
@@ -133,12 +142,7 @@ def read_parquet_tables(spark: SparkSession, folder: Path | str) -> dict[str, Sp
     tables = {}
     for name, path in found.items():
         df = spark.read.parquet(str(path))
-        missing = [c.name for c in TABLES[name].columns if c.required and c.name not in df.columns]
-        if missing:
-            raise InputFileError(
-                f"{path.name} (table {name}) lacks the required column(s) {', '.join(missing)}: "
-                "add them (see the CRM data contract)"
-            )
+        _check_required(name, df, f"{path.name} (table {name})")
         tables[name] = df
     return tables
 
@@ -217,12 +221,7 @@ def read_jdbc_tables(spark: SparkSession, url: str) -> dict[str, SparkFrame]:
             raise EngineUnavailable(
                 f"reading table {name} from {shown}: {_redacted(first.strip())}"
             ) from None
-        missing = [c.name for c in TABLES[name].columns if c.required and c.name not in df.columns]
-        if missing:
-            raise InputFileError(
-                f"table {name} of {shown} lacks the required column(s) {', '.join(missing)}: "
-                "add them (see the CRM data contract)"
-            )
+        _check_required(name, df, f"table {name} of {shown}")
         tables[name] = df
     return tables
 
