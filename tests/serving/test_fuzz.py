@@ -12,6 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import GenerationMode
+from schemathesis.core import NOT_SET
 from schemathesis.core.failures import FailureGroup
 
 from kundenwert.serving.app import create_app
@@ -143,8 +144,7 @@ def test_the_links_lead_from_each_answer_to_the_next_request(fuzzed, monkeypatch
     """A stateful run: schemathesis chains requests along the document's links (a target list
     created, then read, page by page, then a member's next best actions, then feedback on that
     decision; a batch score, then feedback), every answer checked against the document as above.
-    The links must actually be followed: real list ids read back (200), real decision ids take
-    feedback (200)."""
+    The links must actually be followed: several of them to an accepted request (2xx)."""
     import schemathesis.specs.openapi.stateful as stateful
 
     key = fuzzed["keys"]["admin"]
@@ -196,6 +196,8 @@ def test_the_links_lead_from_each_answer_to_the_next_request(fuzzed, monkeypatch
                     max_examples=left,
                     stateful_step_count=STEPS_PER_SCENARIO,
                     deadline=None,
+                    derandomize=True,  # the same draws in CI as on a developer's machine
+                    database=None,  # not replays of what a developer's earlier runs found
                     suppress_health_check=list(HealthCheck),
                 )
             )
@@ -210,10 +212,85 @@ def test_the_links_lead_from_each_answer_to_the_next_request(fuzzed, monkeypatch
     print("stateful run:", dict(sorted(STEPS.items())))  # shown with -s / in the CI log's -rA
     followed = {k: v for k, v in STEPS.items() if k.startswith("followed ")}
     assert sum(followed.values()) >= 20, STEPS
-    assert STEPS["followed ReadTheList 200"] > 0, STEPS
-    assert (
-        STEPS["followed FeedbackOnTheDecision 200"] + STEPS["followed FeedbackOnTheFirstDecision 200"] > 0
-    ), STEPS
+    # which links a random run reaches is chance (the CI run of 2026-12-01 took a list member's
+    # feedback link twice and a decision's never); that every link leads to an accepted request
+    # is shown every time by test_every_link_leads_from_a_real_answer_to_an_accepted_request
+    assert len({k.rsplit(" ", 1)[0] for k, v in followed.items() if k.endswith(" 200")}) >= 3, STEPS
+
+
+def _resolve(expression, request: dict, answer: dict):
+    """The value of an OpenAPI runtime expression of the forms ``links.py`` uses
+    (``$response.body#/a/0/b``, ``$request.path.x``) for one answer; constants stay as they are;
+    dicts and lists are resolved value by value."""
+    if isinstance(expression, dict):
+        return {k: _resolve(v, request, answer) for k, v in expression.items()}
+    if isinstance(expression, list):
+        return [_resolve(v, request, answer) for v in expression]
+    if not isinstance(expression, str) or not expression.startswith("$"):
+        return expression
+    if expression.startswith("$request.path."):
+        return request["path"][expression.removeprefix("$request.path.")]
+    pointer = expression.removeprefix("$response.body#")
+    assert pointer != expression, f"an expression this walk does not know: {expression}"
+    value = answer
+    for part in pointer.lstrip("/").split("/"):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+def test_every_link_leads_from_a_real_answer_to_an_accepted_request(fuzzed) -> None:
+    """Each link of the document, followed by hand from a real answer: its target answers 2xx.
+    (The stateful run follows links at random and may not reach every one in a run; this walk
+    does, every time.) A list's first member may be a control member: the documented refusal
+    (409) is then the right answer, and the walk takes a treated member's page."""
+    from kundenwert.serving.links import LINKS
+
+    key = {"X-API-Key": fuzzed["keys"]["admin"]}
+
+    def call(method: str, path: str, request: dict):
+        case = STATEFUL[path][method.upper()].Case(
+            path_parameters=request.get("path") or None,
+            query=request.get("query") or None,
+            body=request["body"] if request.get("body") is not None else NOT_SET,
+        )
+        response = case.call(headers=key)
+        return response.status_code, (response.json() if response.content else None)
+
+    # one real source answer per link source, the request that produced it kept beside it
+    created = {"body": {"objective": "win_back", "channel": "email", "size": 40, "control_share": 0}}
+    status, listed = call("post", "/v1/target-lists", created)
+    assert status == 201, listed
+    read = {"path": {"list_id": listed["list_id"]}, "query": {"limit": 5}}
+    status, page = call("get", "/v1/target-lists/{list_id}", read)
+    assert status == 200 and page["members"] and page["next_cursor"], page
+    customer = page["members"][0]["customer_id"]
+    asked = {"path": {"customer_id": customer}}
+    status, decided = call("get", "/v1/customers/{customer_id}/next-best-actions", asked)
+    assert status == 200 and decided["suggestions"], decided
+    scored = {"body": {"customer_ids": [m["customer_id"] for m in page["members"][1:]]}}
+    status, batch = call("post", "/v1/score", scored)
+    assert status == 200 and batch["results"][0]["suggestions"], batch
+    sources = {
+        ("post", "/v1/target-lists", "201"): (created, listed),
+        ("get", "/v1/target-lists/{list_id}", "200"): (read, page),
+        ("get", "/v1/customers/{customer_id}/next-best-actions", "200"): (asked, decided),
+        ("post", "/v1/score", "200"): (scored, batch),
+    }
+    assert set(sources) == set(LINKS), "a link source this walk does not reach"
+    answered = {}
+    for source, links in LINKS.items():
+        request, answer = sources[source]
+        for name, (method, path, _, parameters, body) in links.items():
+            target: dict = {"path": {}, "query": {}, "body": _resolve(body, request, answer)}
+            for where, expression in parameters.items():
+                place, param = where.split(".", 1)
+                target[place][param] = _resolve(expression, request, answer)
+            answered[name] = call(method, path, target)
+    refused = {name: answer for name, answer in answered.items() if not 200 <= answer[0] < 300}
+    assert not refused, refused
+    # the feedback links were taken as what they say: a decision's, a list member's event stored
+    for name in ("FeedbackOnTheDecision", "FeedbackOnTheFirstDecision", "FeedbackOnTheFirstMember"):
+        assert answered[name][1]["stored"] == 1, (name, answered[name])
 
 
 def test_only_a_positive_case_its_own_schema_refuses_counts_as_mislabelled() -> None:
