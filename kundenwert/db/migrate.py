@@ -24,7 +24,7 @@ from kundenwert.db.schema import metadata
 from kundenwert.errors import StoreOutdated
 
 SCRIPT_LOCATION = "kundenwert.db:migrations"
-HEAD = "0003"  # the newest revision; a test checks it is the head of migrations/versions
+HEAD = "0004"  # the newest revision; a test checks it is the head of migrations/versions
 BEFORE_MIGRATIONS = "none (written before migrations)"
 
 

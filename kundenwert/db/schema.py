@@ -157,7 +157,10 @@ DECISIONS = sa.Table(
     sa.Column("customer_id", sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("score_run", sa.String(32), nullable=False),
-    sa.Column("suggestions", sa.Text, nullable=False),  # JSON: [{action_id, channel, score, rank}]
+    sa.Column("suggestions", sa.Text, nullable=False),  # JSON: [{action_id, channel, score, rank, ...}]
+    # JSON: {channel: {"epsilon": share, "candidates": [[action_id, score, propensity, uplift,
+    # value, cost], ...] best-scored first}}: every eligible candidate (serving.exploration)
+    sa.Column("candidates", sa.Text, nullable=True, comment="eligible candidates per channel (JSON)"),
 )
 
 FEEDBACK = sa.Table(

@@ -180,6 +180,14 @@ class Action(BaseModel):
         "group), else response",
     )
     params: dict[str, float] = Field(default_factory=dict)
+    explore: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="share of the decisions that would show this action first which show a random "
+        "eligible candidate first instead (exploration, see serving.exploration); unset: the "
+        "catalog's `exploration`",
+    )
     lever: float = Field(1.0, ge=0, description="business priority: multiplies the expected value")
     control_share: float = Field(0.1, ge=0, lt=1, description="share held out to measure the effect")
     eligibility: Eligibility = Eligibility()
@@ -227,6 +235,13 @@ class Catalog(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     policy: dict[str, ChannelPolicy] = Field(default_factory=dict, description="default per channel")
+    exploration: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of decisions (per channel) that show a random eligible candidate first, "
+        "each decision logging the probability of what it showed (an action's `explore` overrides)",
+    )
     actions: list[Action]
 
     @field_validator("policy")

@@ -132,11 +132,14 @@ class DecisionLog:
             )
 
     def add(self, rows: list[dict]) -> None:
-        """Queue ``rows`` for the writer; ``StoreUnavailable`` once the log is closed (nothing queued)."""
+        """Queue ``rows`` for the writer; ``StoreUnavailable`` once the log is closed (nothing queued).
+        A row without ``candidates`` (nullable) is stored with none."""
         with self._closing:
             if self._closed:
                 self.check()
             for r in rows:
+                if "candidates" not in r:
+                    r = {**r, "candidates": None}
                 self._queue.put(r)
 
     def flush(self, timeout: float = 30.0) -> None:

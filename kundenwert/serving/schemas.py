@@ -94,7 +94,18 @@ class Suggestion(BaseModel):
     title: str
     kind: str
     channel: str
-    rank: int = Field(description="1 = best for this customer and channel")
+    rank: int = Field(
+        description="1 = shown first for this customer and channel: the best-scored, or in an explored "
+        "decision a random eligible one (then the rest in score order)"
+    )
+    probability: float | None = Field(
+        None,
+        description="rank 1: the probability with which this suggestion was chosen to be shown first "
+        "(1 without exploration; logged for off-policy evaluation); null for the others",
+    )
+    explored: bool = Field(
+        False, description="rank 1 chosen at random among the eligible candidates (exploration), not by score"
+    )
     ranked_by: Literal["uplift", "response"] = Field(
         description="what the score ranks by (the catalog's `ranking` of the action): `uplift`, the "
         "incremental value the contact earns; `response`, the value if contacted"
@@ -110,6 +121,14 @@ class Suggestion(BaseModel):
     propensity: float = Field(description="probability of a response if contacted")
     uplift: float | None = Field(
         description="response if contacted minus response if not (null where not learnt: no control rows)"
+    )
+    uplift_interval: list[float] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="[low, high]: the 95% interval of the uplift observed on the response model's "
+        "held-out contacts whose predicted uplift fell in the same bin (of up to five quantile bins); "
+        "null where the uplift is unknown or the model's test contacts could not measure one",
     )
     value: float
     cost: float

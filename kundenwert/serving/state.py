@@ -140,6 +140,10 @@ class ServingState:
 
     def __init__(self, store: Store, catalog: Catalog) -> None:
         self.store, self.catalog = store, catalog
+        from kundenwert.serving.exploration import of_catalog
+
+        # which eligible candidate each decision shows first, with the probability it logs
+        self.explorer = of_catalog(catalog)
         self.reader = LiveReader(store.engine)
         self.live = LiveCache(self.reader)
         self.live.listeners.append(self._changed)  # online scores follow the change log too
@@ -382,13 +386,18 @@ class ServingState:
         period = f"{month.year:04d}-{month.month:02d}"  # pandas' strftime costs 10 us
         return decide_one(cands, customer_id, live, period=period, channels=channels)
 
-    def record(self, suggestions: dict[str, list[dict]]) -> dict[str, str]:
+    def record(
+        self, suggestions: dict[str, list[dict]], candidates: dict[str, dict] | None = None
+    ) -> dict[str, str]:
         """One decision per customer with suggestions, queued for the decision log (``flush`` it
-        before reading ``kw_decisions``). While the log cannot commit, ``StoreUnavailable`` (a
-        503) before any id is made: an id handed out is always stored."""
+        before reading ``kw_decisions``). ``candidates``: per customer, what each channel could
+        have shown and with what exploration share (``kw_decisions.candidates``). While the log
+        cannot commit, ``StoreUnavailable`` (a 503) before any id is made: an id handed out is
+        always stored."""
         self.decisions.check()
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         run_id = self.run["run_id"]
+        candidates = candidates or {}
         rows = [
             {
                 "decision_id": decision_id(),
@@ -396,6 +405,7 @@ class ServingState:
                 "created_at": now,
                 "score_run": run_id,
                 "suggestions": orjson.dumps(items).decode(),
+                "candidates": orjson.dumps(candidates[cid]).decode() if cid in candidates else None,
             }
             for cid, items in suggestions.items()
             if items

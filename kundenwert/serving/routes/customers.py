@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Annotated
 
 import numpy as np
@@ -59,17 +60,44 @@ def decisions_of(
     ranked_by = ["response"] * len(action_ids) if d.ranked_by is None else _lists(d.ranked_by)
     uplift = _lists(d.uplift) if d.uplift is not None else None
     incremental = _lists(d.incremental) if d.incremental is not None else None
+    explorer = state.explorer
+    # what the response model's predicted uplifts were worth on its held-out contacts
+    calibration = getattr(state.current.models.get("response"), "uplift_calibration_", None)
     out = []
+    logged: dict[str, dict] = {}  # per customer: each channel's eligible candidates (record)
     for i, cid in enumerate(ids):
         r, k = reason[i], rank[i]
-        keep = sorted(
-            (j for j in range(len(r)) if r[j] == 0 and k[j] <= limit),
-            key=lambda j: (channels[j], k[j]),  # by channel, then rank
-        )
+        # per channel, the eligible pairs best-scored first (rank order), then the order shown:
+        # the score order, or with exploration a random eligible pair first (serving.exploration)
+        by_channel: dict[str, list[int]] = {}
+        for j in sorted((j for j in range(len(r)) if r[j] == 0), key=lambda j: (channels[j], k[j])):
+            by_channel.setdefault(channels[j], []).append(j)
+        keep: list[tuple[int, int, float | None, bool]] = []  # (pair, rank shown, probability, explored)
+        for ch, pairs in by_channel.items():
+            choice = explorer.choose([action_ids[j] for j in pairs])
+            for shown, at in enumerate(choice.order[:limit]):
+                first = shown == 0
+                keep.append((pairs[at], shown + 1, choice.probability if first else None, choice.explored))
+            if record:
+                logged.setdefault(cid, {})[ch] = {
+                    "epsilon": choice.epsilon,
+                    "shown": choice.order[0],
+                    "candidates": [
+                        [
+                            action_ids[j],
+                            round(score[i][j], 6),
+                            propensity[i][j],
+                            None if uplift is None else _finite(uplift[i][j]),
+                            value[i][j],
+                            cost[j],
+                        ]
+                        for j in pairs
+                    ],
+                }
         block = held.get(cid)
         texts: dict[str, orjson.Fragment] = {}
         suggestions = []
-        for j in keep:
+        for j, shown_rank, chosen_with, explored in keep:
             a = actions[action_ids[j]]
             why = state.REASONS_OF_KIND.get(a.kind, "value")
             if why not in texts:
@@ -83,13 +111,18 @@ def decisions_of(
                     "title": a.title,
                     "kind": a.kind,
                     "channel": channels[j],
-                    "rank": k[j],
+                    "rank": shown_rank,
+                    "probability": chosen_with,
+                    "explored": explored and shown_rank == 1,
                     "ranked_by": ranked_by[j],
                     "score": score[i][j],
                     "expected_value": p * v,
                     "incremental_value": None if inc is None else inc * v,
                     "propensity": p,
                     "uplift": u,
+                    "uplift_interval": None
+                    if u is None or calibration is None
+                    else _interval(calibration, u),
                     "value": v,
                     "cost": cost[j],
                     "reasons": texts[why],
@@ -128,15 +161,25 @@ def decisions_of(
                         "channel": s["channel"],
                         "score": round(s["score"], 6),
                         "rank": s["rank"],
+                        **({"probability": s["probability"]} if s["rank"] == 1 else {}),
+                        **({"explored": True} if s["explored"] else {}),
                     }
                     for s in o["suggestions"]
                 ]
                 for o in out
-            }
+            },
+            logged,
         )
         for o in out:
             o["decision_id"] = decision_ids.get(o["customer_id"])
     return out
+
+
+def _interval(table: dict, uplift: float) -> list[float]:
+    """``[low, high]`` of the calibration bin of one predicted uplift (``response.interval_of``,
+    in plain Python: one value per suggestion)."""
+    at = bisect.bisect_right(table["edges"], uplift)
+    return [table["low"][at], table["high"][at]]
 
 
 def json_response(content, status_code: int = 200) -> Response:
