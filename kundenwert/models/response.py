@@ -121,6 +121,23 @@ class ResponseModel(BoostedSnapshotModel):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_frame(X)["uplift"].to_numpy()
 
+    def calibrate_uplift(self, X: pd.DataFrame, y) -> ResponseModel:
+        """Learn what a predicted uplift is worth on held-out contacts ``X``, ``y`` (the test rows
+        of the training run): ``uplift_calibration_`` (see ``uplift_calibration``), which
+        ``uplift_interval`` reads. Without measurable rows the model has no interval (None)."""
+        check_is_fitted(self, "model_")
+        self.uplift_calibration_ = uplift_calibration(y, X, self.predict_frame(X)["uplift"].to_numpy())
+        return self
+
+    def uplift_interval(self, uplift) -> tuple[np.ndarray, np.ndarray] | None:
+        """The 95% interval of the uplift observed on the held-out contacts whose predicted
+        uplift fell in the same bin as each of ``uplift`` (NaN where ``uplift`` is NaN); None when
+        the model was not calibrated or its test rows could not measure an uplift."""
+        table = getattr(self, "uplift_calibration_", None)
+        if table is None:
+            return None
+        return interval_of(table, uplift)
+
     def has_uplift(self, action_id) -> np.ndarray:
         """Whether the uplift of each action of ``action_id`` was learnt (the training rows held
         control rows for it); elsewhere uplift and the response without contact are unknown
@@ -285,6 +302,57 @@ def uplift_rows(X: pd.DataFrame, uplift) -> np.ndarray:
     action = X["action_id"].astype("str").to_numpy(dtype=object)
     both = actions_with_both_arms(action, X["treated"].to_numpy(dtype=bool))
     return np.isin(action, both) & np.isfinite(np.asarray(uplift, dtype="float64"))
+
+
+# A bin of the uplift calibration needs this many control and treated test contacts.
+MIN_ARM_ROWS = 30
+
+
+def uplift_calibration(y, X: pd.DataFrame, uplift, bins: int = 5, alpha: float = 0.05) -> dict | None:
+    """What predicted uplifts are worth on held-out contacts: the measurable rows (``uplift_rows``)
+    cut into up to ``bins`` quantile bins of the predicted uplift (fewer when a bin would hold
+    fewer than ``MIN_ARM_ROWS`` control or treated rows), and per bin the observed uplift (the
+    treated minus the control response rate) with Newcombe's ``1 - alpha`` interval.
+
+    ``edges``: the inner bin edges (a prediction below ``edges[0]`` is in bin 0); ``observed``,
+    ``low``, ``high``, ``treated``, ``control``, ``predicted`` (mean prediction): per bin. None
+    when no bin can be formed. Plain lists and floats: the model is saved with skops."""
+    from kundenwert.models.lift import diff_proportions
+
+    rows = uplift_rows(X, uplift)
+    u = np.asarray(uplift, dtype="float64")[rows]
+    t = X["treated"].to_numpy(dtype=bool)[rows]
+    r = np.asarray(y, dtype="float64")[rows]
+    for k in range(bins, 0, -1):
+        edges = np.unique(np.quantile(u, np.linspace(0, 1, k + 1)[1:-1])) if len(u) else np.zeros(0)
+        at = np.searchsorted(edges, u, side="right")
+        n1 = np.bincount(at[t], minlength=len(edges) + 1)
+        n0 = np.bincount(at[~t], minlength=len(edges) + 1)
+        if len(u) and n1.min() >= MIN_ARM_ROWS and n0.min() >= MIN_ARM_ROWS:
+            x1 = np.bincount(at[t], weights=r[t], minlength=len(edges) + 1)
+            x0 = np.bincount(at[~t], weights=r[~t], minlength=len(edges) + 1)
+            lift = diff_proportions(x1, n1, x0, n0, alpha)
+            predicted = np.bincount(at, weights=u, minlength=len(edges) + 1) / np.maximum(n1 + n0, 1)
+            return {
+                "edges": [float(e) for e in edges],
+                "observed": [float(v) for v in np.atleast_1d(lift.estimate)],
+                "low": [float(v) for v in np.atleast_1d(lift.low)],
+                "high": [float(v) for v in np.atleast_1d(lift.high)],
+                "treated": [int(v) for v in n1],
+                "control": [int(v) for v in n0],
+                "predicted": [float(v) for v in predicted],
+                "alpha": alpha,
+            }
+    return None
+
+
+def interval_of(table: dict, uplift) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of ``uplift_calibration``'s bin of each predicted ``uplift`` (NaN stays NaN)."""
+    u = np.asarray(uplift, dtype="float64")
+    at = np.searchsorted(np.asarray(table["edges"], dtype="float64"), u, side="right")
+    low, high = np.asarray(table["low"])[at], np.asarray(table["high"])[at]
+    nan = np.isnan(u)
+    return np.where(nan, np.nan, low), np.where(nan, np.nan, high)
 
 
 def measurable_qini(y, X: pd.DataFrame, uplift) -> dict[str, float | None]:

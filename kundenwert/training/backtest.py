@@ -403,6 +403,8 @@ def fit_and_backtest(name: str, data: TrainingData, progress: Progress | None = 
     model.fit(X, y)
     rate = float(y.to_numpy().mean()) if isinstance(y, pd.DataFrame) else float(y.mean())
     metrics = spec.score(model, *test)
+    if hasattr(model, "calibrate_uplift"):  # what its uplifts are worth on the held-out rows
+        model.calibrate_uplift(*test)
     described = _describe(split, len(X), rate, list(model.feature_names_in_), data.fingerprint)
     # what a later run needs to know which rows this model never trained on (promotion)
     described["split_key"] = (

@@ -493,3 +493,22 @@ def test_reload_swaps_runs_and_keeps_serving_when_it_fails(served, monkeypatch) 
         == 200
     )
     assert c.get("/health/ready").json()["score_run"] == before
+
+
+def test_every_suggestion_with_an_uplift_carries_the_interval_of_its_calibration_bin(served) -> None:
+    from kundenwert.models.response import interval_of
+
+    c, key = served["client"], {"X-API-Key": served["keys"]["sales"]}
+    model = c.app.state.serving.current.models["response"]
+    table = model.uplift_calibration_
+    assert table is not None
+    seen = 0
+    for cid in served["customers"][:150]:
+        for s in c.get(f"/v1/customers/{cid}/next-best-actions", headers=key).json()["suggestions"]:
+            if s["uplift"] is None:
+                assert s["uplift_interval"] is None
+                continue
+            low, high = interval_of(table, [s["uplift"]])
+            assert s["uplift_interval"] == [low[0], high[0]]
+            seen += 1
+    assert seen >= 20
