@@ -801,6 +801,97 @@ def _results_table(report: dict, rows: list[dict]) -> None:
         )
 
 
+@app.command("evaluate-policy")
+@friendly
+def evaluate_policy_cmd(
+    catalog_path: Annotated[
+        Path | None,
+        typer.Option("--catalog", help="The candidate catalog TOML (default: the catalog in service)."),
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Model versions whose scoring run the candidate policy ranks with, e.g. response=4 "
+            "(default: the current run)."
+        ),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Only decisions from this date on.")] = None,
+    until: Annotated[str | None, typer.Option(help="Only decisions before this date.")] = None,
+    reward: Annotated[str, typer.Option(help="response (0/1) or value (the response's value).")] = "response",
+    outcome: Annotated[
+        str, typer.Option(help="What counts as a response: converted or clicked.")
+    ] = "converted",
+    n_boot: Annotated[int, typer.Option(min=100, max=100_000, help="Bootstrap resamples.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """What would another catalog or other models have earned? Off-policy estimates (IPS,
+    self-normalised IPS, doubly robust) of the candidate policy's reward per contact on the
+    logged decisions and their reported outcomes, with 95% bootstrap intervals and effective
+    sample sizes, beside the logged policy's observed value."""
+    import json
+
+    from kundenwert.db.store import Store
+    from kundenwert.serving.catalog import load_catalog
+    from kundenwert.serving.policy_eval import evaluate_store, parse_models
+
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter(f"--format must be table or json, not {fmt!r}")
+    versions = parse_models(models)
+    catalog = load_catalog(catalog_path)
+    with err.status("evaluating"):
+        report = evaluate_store(
+            Store(),
+            catalog,
+            models=versions,
+            since=since,
+            until=until,
+            reward=reward,
+            outcome=outcome,
+            n_boot=n_boot,
+            seed=seed,
+        )
+    if fmt == "json":
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    names = {
+        "logged": "logged policy (observed)",
+        "ips": "IPS",
+        "snips": "self-normalised IPS",
+        "dr": "doubly robust",
+        "dm": "direct method (reward model only)",
+    }
+    unit = "responses" if reward == "response" else "value"
+    t = Table(
+        title=f"candidate policy: {catalog_path or 'the catalog in service'}"
+        + (f", models {models}" if models else "")
+        + f"; {unit} per contact ({outcome}), {report.slots:,} logged contacts",
+        caption="95% bootstrap intervals; vs logged: the paired difference to the logged policy",
+    )
+    for c in ("estimator", "estimate", "95% interval", "ESS", "vs logged", "warnings"):
+        t.add_column(c, justify="left" if c in ("estimator", "warnings") else "right")
+    fmt_v = (lambda v: f"{v:.4f}") if reward == "response" else (lambda v: f"{v:,.2f}")
+    for r in report.rows():
+        vs = (
+            ""
+            if r["vs_logged"] is None
+            else (f"{fmt_v(r['vs_logged'])} [{fmt_v(r['vs_logged_low'])}, {fmt_v(r['vs_logged_high'])}]")
+        )
+        t.add_row(
+            names[r["estimator"]],
+            fmt_v(r["estimate"]),
+            f"[{fmt_v(r['low'])}, {fmt_v(r['high'])}]",
+            f"{r['ess']:,.0f}",
+            vs,
+            "; ".join(r["warnings"]),
+        )
+    out.print(t)
+    for why, n in report.left_out.items():
+        out.print(f"left out: {n:,} {why}", highlight=False)
+    for w in report.evaluation.warnings:
+        out.print(f"warning: {w}", highlight=False)
+
+
 @app.command("plan")
 @friendly
 def plan_cmd(

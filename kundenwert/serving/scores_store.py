@@ -104,9 +104,23 @@ def latest_run(engine: sa.Engine) -> dict | None:
     return out
 
 
-def read_scores(engine: sa.Engine) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(scores, propensity, run record) of the current run; ``ConfigurationError`` when none."""
-    run = latest_run(engine)
+def runs(engine: sa.Engine) -> list[dict]:
+    """The records of the runs the store keeps (newest first; the first is the current one)."""
+    ensure_tables(engine, RUNS)
+    with map_exceptions("reading the scoring runs", RUNS.name), engine.connect() as conn:
+        rows = conn.execute(sa.select(RUNS).order_by(RUNS.c.scored_at.desc())).mappings().all()
+    inspector = sa.inspect(engine)
+    out = []
+    for row in rows:
+        if inspector.has_table(row["table_name"]):  # older runs' tables are dropped (KEEP)
+            out.append({**row, "models": json.loads(row["models"])})
+    return out
+
+
+def read_scores(engine: sa.Engine, run: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(scores, propensity, run record) of ``run`` (a record of ``runs``), by default the current
+    run; ``ConfigurationError`` when there is none."""
+    run = run or latest_run(engine)
     if run is None:
         raise ConfigurationError("no precomputed scores in the store: run `kundenwert score` first")
     with map_exceptions("reading the scores", run["table_name"]):
