@@ -887,15 +887,20 @@ def campaign_plan_cmd(
         if not sep or not number.strip().lstrip("-").isdigit():
             raise typer.BadParameter(f"--capacity takes CHANNEL=N (a whole number), not {item!r}")
         caps[channel.strip()] = int(number)
+    names = [c.strip() for c in channels.split(",") if c.strip()]
+    other = [c for c in caps if c not in names]
+    if other:
+        raise typer.BadParameter(
+            f"--capacity names {', '.join(other)}, which --channels does not ({', '.join(names)})"
+        )
     try:
         request = CampaignPlanRequest(
             name=name,
             objective=objective,
             category=category,
             action_id=action_id,
-            channels=[c.strip() for c in channels.split(",") if c.strip()],
+            channels={c: {"capacity": caps.get(c)} for c in names},
             budget=budget,
-            capacity=caps or None,
             control_share=control_share,
             save=save,
         )

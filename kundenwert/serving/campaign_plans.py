@@ -25,9 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    ValidationInfo,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 
@@ -53,12 +51,22 @@ _CAPACITY_VALUE = {"type": "integer", "minimum": 0, "maximum": MAX_CAPACITY}
 
 def _rules_schema() -> dict:
     """The request's rules as JSON Schema (a client generated from the document, and the
-    fuzzer, know them): a budget or a capacity; cross_sell names its category, action its
-    action_id; a capacity only for a channel of the plan."""
+    fuzzer, know them): a budget or a channel's capacity; cross_sell names its category, action
+    its action_id."""
     return {
         "anyOf": [
             {"required": ["budget"], "properties": {"budget": {"type": "number"}}},
-            {"required": ["capacity"], "properties": {"capacity": {"type": "object", "minProperties": 1}}},
+            {
+                "required": ["channels"],
+                "properties": {
+                    "channels": {
+                        "anyOf": [
+                            {"required": [channel], "properties": {channel: {"required": ["capacity"]}}}
+                            for channel in MARKETING_CHANNELS
+                        ]
+                    }
+                },
+            },
         ],
         "allOf": [
             {
@@ -75,31 +83,29 @@ def _rules_schema() -> dict:
                     "properties": {"action_id": {"type": "string", "minLength": 1}},
                 },
             },
-            *(
-                {
-                    "if": {
-                        "required": ["capacity"],
-                        "properties": {"capacity": {"type": "object", "required": [channel]}},
-                    },
-                    "then": {"properties": {"channels": {"contains": {"const": channel}}}},
-                }
-                for channel in MARKETING_CHANNELS
-            ),
         ],
     }
 
 
-Capacity = Annotated[
-    dict[Channel, Annotated[WholeNumber, Field(ge=0, le=MAX_CAPACITY)]],
-    WithJsonSchema(
-        {
-            "type": "object",
-            "properties": {channel: _CAPACITY_VALUE for channel in MARKETING_CHANNELS},
-            "additionalProperties": False,
-        }
-    ),
-]
-"""Contacts per channel: whole numbers >= 0, for channels of the plan only."""
+Contacts = Annotated[WholeNumber, Field(ge=0, le=MAX_CAPACITY), WithJsonSchema(_CAPACITY_VALUE)]
+
+
+def _capacity_not_null(schema: dict) -> None:
+    """A capacity is left out, never null (so that "a channel with a capacity" is a JSON Schema
+    rule: the key is there)."""
+    field = schema["properties"]["capacity"]
+    schema["properties"]["capacity"] = {**_CAPACITY_VALUE, "description": field.get("description", "")}
+
+
+class ChannelLimits(BaseModel):
+    """What a channel of the plan may take."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_capacity_not_null)
+    capacity: Contacts | None = Field(
+        None,
+        description="the most contacts on the channel, e.g. 500 (a call centre's week); left out: "
+        "the budget (and the service's maximum list size) limits it",
+    )
 
 
 class CampaignPlanRequest(BaseModel):
@@ -110,9 +116,8 @@ class CampaignPlanRequest(BaseModel):
                 {
                     "name": "November retention",
                     "objective": "churn_prevention",
-                    "channels": ["email", "phone"],
+                    "channels": {"email": {}, "phone": {"capacity": 500}},
                     "budget": 5000,
-                    "capacity": {"phone": 500},
                     "control_share": 0.1,
                 }
             ],
@@ -124,20 +129,15 @@ class CampaignPlanRequest(BaseModel):
     objective: ObjectiveName = Field(description="an ActionKind's objective, or action (one action by id)")
     category: Id | None = Field(None, description="cross_sell: the category")
     action_id: Id | None = Field(None, description="action: the catalog action")
-    channels: list[Channel] = Field(
+    channels: dict[Channel, ChannelLimits] = Field(
         min_length=1,
         max_length=len(MARKETING_CHANNELS),
-        description="the channels the plan may use (each at most once)",
-        json_schema_extra={"uniqueItems": True},
+        description='the channels the plan may use, each with its limits: {"email": {}, "phone": '
+        '{"capacity": 500}}',
     )
     filters: Filters = Filters()
     budget: bounded(float, gt=0) | None = Field(  # type: ignore[valid-type]
         None, description="money for the whole plan: the sum of the chosen contacts' channel costs"
-    )
-    capacity: Capacity | None = Field(
-        None,
-        description='the most contacts per channel, e.g. {"phone": 500} (a call centre\'s week); a '
-        "channel not named is limited by the budget only (and the service's maximum list size)",
     )
     control_share: bounded(float, ge=0, lt=1) = Field(  # type: ignore[valid-type]
         0.1, description="saved: the share of each channel's list held out as its control group"
@@ -146,31 +146,15 @@ class CampaignPlanRequest(BaseModel):
         False, description="store the plan as one target list per channel (each with its control group)"
     )
 
-    @field_validator("channels")
-    @classmethod
-    def _once_each(cls, channels: list[str]) -> list[str]:
-        twice = sorted({c for c in channels if channels.count(c) > 1})
-        if twice:
-            raise ValueError(f"each channel at most once; named more than once: {', '.join(twice)}")
-        return channels
-
-    @field_validator("capacity")
-    @classmethod
-    def _of_the_plan(cls, capacity: dict[str, int] | None, info: ValidationInfo) -> dict[str, int] | None:
-        channels = info.data.get("channels")
-        if capacity and channels is not None:
-            other = [c for c in capacity if c not in channels]
-            if other:
-                raise ValueError(
-                    f"a capacity for {', '.join(other)}, which is not among the plan's channels "
-                    f"({', '.join(channels)}); add it to channels or leave its capacity out"
-                )
-        return capacity
+    @property
+    def capacity(self) -> dict[str, int]:
+        """The capacities given, by channel."""
+        return {ch: lim.capacity for ch, lim in self.channels.items() if lim.capacity is not None}
 
     @model_validator(mode="after")
     def _complete(self) -> CampaignPlanRequest:
         if self.budget is None and not self.capacity:
-            raise ValueError("give a budget, a capacity (contacts per channel) or both: a plan needs a limit")
+            raise ValueError("give a budget, a channel's capacity (contacts) or both: a plan needs a limit")
         by_category = self.objective != "action" and action_kind(OBJECTIVE_KINDS[self.objective]).by_category
         if by_category and not self.category:
             raise ValueError(f"a {self.objective} plan needs its category")
@@ -288,7 +272,7 @@ def plan_campaign(
     pool = _filtered(scores, request.filters)
     # the funnel's pairs are the catalog's: an action comes only on the channels it has
     ok = kept_candidates(pool, decide, list(request.channels), action_ids)
-    asked: dict[str, int] = dict(request.capacity or {})
+    asked = request.capacity
     capacity: dict[str, int] = {}
     by_max: set[str] = set()
     for channel in request.channels:

@@ -33,7 +33,7 @@ ENDPOINTS = {
         "POST",
         201,
         {"marketing"},
-        lambda x: {"objective": "win_back", "channels": ["email"], "budget": 1.0},
+        lambda x: {"objective": "win_back", "channels": {"email": {}}, "budget": 1.0},
     ),
     "/v1/analytics/affinity-by-age-group": ("GET", 200, {"marketing", "data_science"}, None),
     "/v1/analytics/sales-by-age-group": ("GET", 200, {"marketing", "data_science"}, None),

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from kundenwert.cli import app
 
 PROBLEM = "application/problem+json"
-PLAN = {"objective": "churn_prevention", "channels": ["email", "phone"], "control_share": 0.0}
+PLAN = {"objective": "churn_prevention", "channels": {"email": {}, "phone": {}}, "control_share": 0.0}
 BUDGET = 1.0  # 20 e-mails: fewer than the world's candidates (about 90), so the budget binds
 
 
@@ -21,8 +21,10 @@ def _post(served, body: dict, path: str = "/v1/campaign-plans"):
     return served["client"].post(path, headers={"X-API-Key": served["keys"]["marketing"]}, json=body)
 
 
-def _plan(served, **change) -> dict:
-    r = _post(served, {**PLAN, **change})
+def _plan(served, capacity: dict | None = None, **change) -> dict:
+    """The plan of ``PLAN`` with ``change`` and ``capacity`` (channel: contacts)."""
+    channels = {c: {"capacity": capacity[c]} if c in (capacity or {}) else {} for c in PLAN["channels"]}
+    r = _post(served, {**PLAN, "channels": channels, **change})
     assert r.status_code == 201, r.text[:500]
     return r.json()
 
@@ -148,17 +150,16 @@ def test_an_optimal_target_list_is_never_below_the_ranked_one(served) -> None:
 @pytest.mark.parametrize(
     ("change", "location", "words"),
     [
-        ({"capacity": {"phone": -1}}, ["body", "capacity", "phone"], "greater than or equal to 0"),
-        ({"capacity": {"fax": 5}}, ["body", "capacity", "fax", "[key]"], "unknown channel"),
         (
-            {"channels": ["email"], "capacity": {"phone": 5}},
-            ["body", "capacity"],
-            "not among the plan's channels",
+            {"channels": {"phone": {"capacity": -1}}, "budget": 5},
+            ["body", "channels", "phone", "capacity"],
+            "greater than or equal to 0",
         ),
-        ({}, ["body"], "give a budget, a capacity"),
+        ({"channels": {"fax": {"capacity": 5}}}, ["body", "channels", "fax", "[key]"], "unknown channel"),
+        ({}, ["body"], "give a budget, a channel's capacity"),
         ({"budget": -5}, ["body", "budget"], "greater than 0"),
-        ({"channels": ["email", "email"], "budget": 5}, ["body", "channels"], "at most once"),
-        ({"channels": ["fax"], "budget": 5}, ["body", "channels", 0], "unknown channel"),
+        ({"channels": {}, "budget": 5}, ["body", "channels"], "at least 1"),
+        ({"channels": ["email", "phone"], "budget": 5}, ["body", "channels"], "valid dictionary"),
         ({"budget": 5, "save": "yes"}, ["body", "save"], "valid boolean"),
     ],
 )
@@ -176,7 +177,7 @@ def test_a_bad_selection_and_an_unservable_plan_are_refused(served) -> None:
         "/v1/target-lists",
     )
     assert r.status_code == 422 and r.json()["errors"][0]["location"] == ["body", "selection"]
-    r = _post(served, {"objective": "win_back", "channels": ["email", "phone"], "budget": 5})
+    r = _post(served, {"objective": "win_back", "channels": {"email": {}, "phone": {}}, "budget": 5})
     assert r.status_code == 409 and "no catalog action serves win_back on phone" in r.text
     r = served["client"].post(
         "/v1/campaign-plans", headers={"X-API-Key": served["keys"]["sales"]}, json={**PLAN, "budget": 5}
@@ -196,18 +197,23 @@ def test_the_plan_route_is_in_the_document_with_its_statuses_and_rules(served) -
     assert answer == {"$ref": "#/components/schemas/CampaignPlan"}
     schemas = doc["components"]["schemas"]
     request = schemas["CampaignPlanRequest"]
-    capacity = request["properties"]["capacity"]["anyOf"][0]
-    assert capacity["additionalProperties"] is False
-    assert capacity["properties"]["phone"] == {"type": "integer", "minimum": 0, "maximum": 1_000_000}
-    assert request["properties"]["channels"]["uniqueItems"] is True
+    channels = request["properties"]["channels"]
+    assert channels["propertyNames"] == {"enum": ["email", "sms", "phone", "mail"]}
+    assert channels["minProperties"] == 1
+    limits = schemas["ChannelLimits"]
+    assert limits["additionalProperties"] is False
+    capacity = limits["properties"]["capacity"]
+    assert {k: capacity[k] for k in ("type", "minimum", "maximum")} == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 1_000_000,
+    }
+    # the rule "a budget or a channel's capacity" is in the document, not only in the service
     assert {"required": ["budget"], "properties": {"budget": {"type": "number"}}} in request["anyOf"]
-    assert {
-        "if": {
-            "required": ["capacity"],
-            "properties": {"capacity": {"type": "object", "required": ["phone"]}},
-        },
-        "then": {"properties": {"channels": {"contains": {"const": "phone"}}}},
-    } in request["allOf"]
+    [by_capacity] = [r for r in request["anyOf"] if "channels" in r["properties"]]
+    assert {"required": ["phone"], "properties": {"phone": {"required": ["capacity"]}}} in by_capacity[
+        "properties"
+    ]["channels"]["anyOf"]
     for field in ("capacity_shadow_price", "capacity_gain", "expected_incremental_value", "contacts"):
         assert field in schemas["ChannelPlan"]["properties"]
     assert schemas["TargetListRequest"]["properties"]["selection"]["enum"] == ["ranked", "optimal"]
@@ -227,7 +233,9 @@ def test_the_cli_plans_and_saves(served) -> None:
     run = CliRunner().invoke(app, [*args, "--budget", "1", "--capacity", "phone=3", "--save"], env=env)
     assert run.exit_code == 0, run.output
     assert "greedy reference" in run.output and "one more unit is worth" in run.output
-    bad = CliRunner().invoke(app, [*args, "--budget", "1", "--capacity", "fax=3"], env=env)
-    assert bad.exit_code == 2 and "capacity" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--budget", "1", "--capacity", "sms=3"], env=env)
+    assert bad.exit_code == 2 and "--capacity names sms" in " ".join(bad.output.split())
+    bad = CliRunner().invoke(app, [*args.copy()[:-1], "email,fax", "--budget", "1"], env=env)
+    assert bad.exit_code == 2 and "unknown channel 'fax'" in " ".join(bad.output.split())
     bad = CliRunner().invoke(app, [*args, "--capacity", "phone"], env=env)
     assert bad.exit_code == 2 and "CHANNEL=N" in bad.output

@@ -161,8 +161,10 @@ def test_a_size_only_optimal_list_is_the_ranked_list_and_prices_the_next_member(
     assert o["capacity_shadow_price"] >= o["capacity_gain"] - 1e-9
 
 
-def _plan(decide, scores, **request):
-    body = {"objective": "churn_prevention", "channels": ["email", "phone"], "control_share": 0.0, **request}
+def _plan(decide, scores, channels=("email", "phone"), capacity=None, **request):
+    """The plan of ``request`` on ``channels`` with ``capacity`` (channel: contacts)."""
+    limits = {c: {"capacity": capacity[c]} if c in (capacity or {}) else {} for c in channels}
+    body = {"objective": "churn_prevention", "channels": limits, "control_share": 0.0, **request}
     return plan_campaign(CampaignPlanRequest(**body), CATALOG, decide, scores)
 
 
@@ -241,19 +243,29 @@ def test_a_plan_beats_greedy_across_channels_and_prices_its_limits() -> None:
 @pytest.mark.parametrize(
     ("change", "location", "words"),
     [
-        ({"capacity": {"phone": -1}}, ["capacity", "phone"], "greater than or equal to 0"),
-        ({"capacity": {"fax": 5}}, ["capacity", "fax", "[key]"], "unknown channel"),
-        ({"channels": ["email"], "capacity": {"phone": 5}}, ["capacity"], "not among the plan's channels"),
-        ({"budget": None}, [], "give a budget, a capacity"),
-        ({"budget": None, "capacity": {}}, [], "give a budget, a capacity"),
+        (
+            {"channels": {"phone": {"capacity": -1}}},
+            ["channels", "phone", "capacity"],
+            "greater than or equal to 0",
+        ),
+        ({"channels": {"phone": {"capacity": 2.5}}}, ["channels", "phone", "capacity"], "valid integer"),
+        ({"channels": {"fax": {"capacity": 5}}}, ["channels", "fax", "[key]"], "unknown channel"),
+        ({"channels": {"phone": {"size": 5}}}, ["channels", "phone", "size"], "Extra inputs"),
+        ({"budget": None}, [], "give a budget, a channel's capacity"),
+        ({"budget": None, "channels": {"email": {}, "phone": {}}}, [], "give a budget, a channel's capacity"),
         ({"budget": 0}, ["budget"], "greater than 0"),
-        ({"channels": ["email", "email"]}, ["channels"], "at most once"),
-        ({"channels": []}, ["channels"], "at least 1"),
+        ({"channels": {}}, ["channels"], "at least 1"),
+        ({"channels": ["email"]}, ["channels"], "valid dictionary"),
         ({"objective": "cross_sell"}, [], "needs its category"),
     ],
 )
 def test_a_bad_plan_request_names_its_field(change, location, words) -> None:
-    body = {"objective": "churn_prevention", "channels": ["email", "phone"], "budget": 100.0, **change}
+    body = {
+        "objective": "churn_prevention",
+        "channels": {"email": {}, "phone": {}},
+        "budget": 100.0,
+        **change,
+    }
     with pytest.raises(ValidationError) as caught:
         CampaignPlanRequest(**body)
     [error] = caught.value.errors()

@@ -97,8 +97,9 @@ def create_campaign_plan(
     who: Annotated[Caller, Depends(allow("marketing"))],
 ) -> dict:
     """Plan a campaign across channels: the set of (customer, action, channel) with the largest
-    total score for the objective under a money ``budget`` and a ``capacity`` per channel
-    (contacts), at most one action per customer, after consent, eligibility and contact policy.
+    total score for the objective under a money ``budget`` and a ``capacity`` (contacts) per
+    channel, ``{"email": {}, "phone": {"capacity": 500}}``, at most one action per customer, after
+    consent, eligibility and contact policy.
     The score is the incremental value x lever - cost where the action is ranked by uplift, else
     the expected value x lever - cost. Solved as an assignment problem (an exact MILP up to
     20,000 options, else the LP rounded with its bound: ``method``, ``optimal``, ``gap``).
