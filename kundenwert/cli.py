@@ -922,6 +922,167 @@ def plan_cmd(
         out.print(f"{k.replace('_', ' ')}: {shown}", highlight=False)
 
 
+@app.command("campaign-plan")
+@friendly
+def campaign_plan_cmd(
+    objective: Annotated[
+        str, typer.Option(help="The objective, as for a target list (e.g. churn_prevention).")
+    ],
+    channels: Annotated[
+        str, typer.Option(help="The channels the plan may use, comma-separated: email,phone.")
+    ],
+    budget: Annotated[float | None, typer.Option(help="Money for the whole plan (channel costs).")] = None,
+    capacity: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Most contacts of a channel, CHANNEL=N (repeat: --capacity phone=500 --capacity sms=2000)."
+        ),
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="cross_sell: the category.")] = None,
+    action_id: Annotated[
+        str | None, typer.Option("--action", help="objective action: the catalog action.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="The plan's name (its lists are named after it).")] = "",
+    control_share: Annotated[
+        float, typer.Option(help="--save: share of each list held out as control.")
+    ] = 0.1,
+    save: Annotated[
+        bool, typer.Option("--save", help="Store one target list per channel, each with its control group.")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    actions: Annotated[
+        Path | None,
+        typer.Option(help="Action catalog TOML (default: KUNDENWERT_ACTIONS, else the packaged catalog)."),
+    ] = None,
+) -> None:
+    """Plan a campaign across channels: the best contacts for an objective under a money budget
+    and a capacity per channel, at most one action per customer (an optimisation, not customer by
+    customer), with the shadow prices of the budget and of each capacity and the greedy reference
+    beside it. The same plan as POST /v1/campaign-plans, from the current scoring run."""
+    import json
+
+    from pydantic import ValidationError
+
+    from kundenwert.db.store import Store
+    from kundenwert.serving.campaign_plans import CampaignPlanRequest, plan_campaign
+    from kundenwert.serving.catalog import load_catalog
+    from kundenwert.serving.state import ServingState
+    from kundenwert.serving.target_lists import save_target_lists
+    from kundenwert.settings import get_settings
+
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter(f"--format must be table or json, not {fmt!r}")
+    caps: dict[str, int] = {}
+    for item in capacity or []:
+        channel, sep, number = item.partition("=")
+        if not sep or not number.strip().lstrip("-").isdigit():
+            raise typer.BadParameter(f"--capacity takes CHANNEL=N (a whole number), not {item!r}")
+        caps[channel.strip()] = int(number)
+    names = [c.strip() for c in channels.split(",") if c.strip()]
+    other = [c for c in caps if c not in names]
+    if other:
+        raise typer.BadParameter(
+            f"--capacity names {', '.join(other)}, which --channels does not ({', '.join(names)})"
+        )
+    try:
+        request = CampaignPlanRequest(
+            name=name,
+            objective=objective,
+            category=category,
+            action_id=action_id,
+            channels={c: {"capacity": caps.get(c)} for c in names},
+            budget=budget,
+            control_share=control_share,
+            save=save,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'plan'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise typer.BadParameter(problems) from None
+    store = Store()
+    state = ServingState(store, load_catalog(actions))
+    try:
+        plan, lists = plan_campaign(
+            request,
+            state.catalog,
+            state.decide,
+            state.held_scores(),
+            state.current.unavailable,
+            max_size=get_settings().max_target_list,
+        )
+        if save:
+            plan["created_at"] = save_target_lists(store.engine, lists, detail={"plan_id": plan["plan_id"]})
+            plan["saved"] = True
+    finally:
+        state.close()
+    if fmt == "json":
+        out.print_json(json.dumps(plan))
+        return
+    _plan_table(plan)
+
+
+def _plan_table(plan: dict) -> None:
+    def num(x: float | None, digits: int = 2) -> str:
+        return "-" if x is None else f"{x:,.{digits}f}"
+
+    t = Table(title=f"campaign plan {plan['plan_id']} ({plan['objective']})")
+    for c in (
+        "channel",
+        "contacts",
+        "cost",
+        "incr. responders",
+        "incr. value",
+        "objective",
+        "capacity",
+        "shadow price",
+        "list",
+    ):
+        t.add_column(c, justify="left" if c in ("channel", "list") else "right")
+    for channel, p in plan["channels"].items():
+        t.add_row(
+            channel,
+            f"{p['contacts']:,}",
+            num(p["cost"]),
+            num(p["expected_incremental_responders"], 1),
+            num(p["expected_incremental_value"]),
+            num(p["objective_value"]),
+            "-"
+            if p["capacity"] is None
+            else f"{p['capacity']:,}" + (" (max)" if p["capped_by_max_size"] else ""),
+            num(p["capacity_shadow_price"], 4),
+            p.get("list_id") or "-",
+        )
+    t.add_row(
+        "total",
+        f"{plan['contacts']:,}",
+        num(plan["cost"]),
+        num(plan["expected_incremental_responders"], 1),
+        num(plan["expected_incremental_value"]),
+        num(plan["objective_value"]),
+        "",
+        "",
+        "",
+    )
+    out.print(t)
+    b, g = plan["budget"], plan["greedy"]
+    if b is not None:
+        out.print(
+            f"budget {num(b['limit'])}: {num(b['used'])} used; one more unit is worth "
+            f"{num(b['shadow_price'], 4)} (LP re-solved: {num(b['gain'], 4)})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(
+        f"greedy reference: {g['contacts']:,} contacts, objective {num(g['objective_value'])} "
+        f"(the plan {num(plan['objective_value'] - g['objective_value'])} more); {plan['method']}, "
+        f"{'optimal' if plan['optimal'] else 'gap ' + num(plan['gap'])}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command("sales")
 @friendly
 def sales_cmd(

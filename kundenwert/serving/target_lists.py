@@ -2,10 +2,15 @@
 best customers for it (after consent, eligibility and contact policy, like every suggestion) and
 a control group, stored under the list's id.
 
-The candidates are the customers the arbitration keeps for the objective's actions on the channel
-(one action per customer: their best); the list takes them by score until the size or the
-budget (the channel costs) is used up; then a stable draw by list id holds ``control_share`` of
-them out as the control group (kept in the list, marked ``control``, never to be contacted).
+The candidates are the customers the arbitration keeps for the objective's actions on the channel.
+``selection="ranked"`` (the default): one action per customer (their best), taken by score until
+the size or the budget (the channel costs) is used up. ``selection="optimal"``: the set of
+(customer, action) with the largest total score under the budget and the size (the channel's
+capacity), at most one action per customer, solved as an assignment problem
+(``kundenwert.models.assign``: exact MILP for small problems, the LP with a bound beyond); the
+summary's ``optimisation`` block gives the solver's answer and the shadow prices of the budget
+and of the size. Either way a stable draw by list id then holds ``control_share`` of the members
+out as the control group (kept in the list, marked ``control``, never to be contacted).
 """
 
 from __future__ import annotations
@@ -118,6 +123,13 @@ class TargetListRequest(BaseModel):
         description="plan for detecting this absolute lift of the response rate (0.01: one point): "
         "the answer's planning gives the list size and the control share it needs",
     )
+    selection: Literal["ranked", "optimal"] = Field(
+        "ranked",
+        description="ranked: each customer's best action, customers by score until the size or "
+        "the budget is used up; optimal: the (customer, action) set with the largest total score "
+        "under the budget and the size, at most one action per customer (an assignment problem; "
+        "the summary's optimisation block gives its shadow prices)",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> TargetListRequest:
@@ -134,31 +146,44 @@ class TargetListRequest(BaseModel):
 def actions_for(request: TargetListRequest, catalog, unavailable: dict[str, str] | None = None) -> list[str]:
     """The catalog actions that serve the request's objective on its channel (and that the
     scoring run can serve: none of ``unavailable``, ``Catalog.unavailable``)."""
-    if request.objective == "action":
-        if request.action_id not in catalog.ids:
-            raise UnservableRequest(
-                f"unknown action {request.action_id!r}; actions are: {', '.join(catalog.ids)}"
-            )
-        chosen = [catalog.action(request.action_id)]
+    return serving_actions(
+        catalog, request.objective, request.category, request.action_id, request.channel, unavailable
+    )
+
+
+def serving_actions(
+    catalog,
+    objective: str,
+    category: str | None,
+    action_id: str | None,
+    channel: str,
+    unavailable: dict[str, str] | None = None,
+) -> list[str]:
+    """The catalog actions that serve ``objective`` (of ``category``; ``action``: ``action_id``)
+    on ``channel`` and that the scoring run can serve; ``UnservableRequest`` (409) when none."""
+    if objective == "action":
+        if action_id not in catalog.ids:
+            raise UnservableRequest(f"unknown action {action_id!r}; actions are: {', '.join(catalog.ids)}")
+        chosen = [catalog.action(action_id)]
     else:
-        kind = action_kind(OBJECTIVE_KINDS[request.objective])
+        kind = action_kind(OBJECTIVE_KINDS[objective])
         chosen = [
             a
             for a in catalog.actions
-            if a.kind == kind.name and (not kind.by_category or a.category == request.category)
+            if a.kind == kind.name and (not kind.by_category or a.category == category)
         ]
-    chosen = [a for a in chosen if request.channel in a.channels]
+    chosen = [a for a in chosen if channel in a.channels]
     if not chosen:
         raise UnservableRequest(
-            f"no catalog action serves {request.objective}"
-            + (f" of {request.category}" if request.category else "")
-            + f" on {request.channel}"
+            f"no catalog action serves {objective}"
+            + (f" of {category}" if category else "")
+            + f" on {channel}"
         )
     unavailable = unavailable or {}
     servable = [a for a in chosen if a.id not in unavailable]
     if not servable:
         raise UnservableRequest(
-            f"no catalog action for {request.objective} on {request.channel} can be served by the "
+            f"no catalog action for {objective} on {channel} can be served by the "
             "current scoring run: " + "; ".join(f"{a.id} {unavailable[a.id]}" for a in chosen)
         )
     return [a.id for a in servable]
@@ -188,6 +213,120 @@ def _filtered(scores: pd.DataFrame, f: Filters) -> pd.DataFrame:
     return scores[keep]
 
 
+CANDIDATE_COLUMNS = [
+    "customer_id",
+    "action_id",
+    "channel",
+    "score",
+    "propensity",
+    "expected_value",
+    "cost",
+    "uplift",
+    "ranked_by",
+    "incremental_value",
+]
+
+
+def kept_candidates(pool: pd.DataFrame, decide, channels: list[str], action_ids: list[str]) -> pd.DataFrame:
+    """The (customer, action, channel) rows of ``pool``'s customers that the arbitration keeps
+    now for ``action_ids`` on ``channels`` (``Decisions.frame()`` rows). The action's own control
+    group is the list's business: both kinds of candidates count."""
+    if not len(pool):
+        return pd.DataFrame(columns=CANDIDATE_COLUMNS)
+    ids = [str(i) for i in pool.index]
+    cand = decide(ids, channels=channels, actions=action_ids).frame()
+    return cand[cand["reason"].isin(["", "control_group"])]
+
+
+def _ranked(
+    ok: pd.DataFrame, size: int | None, budget: float | None, max_size: int | None
+) -> tuple[pd.DataFrame, bool]:
+    """Each customer's best action, customers by score, cut to ``size`` and to the first that
+    the ``budget`` (cumulative cost) no longer covers, then to ``max_size``; and whether that
+    last cut took any."""
+    best = ok.sort_values("score", ascending=False, kind="stable").drop_duplicates("customer_id")
+    if size is not None:
+        best = best.head(size)
+    if budget is not None:
+        spent = best["cost"].astype(float).cumsum().to_numpy()
+        best = best[np.round(spent, 9) <= budget]  # 40 x 0.05 is 2.0000000000000004
+    cut = max_size is not None and len(best) > max_size
+    return (best.head(max_size) if cut else best), cut
+
+
+def assignment_problem(ok: pd.DataFrame) -> pd.DataFrame:
+    """``kept_candidates`` rows as ``assign``'s candidates: the objective is the score (the
+    incremental value x lever - cost where the action is ranked by uplift, else the expected
+    value x lever - cost: what the ranked list sorts by)."""
+    return pd.DataFrame(
+        {
+            "customer": ok["customer_id"].to_numpy(dtype=object),
+            "value": ok["score"].to_numpy(dtype="float64"),
+            "cost": ok["cost"].to_numpy(dtype="float64"),
+            "channel": ok["channel"].to_numpy(dtype=object),
+        }
+    )
+
+
+def finite(x: float | None) -> float | None:
+    """``x`` as a JSON number, or None when it is missing or not finite (NaN is not JSON)."""
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def incremental(rows: pd.DataFrame) -> tuple[float | None, float | None]:
+    """(expected incremental responders, expected incremental value) of ``rows``: the sums of
+    ``uplift`` and ``incremental_value``; None unless the model learnt the uplift of every row."""
+    up = rows["uplift"].to_numpy(dtype="float64") if "uplift" in rows else np.zeros(0)
+    inc = rows["incremental_value"].to_numpy(dtype="float64") if len(rows) else np.zeros(0)
+    learnt = bool(len(up)) and bool(np.isfinite(up).all() and np.isfinite(inc).all())
+    return (float(up.sum()), float(inc.sum())) if learnt else (None, None)
+
+
+def _optimal(
+    ok: pd.DataFrame, request: TargetListRequest, max_size: int | None
+) -> tuple[pd.DataFrame, bool, dict]:
+    """The members of an optimal list (best first), whether the service's maximum cut it, and
+    the summary's ``optimisation`` block. The size is the channel's capacity (the maximum when
+    none is given or it is larger)."""
+    from kundenwert.models.assign import assign
+
+    capacity = request.size
+    by_max = max_size is not None and (capacity is None or capacity > max_size)
+    if by_max:
+        capacity = max_size
+    a = assign(
+        assignment_problem(ok),
+        budget=request.budget,
+        capacity={request.channel: capacity} if capacity is not None else None,
+    )
+    best = ok.iloc[a.rows].sort_values("score", ascending=False, kind="stable")
+    contacts = int(len(best))
+    responders, value = incremental(best)
+    ranked, _ = _ranked(ok, request.size, request.budget, max_size)
+    block = {
+        "method": a.method,
+        "optimal": bool(a.optimal),
+        "status": a.status,
+        "objective_value": float(a.value),
+        "ranked_objective_value": float(ranked["score"].astype(float).sum()),
+        "lp_bound": finite(a.lp_bound),
+        "gap": finite(a.gap),
+        "expected_incremental_responders": responders,
+        "expected_incremental_value": value,
+        "cost": float(a.cost),
+        "budget": request.budget,
+        "budget_shadow_price": finite(a.budget_price),
+        "budget_gain": finite(a.budget_gain),
+        "capacity": capacity,
+        "contacts": contacts,
+        "capacity_shadow_price": finite(a.capacity_prices.get(request.channel))
+        if capacity is not None
+        else None,
+        "capacity_gain": finite(a.capacity_gains.get(request.channel)) if capacity is not None else None,
+    }
+    return best, bool(by_max and capacity is not None and contacts >= capacity), block
+
+
 def build_target_list(
     request: TargetListRequest,
     catalog,
@@ -201,40 +340,44 @@ def build_target_list(
     scoring run cannot serve (left out, and named in the summary). ``max_size``: the most
     members a list may have (``KUNDENWERT_MAX_TARGET_LIST``); a larger size, or a budget that
     would buy more, is cut to it and ``summary["cut_to_max_size"]`` says so (a cut, not a
-    refusal: how many a budget buys is only known once the list is built)."""
+    refusal: how many a budget buys is only known once the list is built). An optimal list
+    (``selection="optimal"``) takes the maximum as its capacity when it has no smaller size."""
     action_ids = actions_for(request, catalog, unavailable)
     pool = _filtered(scores, request.filters)
     list_id = uuid.uuid4().hex
-    if len(pool):
-        ids = [str(i) for i in pool.index]
-        cand = decide(ids, channels=[request.channel], actions=action_ids).frame()
-        # the action's own control group is the list's business: both kinds of candidates count
-        ok = cand[cand["reason"].isin(["", "control_group"])]
-        best = ok.sort_values("score", ascending=False, kind="stable").drop_duplicates("customer_id")
+    ok = kept_candidates(pool, decide, [request.channel], action_ids)
+    optimisation = None
+    if request.selection == "optimal":
+        best, cut, optimisation = _optimal(ok, request, max_size)
     else:
-        best = pd.DataFrame(
-            columns=[
-                "customer_id",
-                "action_id",
-                "score",
-                "propensity",
-                "expected_value",
-                "cost",
-                "uplift",
-                "ranked_by",
-                "incremental_value",
-            ]
-        )
-    if request.size is not None:
-        best = best.head(request.size)
-    if request.budget is not None:
-        spent = best["cost"].astype(float).cumsum().to_numpy()
-        best = best[np.round(spent, 9) <= request.budget]  # 40 x 0.05 is 2.0000000000000004
-    cut = max_size is not None and len(best) > max_size
+        best, cut = _ranked(ok, request.size, request.budget, max_size)
+    members, summary = list_of(
+        best,
+        list_id,
+        request.control_share,
+        request.detect_lift,
+        candidates=int(len(pool)),
+        actions=action_ids,
+    )
+    left_out = {a: why for a, why in (unavailable or {}).items() if a in actions_for(request, catalog)}
+    if left_out:  # only when the run lacks models: a run with every model keeps the summary as it was
+        summary["unavailable_actions"] = left_out
     if cut:
-        best = best.head(max_size)
+        summary["cut_to_max_size"] = max_size
+    if optimisation is not None:
+        summary["optimisation"] = optimisation
+    return list_id, summary, members
+
+
+def list_of(
+    best: pd.DataFrame, list_id: str, control_share: float, detect_lift: float | None = None, **about
+) -> tuple[pd.DataFrame, dict]:
+    """The members (``best`` in its order, one row per customer; ``control_share`` of them held
+    out by a stable draw on the list id) and the summary: counts, cost and expectations of the
+    targeted members, then ``about`` (the candidates, the actions), the incremental
+    expectations, what each action is ranked by and the planning."""
     ids = best["customer_id"].to_numpy(dtype=object)
-    control = in_control_group(ids, f"list-{list_id}", request.control_share, "")
+    control = in_control_group(ids, f"list-{list_id}", control_share, "")
     members = pd.DataFrame(
         {
             "position": np.arange(1, len(best) + 1),
@@ -249,15 +392,15 @@ def build_target_list(
         }
     )
     targeted = members[members["group"] == "target"]
-    summary = {
+    n_control = int((members["group"] == "control").sum())
+    summary: dict = {
         "customers": int(len(members)),
         "targeted": int(len(targeted)),
-        "control": int((members["group"] == "control").sum()),
+        "control": n_control,
         "expected_responders": float(targeted["propensity"].sum()),
         "expected_value": float(targeted["expected_value"].sum()),
         "cost": float(targeted["cost"].sum()),
-        "candidates": int(len(pool)),
-        "actions": action_ids,
+        **about,
     }
     # what the list adds over not contacting it, where the model learnt the uplift of its actions
     inc = best["incremental_value"].to_numpy(dtype="float64")[~control] if len(best) else np.zeros(0)
@@ -270,13 +413,8 @@ def build_target_list(
         if len(best)
         else {}
     )
-    summary["planning"] = _planning(targeted, int((members["group"] == "control").sum()), request.detect_lift)
-    left_out = {a: why for a, why in (unavailable or {}).items() if a in actions_for(request, catalog)}
-    if left_out:  # only when the run lacks models: a run with every model keeps the summary as it was
-        summary["unavailable_actions"] = left_out
-    if cut:
-        summary["cut_to_max_size"] = max_size
-    return list_id, summary, members
+    summary["planning"] = _planning(targeted, n_control, detect_lift)
+    return members, summary
 
 
 def _planning(targeted: pd.DataFrame, control: int, lift: float | None) -> dict | None:
@@ -306,38 +444,51 @@ def save_target_list(
 ) -> str:
     """Store the list and its members, and its audit row (``who``: the caller; default the
     command line), in one transaction."""
+    return save_target_lists(engine, [(list_id, request, summary, members)], who)
+
+
+def save_target_lists(
+    engine: sa.Engine,
+    lists: list[tuple[str, TargetListRequest, dict, pd.DataFrame]],
+    who=None,
+    detail: dict | None = None,
+) -> str:
+    """Store several lists (list id, request, summary, members), each with its audit row
+    (``detail`` added to each row's detail), in one transaction: all of them or none."""
     ensure_tables(engine, LISTS, MEMBERS, audit.AUDIT)
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    # the list, its members and its audit row together, or nothing
+    actor = who if who is not None else audit.cli_actor()
+    # the lists, their members and their audit rows together, or nothing
     with map_exceptions("saving the target list", MEMBERS.name), engine.begin() as conn:
-        audit.record(
-            conn,
-            who if who is not None else audit.cli_actor(),
-            "target_list.create",
-            "target_list",
-            list_id,
-            rows=len(members),
-            detail={"objective": request.objective, "channel": request.channel},
-        )
-        conn.execute(
-            LISTS.insert().values(
-                list_id=list_id,
-                created_at=created,
-                request=request.model_dump_json(),
-                summary=json.dumps(summary),
+        for list_id, request, summary, members in lists:
+            audit.record(
+                conn,
+                actor,
+                "target_list.create",
+                "target_list",
+                list_id,
+                rows=len(members),
+                detail={"objective": request.objective, "channel": request.channel, **(detail or {})},
             )
-        )
-        if len(members):
-            rows = members.assign(list_id=list_id)
-            backend_for(conn).bulk_write(conn, MEMBERS, rows, list(rows.columns))
-            # a member erased while the list was built is not stored (the export counts them erased)
-            customers = TABLE_DEFS["customers"]
             conn.execute(
-                MEMBERS.delete().where(
-                    MEMBERS.c.list_id == list_id,
-                    ~sa.exists().where(customers.c.customer_id == MEMBERS.c.customer_id),
+                LISTS.insert().values(
+                    list_id=list_id,
+                    created_at=created,
+                    request=request.model_dump_json(),
+                    summary=json.dumps(summary),
                 )
             )
+            if len(members):
+                rows = members.assign(list_id=list_id)
+                backend_for(conn).bulk_write(conn, MEMBERS, rows, list(rows.columns))
+                # a member erased while the list was built is not stored (the export counts them erased)
+                customers = TABLE_DEFS["customers"]
+                conn.execute(
+                    MEMBERS.delete().where(
+                        MEMBERS.c.list_id == list_id,
+                        ~sa.exists().where(customers.c.customer_id == MEMBERS.c.customer_id),
+                    )
+                )
     return created
 
 

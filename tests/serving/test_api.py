@@ -29,6 +29,12 @@ ENDPOINTS = {
         lambda x: {"objective": "win_back", "channel": "email", "size": 5},
     ),
     "/v1/target-lists/{list}": ("GET", 200, {"marketing", "data_science"}, None),
+    "/v1/campaign-plans": (
+        "POST",
+        201,
+        {"marketing"},
+        lambda x: {"objective": "win_back", "channels": {"email": {}}, "budget": 1.0},
+    ),
     "/v1/analytics/affinity-by-age-group": ("GET", 200, {"marketing", "data_science"}, None),
     "/v1/analytics/sales-by-age-group": ("GET", 200, {"marketing", "data_science"}, None),
     "/v1/analytics/kpis": ("GET", 200, {"marketing", "data_science"}, None),

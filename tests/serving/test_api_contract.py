@@ -20,7 +20,12 @@ from kundenwert.serving.target_lists import TargetListRequest, save_target_list
 
 PROBLEM = "application/problem+json"
 KEYED = {"401", "403", "429", "503"}
-WITH_BODY = {("post", "/v1/score"), ("post", "/v1/feedback"), ("post", "/v1/target-lists")}
+WITH_BODY = {
+    ("post", "/v1/score"),
+    ("post", "/v1/feedback"),
+    ("post", "/v1/target-lists"),
+    ("post", "/v1/campaign-plans"),
+}
 
 
 def _problem(r, status: int) -> dict:

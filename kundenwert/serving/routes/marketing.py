@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from kundenwert.db import audit
 from kundenwert.features.contract import MARKETING_CHANNELS
+from kundenwert.serving.campaign_plans import CampaignPlan, CampaignPlanRequest, plan_campaign
 from kundenwert.serving.deps import allow, get_state
 from kundenwert.serving.keys import Caller
 from kundenwert.serving.problems import KEYED, responses
@@ -26,6 +27,7 @@ from kundenwert.serving.target_lists import (
     members_now,
     page_of,
     save_target_list,
+    save_target_lists,
 )
 from kundenwert.settings import get_settings
 
@@ -52,7 +54,18 @@ def create_target_list(
     ``expected_incremental_responders`` and ``expected_incremental_value`` where the uplift is
     known); ``GET /v1/target-lists/{id}`` exports the members. A list has at most
     ``KUNDENWERT_MAX_TARGET_LIST`` members (default 100,000): a larger size, or a budget that would
-    buy more, is cut to it and ``summary.cut_to_max_size`` says so."""
+    buy more, is cut to it and ``summary.cut_to_max_size`` says so.
+
+    ``selection: "optimal"`` chooses the members instead as the (customer, action) set with the
+    largest total score under the budget, with the size (else the maximum) as the channel's
+    capacity and at most one action per customer: better than the ranked list where the
+    objective's actions cost differently. ``summary.optimisation`` then gives ``method``,
+    ``optimal``, ``objective_value`` (the total score) beside ``ranked_objective_value`` (the
+    ranked list's), ``lp_bound`` and ``gap``, ``cost``, ``contacts``, the expected incremental
+    responders and value of all members (before the control is held out), and the shadow prices:
+    ``budget_shadow_price`` (objective value of one more unit of money) and
+    ``capacity_shadow_price`` (of one more member), with ``budget_gain`` / ``capacity_gain``, what
+    one more unit buys when the LP is solved again (null without a budget or a size)."""
     list_id, summary, members = build_target_list(
         body,
         state.catalog,
@@ -68,6 +81,52 @@ def create_target_list(
         "summary": summary,
         "url": f"/v1/target-lists/{list_id}",
     }
+
+
+@router.post(
+    "/campaign-plans",
+    status_code=201,
+    response_model=CampaignPlan,
+    responses=responses(
+        *KEYED, 400, 409, 413, 422, s409="no catalog action serves the request now on a channel of the plan"
+    ),
+)
+def create_campaign_plan(
+    body: CampaignPlanRequest,
+    state: Annotated[ServingState, Depends(get_state)],
+    who: Annotated[Caller, Depends(allow("marketing"))],
+) -> dict:
+    """Plan a campaign across channels: the set of (customer, action, channel) with the largest
+    total score for the objective under a money ``budget`` and a ``capacity`` (contacts) per
+    channel, ``{"email": {}, "phone": {"capacity": 500}}``, at most one action per customer, after
+    consent, eligibility and contact policy.
+    The score is the incremental value x lever - cost where the action is ranked by uplift, else
+    the expected value x lever - cost. Solved as an assignment problem (an exact MILP up to
+    20,000 options, else the LP rounded with its bound: ``method``, ``optimal``, ``gap``).
+
+    The answer gives per channel the contacts, cost, expected incremental responders and value
+    and the capacity's shadow price (the objective value of one more contact), the budget's
+    shadow price (of one more unit of money), and the greedy reference (customers by their best
+    score while it fits) beside it. Shadow prices are the LP's; ``gain`` says what exactly one
+    more unit buys in the LP. Every channel is capped at ``KUNDENWERT_MAX_TARGET_LIST``.
+
+    ``save: true`` stores one target list per channel with contacts (each with its own control
+    group of ``control_share``, drawn after the plan, so the spent money is lower by about that
+    share), in one transaction: ``channels.<channel>.list_id``, read and measured like any list."""
+    plan, lists = plan_campaign(
+        body,
+        state.catalog,
+        state.decide,
+        state.held_scores(),
+        state.current.unavailable,
+        max_size=get_settings().max_target_list,
+    )
+    if body.save:
+        plan["created_at"] = save_target_lists(
+            state.store.engine, lists, who, detail={"plan_id": plan["plan_id"]}
+        )
+        plan["saved"] = True
+    return plan
 
 
 @router.get(
