@@ -246,6 +246,14 @@ def test_marketing_previews_saves_and_exports_a_list(world):
     assert audited == 1
     bad = c.post("/app/lists/preview", data={**form, "size": "", "budget": ""})
     assert bad.status_code == 422 and "give a size, a budget or both" in bad.text
+    # the best set for a budget: the preview says what one more unit of budget would buy
+    optimal = {**form, "size": "", "budget": "3", "selection": "optimal"}
+    page = c.post("/app/lists/preview", data=optimal).text
+    assert 'id="budget-shadow-price"' in page and 'value="optimal" selected' in page
+    assert (
+        'id="budget-shadow-price"'
+        not in c.post("/app/lists/preview", data={**optimal, "selection": "ranked"}).text
+    )
 
 
 def test_german_and_english_pages_and_formats(world):

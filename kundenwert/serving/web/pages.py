@@ -538,6 +538,7 @@ def _builder_values(data: dict[str, list[str]] | None) -> dict:
         "budget": one(d, "budget"),
         "control_share": one(d, "control_share") or "0.1",
         "detect_lift": one(d, "detect_lift"),
+        "selection": "optimal" if one(d, "selection") == "optimal" else "ranked",
     }
 
 
@@ -564,6 +565,7 @@ def _request_of(values: dict):
         "channel": values["channel"],
         "filters": filters,
         "control_share": num("control_share") or 0.1,
+        "selection": values.get("selection", "ranked"),
     }
     for name in ("size", "budget", "detect_lift"):
         if num(name) is not None:
