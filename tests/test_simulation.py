@@ -22,21 +22,26 @@ def world(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def sim(world):
+def _fast():
+    """The mechanics, not the models' quality: 30 iterations for every model (the response model
+    too), two training cutoffs."""
     from kundenwert.models.specs import SPECS
-    from kundenwert.simulation import SimulationConfig, simulate
     from kundenwert.training.config import ExperimentConfig
 
-    # the mechanics, not the models' quality: 30 iterations for every model (the response model too)
-    fast = ExperimentConfig.model_validate(
+    return ExperimentConfig.model_validate(
         {
             "models": {m: {"params": {"max_iter": 30}, "gates": {}} for m in SPECS},
             "data": {"max_train_cutoffs": 2},
             "split": {"method": "customer"},
         }
     )
-    return simulate(world, SimulationConfig(**CONFIG), experiment=fast)
+
+
+@pytest.fixture(scope="module")
+def sim(world):
+    from kundenwert.simulation import SimulationConfig, simulate
+
+    return simulate(world, SimulationConfig(**CONFIG), experiment=_fast())
 
 
 @pytest.mark.parametrize("sure", [0.0, 0.4])
@@ -181,3 +186,23 @@ def test_feedback_joins_the_history_and_retrains(sim):
         assert rows["is_control"].sum() == (mine["group"] == "control").sum()
         assert (rows["direction"] == "outbound").all()
     assert sim.months.groupby("month")["retrained"].first().tolist() == [False, True]
+
+
+def test_simulate_command(world, tmp_path, monkeypatch):
+    """``kundenwert simulate`` prints the table per policy and writes the decision log; an unknown
+    policy is refused before any work."""
+    from typer.testing import CliRunner
+
+    import kundenwert.simulation as simulation
+    from kundenwert.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["simulate", str(world), "--policies", "random,best"])
+    assert bad.exit_code != 0 and "unknown policies best" in bad.output
+    monkeypatch.setattr(simulation, "fast_config", lambda seed=0: _fast())
+    log = tmp_path / "log.parquet"
+    args = ["simulate", str(world), "--months", "1", "--contacts", "20", "--policies", "random,uplift"]
+    r = runner.invoke(app, [*args, "--log", str(log)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "random" in r.output and "uplift" in r.output and "incr. value" in r.output
+    assert set(pd.read_parquet(log)["policy"]) == {"random", "uplift"}
