@@ -8,7 +8,19 @@ policy of a seed is the reference of the others: they start from the same traine
 the same outcomes.
 
     KUNDENWERT_THREADS=1 python bench/simulate.py [--customers 3000] [--seeds 5] [--months 4]
-        [--contacts 150] [--budget 40] [--jobs 1]
+        [--contacts 150] [--budget 40] [--jobs 1] [--out totals.csv]
+
+The defaults (3,000 customers, July to October 2025, 150 contacts = 5% of the customers a month,
+40 money units a month: it binds on the standard world, where both budget policies spend 36 of it
+a month, the held-out control rows being chosen at no cost; with sure things some seeds have too
+few candidates worth a contact to spend it) run the ten
+simulations in 837 s with ``--jobs 2`` on two cores shared with other jobs (158 s median each);
+the table is the same on every run (every draw comes from the seed). Measured 2026-12-02: uplift /
+response 0.93 [0.87, 0.99] standard, 1.08 [0.57, 1.59] with sure things (incremental responders
+2.17 [0.89, 3.45]); optimised / greedy 1.32 [1.21, 1.44] and 1.22 [0.77, 1.67], at least 1 on
+every seed. At this size the response model's uplift hardly ranks the true lift (correlation
+0.25 standard, 0.07 with sure things, on the random policy's candidates), which is why ranking
+by it does not beat ranking by response yet.
 """
 
 from __future__ import annotations
