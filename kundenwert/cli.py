@@ -187,6 +187,73 @@ def sample_cmd(
     )
 
 
+@app.command("simulate")
+@friendly
+def simulate_cmd(
+    directory: Annotated[Path, typer.Argument(help="A sample world folder (`kundenwert sample`).")],
+    months: Annotated[int, typer.Option(min=1, help="Months of decisions, one on each first day.")] = 4,
+    contacts: Annotated[
+        int, typer.Option(min=1, help="Contacts a month of the random and ranked policies.")
+    ] = 200,
+    budget: Annotated[
+        float, typer.Option(min=0.0, help="Money a month of the greedy and optimised policies.")
+    ] = 50.0,
+    retrain_every: Annotated[
+        int, typer.Option(min=0, help="Retrain the response model every this many months (0: never).")
+    ] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the outcome draws and the random policy.")] = 0,
+    start: Annotated[
+        str | None, typer.Option(help="First decision date (ISO); default: months + 1 months before the end.")
+    ] = None,
+    policies: Annotated[
+        str, typer.Option(help="Comma-separated: random, response, uplift, greedy, optimised.")
+    ] = "random,response,uplift,greedy,optimised",
+    log: Annotated[
+        Path | None,
+        typer.Option(help="Write the decision log (every candidate, for off-policy evaluation) as Parquet."),
+    ] = None,
+) -> None:
+    """Replay months of decisions on a sample world with the service's own training, scoring and
+    arbitration, feed the world's true outcomes back, and report per policy the true incremental
+    responders and value (see kundenwert.simulation)."""
+    from kundenwert.simulation import SimulationConfig, simulate
+
+    config = SimulationConfig(
+        months=months,
+        contacts=contacts,
+        budget=budget,
+        retrain_every=retrain_every,
+        seed=seed,
+        start=start,
+        policies=tuple(p.strip() for p in policies.split(",") if p.strip()),
+    )
+    config.check()
+    t0 = time.perf_counter()
+    with err.status("simulating") as status:
+        sim = simulate(directory, config, progress=lambda msg: status.update(msg))
+    summary = sim.summary()
+    t = Table(title=f"simulation of {directory}, {sim.dates[0]:%Y-%m} to {sim.dates[-1]:%Y-%m}")
+    for col in ("policy", "contacts", "held out", "cost", "incr. responders", "incr. value", "value / contact",
+                "value / money"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for policy, r in summary.iterrows():
+        t.add_row(
+            str(policy),
+            f"{int(r['contacts']):,}",
+            f"{int(r['held_out']):,}",
+            f"{r['cost']:,.2f}",
+            f"{r['incremental_responders']:,.2f}",
+            f"{r['incremental_value']:,.2f}",
+            f"{r['value_per_contact']:,.3f}",
+            f"{r['value_per_money']:,.3f}",
+        )
+    out.print(t)
+    if log is not None:
+        sim.log.to_parquet(log, index=False)
+        out.print(f"decision log: {len(sim.log):,} rows in {log}")
+    out.print(f"done in {time.perf_counter() - t0:.0f} s")
+
+
 @app.command("import")
 @friendly
 def import_cmd(

@@ -340,3 +340,74 @@ def posterior_response_probability(
     a = alive_now.to_numpy()[at][:, None]
     p_resp = a / (1 + np.exp(-z)) + (1 - a) / (1 + np.exp(-(z + D.RESPONSE_DEAD)))
     return (w[at] * p_resp).sum(axis=1)
+
+
+def contact_probabilities(
+    params: pd.DataFrame,
+    customer_ids: np.ndarray,
+    action_ids: np.ndarray,
+    channels: np.ndarray,
+    at: pd.Timestamp | str | np.ndarray | pd.Series,
+    effect: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The true probability of a response (``responded`` or ``converted``) to a first contact of
+    ``action_ids[i]`` on ``channels[i]`` made to ``customer_ids[i]`` at ``at`` (one instant, or
+    one per row), with the contact and without it: ``(p_treated, p_control)``.
+
+    The formula of the monthly campaigns (``_marketing.run_campaigns``), for any action of
+    ``design.ACTIONS`` on any of the world's channels and any moment: logit ``RESPONSE_BASE[channel]
+    + the action's effect + RESPONSE_PREFERRED_CHANNEL [preferred channel] + RESPONSE_AGE[channel]
+    [age group] + responsiveness + voucher x (price sensitivity - 0.5) + cross-sell x log(8 share
+    of the category)`` treated, ``ORGANIC_BASE + RESPONSE_ORGANIC_INDIVIDUAL responsiveness``
+    (+ ``SURE_THING_ORGANIC`` for a sure thing who has not left) without the contact; both
+    ``+ RESPONSE_DEAD`` once the customer has left (``death_at`` before the contact). A sure thing
+    contacted responds with the larger of the two chances. ``effect`` False (``--no-effect``):
+    the treated respond as the control. For the world's own campaign contacts this gives
+    ``load_contact_truth``'s probabilities. An action or channel the world does not know gives NaN.
+    ``params``: ``load_truth``'s frame (or its parameter columns), one row per customer.
+    """
+    ids = np.asarray(customer_ids, dtype=object)
+    action = np.asarray(action_ids, dtype=object)
+    channel = np.asarray(channels, dtype=object)
+    index = pd.Index(params["customer_id"].to_numpy())
+    row = index.get_indexer(ids)
+    if (row < 0).any():
+        raise KeyError(f"{int((row < 0).sum())} customers are not in the truth (first: {ids[row < 0][0]!r})")
+    when = pd.DatetimeIndex(
+        pd.to_datetime(np.asarray(at).reshape(-1) if np.ndim(at) else [at] * len(ids), utc=True)
+    )
+    death = pd.DatetimeIndex(pd.to_datetime(params["death_at"], utc=True))[row]
+    dead = np.asarray(death < when, dtype=bool)  # never left (NaT): False
+    u = params["response_individual"].to_numpy(dtype="float64")[row]
+    ps = params["price_sensitivity"].to_numpy(dtype="float64")[row]
+    pref = params["preferred_channel"].to_numpy(dtype=object)[row]
+    ag = pd.Categorical(params["age_group"], categories=list(D.AGE_BANDS)).codes[row]
+    sure = (
+        params["sure_thing"].to_numpy(dtype=bool)[row] if "sure_thing" in params else np.zeros(len(ids), bool)
+    )
+    shares = {c: params[f"category_share_{c}"].to_numpy(dtype="float64")[row] for c in D.CATEGORIES}
+    logit_t = np.full(len(ids), np.nan)
+    for a, (kind, _chans, a_eff, a_cat) in D.ACTIONS.items():
+        for ch in D.CHANNELS:
+            m = (action == a) & (channel == ch)
+            if not m.any():
+                continue
+            extra = np.zeros(int(m.sum()))
+            if kind in ("retention", "win_back"):
+                extra += D.RESPONSE_VOUCHER_PRICE_SENSITIVITY * (ps[m] - 0.5)
+            if a_cat is not None:
+                extra += D.RESPONSE_AFFINITY * np.log(len(D.CATEGORIES) * shares[a_cat][m])
+            logit_t[m] = (
+                D.RESPONSE_BASE[ch]
+                + a_eff
+                + D.RESPONSE_PREFERRED_CHANNEL * (pref[m] == ch)
+                + np.asarray(D.RESPONSE_AGE[ch])[ag[m]]
+                + u[m]
+                + extra
+            )
+    logit_c = D.ORGANIC_BASE + D.RESPONSE_ORGANIC_INDIVIDUAL * u + D.SURE_THING_ORGANIC * (sure & ~dead)
+    known = np.isfinite(logit_t)
+    p_control = 1.0 / (1.0 + np.exp(-(logit_c + D.RESPONSE_DEAD * dead)))
+    p_treated = 1.0 / (1.0 + np.exp(-(logit_t + D.RESPONSE_DEAD * dead))) if effect else p_control.copy()
+    p_treated = np.where(sure, np.maximum(p_treated, p_control), p_treated)
+    return np.where(known, p_treated, np.nan), np.where(known, p_control, np.nan)
