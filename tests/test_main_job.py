@@ -66,6 +66,13 @@ def _main_job(url: str, home: Path, world: Path, monkeypatch: pytest.MonkeyPatch
     ids = sorted(store.read_table("customers", ["customer_id"])["customer_id"])
     answers: dict[str, object] = {}
     with TestClient(create_app(store)) as client:
+        from kundenwert.serving.exploration import of_catalog
+
+        # the catalog's exploration, drawn from the same seed on both stores: the same requests
+        # in the same order explore the same decisions, so the answers can be compared
+        state = client.app.state.serving
+        state.explorer = of_catalog(state.catalog, seed=7)
+        assert state.explorer.active
         sales, campaign, marketing = ({"X-API-Key": keys[r]} for r in ("sales", "campaign", "marketing"))
         assert client.get("/health/ready").status_code == 200
         nba = [client.get(f"/v1/customers/{cid}/next-best-actions", headers=sales) for cid in ids[:60]]
