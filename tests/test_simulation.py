@@ -12,6 +12,9 @@ from kundenwert.datasets import design as D
 from kundenwert.datasets.sample import Variants, generate_world, write_world
 from kundenwert.datasets.truth import contact_probabilities, load_contact_truth, load_truth
 
+# a minute of simulated months (several trainings): with the slow suites, which CI runs; `make test` stays under 15 minutes
+pytestmark = pytest.mark.slow
+
 CONFIG = {"months": 2, "contacts": 40, "budget": 8.0, "retrain_every": 1, "seed": 3}
 
 

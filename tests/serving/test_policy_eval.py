@@ -15,6 +15,9 @@ from kundenwert.serving.exploration import Explorer
 from kundenwert.serving.policy_eval import evaluate_log, evaluate_store, read_log, target_scores
 from tests.serving.conftest import own_world
 
+# a world of its own with 3,000 decisions and their feedback (about a minute): with the slow suites, which CI runs; `make test` stays under 15 minutes
+pytestmark = pytest.mark.slow
+
 SHARE = 0.4
 
 
