@@ -87,6 +87,13 @@ def test_the_service_answers_the_same_on_both_stores(both) -> None:
     answers: dict[str, dict] = {}
     for kind, v in both.items():
         with TestClient(create_app(Store(v["store"].url))) as c:
+            from kundenwert.serving.exploration import of_catalog
+
+            # the catalog's exploration from the same seed on both stores: the same requests in
+            # the same order explore the same decisions (exploration compared too, not chance)
+            state = c.app.state.serving
+            state.explorer = of_catalog(state.catalog, seed=11)
+            assert state.explorer.active
             sales = {"X-API-Key": v["key"]["sales"]}
             campaign = {"X-API-Key": v["key"]["campaign"]}
             marketing = {"X-API-Key": v["key"]["marketing"]}
