@@ -30,13 +30,15 @@ from pydantic import (
 )
 
 from kundenwert.features.contract import MARKETING_CHANNELS
-from kundenwert.serving.kinds import OBJECTIVE_KINDS, ObjectiveName, action_kind
+from kundenwert.serving.kinds import ObjectiveName
 from kundenwert.serving.schemas import Channel, Id, WholeNumber, bounded
 from kundenwert.serving.target_lists import (
+    OBJECTIVE_RULES,
     Filters,
     TargetListRequest,
     _filtered,
     assignment_problem,
+    check_objective,
     finite,
     incremental,
     kept_candidates,
@@ -68,22 +70,7 @@ def _rules_schema() -> dict:
                 },
             },
         ],
-        "allOf": [
-            {
-                "if": {"required": ["objective"], "properties": {"objective": {"const": "cross_sell"}}},
-                "then": {
-                    "required": ["category"],
-                    "properties": {"category": {"type": "string", "minLength": 1}},
-                },
-            },
-            {
-                "if": {"required": ["objective"], "properties": {"objective": {"const": "action"}}},
-                "then": {
-                    "required": ["action_id"],
-                    "properties": {"action_id": {"type": "string", "minLength": 1}},
-                },
-            },
-        ],
+        "allOf": OBJECTIVE_RULES,
     }
 
 
@@ -155,11 +142,7 @@ class CampaignPlanRequest(BaseModel):
     def _complete(self) -> CampaignPlanRequest:
         if self.budget is None and not self.capacity:
             raise ValueError("give a budget, a channel's capacity (contacts) or both: a plan needs a limit")
-        by_category = self.objective != "action" and action_kind(OBJECTIVE_KINDS[self.objective]).by_category
-        if by_category and not self.category:
-            raise ValueError(f"a {self.objective} plan needs its category")
-        if self.objective == "action" and not self.action_id:
-            raise ValueError("an action plan needs its action_id")
+        check_objective(self.objective, self.category, self.action_id, "plan")
         return self
 
 

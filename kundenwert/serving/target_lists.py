@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,36 @@ class Filters(BaseModel):
     max_clv: Number | None = None
 
 
+# ``check_objective`` as JSON Schema: cross_sell names its category, action its action_id (the
+# rules of target lists and campaign plans alike)
+OBJECTIVE_RULES: list[Any] = [
+    {
+        "if": {"required": ["objective"], "properties": {"objective": {"const": "cross_sell"}}},
+        "then": {
+            "required": ["category"],
+            "properties": {"category": {"type": "string", "minLength": 1}},
+        },
+    },
+    {
+        "if": {"required": ["objective"], "properties": {"objective": {"const": "action"}}},
+        "then": {
+            "required": ["action_id"],
+            "properties": {"action_id": {"type": "string", "minLength": 1}},
+        },
+    },
+]
+
+
+def check_objective(objective: str, category: str | None, action_id: str | None, what: str) -> None:
+    """``ValueError`` when a ``what`` (list, plan) for ``objective`` lacks what it must name: an
+    objective by category its category, ``action`` its action_id."""
+    by_category = objective != "action" and action_kind(OBJECTIVE_KINDS[objective]).by_category
+    if by_category and not category:
+        raise ValueError(f"a {objective} {what} needs its category")
+    if objective == "action" and not action_id:
+        raise ValueError(f"an action {what} needs its action_id")
+
+
 class TargetListRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -84,22 +114,7 @@ class TargetListRequest(BaseModel):
                 {"required": ["size"], "properties": {"size": {"type": "integer"}}},
                 {"required": ["budget"], "properties": {"budget": {"type": "number"}}},
             ],
-            "allOf": [
-                {
-                    "if": {"required": ["objective"], "properties": {"objective": {"const": "cross_sell"}}},
-                    "then": {
-                        "required": ["category"],
-                        "properties": {"category": {"type": "string", "minLength": 1}},
-                    },
-                },
-                {
-                    "if": {"required": ["objective"], "properties": {"objective": {"const": "action"}}},
-                    "then": {
-                        "required": ["action_id"],
-                        "properties": {"action_id": {"type": "string", "minLength": 1}},
-                    },
-                },
-            ],
+            "allOf": OBJECTIVE_RULES,
         },
     )
 
@@ -135,11 +150,7 @@ class TargetListRequest(BaseModel):
     def _complete(self) -> TargetListRequest:
         if self.size is None and self.budget is None:
             raise ValueError("give a size, a budget or both")
-        by_category = self.objective != "action" and action_kind(OBJECTIVE_KINDS[self.objective]).by_category
-        if by_category and not self.category:
-            raise ValueError(f"a {self.objective} list needs its category")
-        if self.objective == "action" and not self.action_id:
-            raise ValueError("an action list needs its action_id")
+        check_objective(self.objective, self.category, self.action_id, "list")
         return self
 
 
