@@ -36,17 +36,13 @@ from kundenwert.models.ope import LoggedDecisions, PolicyEvaluation, evaluate_po
 from kundenwert.serving.candidates import Candidates
 from kundenwert.serving.catalog import Catalog
 from kundenwert.serving.exploration import probability
-from kundenwert.serving.feedback import STAGE
+from kundenwert.serving.feedback import OUTCOMES, STAGE
 
 REWARDS = ("response", "value")
 REACHED = {"clicked": STAGE["clicked"], "converted": STAGE["converted"]}
-# feedback outcome -> stage (as the contacts table keeps it: "sent" is no response yet)
-_STAGE_OF = {
-    "sent": 0,
-    "opened": STAGE["opened"],
-    "clicked": STAGE["clicked"],
-    "converted": STAGE["converted"],
-}
+# feedback outcome -> stage of the response funnel, as feedback stores it (``OUTCOMES``, then
+# ``STAGE``: "sent" is no response yet); bounced and unsubscribed are reports without a response
+_STAGE_OF = {o: STAGE[OUTCOMES[o]] for o in ("sent", "opened", "clicked", "converted")}
 
 LONG_COLUMNS = [
     "slot",
